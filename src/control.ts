@@ -1,0 +1,174 @@
+// The control socket: a unix socket, owner-only, on which the CLI (or any program) asks the
+// supervisor for reload / status / stop. Newline-delimited JSON; see protocol.ts.
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { ControlRequest, MAX_CONTROL_LINE, type ControlEvent, type ControlReply } from './protocol.js';
+import * as sys from './sys.js';
+
+const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** Where a service's control socket lives when only `--name` is given. */
+export function controlPathFor(name: string): string {
+  if (!NAME.test(name)) throw new Error(`bad service name '${name}': use letters, digits, '_', '.', '-'`);
+  const uid = process.getuid?.() ?? 0;
+  const base = process.env.XDG_RUNTIME_DIR ? join(process.env.XDG_RUNTIME_DIR, 'baton') : join(tmpdir(), `baton-${uid}`);
+  return join(base, `${name}.sock`);
+}
+
+/**
+ * Make the socket's directory private (create it 0700 if missing; refuse one that others
+ * can write or that belongs to someone else: a shared /tmp must not let them plant a socket),
+ * and clear a stale socket left by a supervisor that died. A live one is an error.
+ */
+export async function prepareControlPath(path: string): Promise<void> {
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = lstatSync(dir);
+  const uid = process.getuid?.() ?? 0;
+  if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o022) !== 0) {
+    throw new Error(`refusing control directory ${dir}: it must be a directory owned by you and writable only by you`);
+  }
+  let exists = false;
+  try {
+    exists = lstatSync(path).isSocket();
+  } catch {
+    return;
+  }
+  if (!exists) throw new Error(`${path} exists and is not a socket; remove it or choose another --control path`);
+  if (await answers(path)) throw new Error(`a baton supervisor is already running with control socket ${path}`);
+  unlinkSync(path);
+}
+
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createConnection(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export type ControlHandler = (req: ControlRequest, emit: (state: string, message: string) => void) => Promise<unknown>;
+
+/** An error whose `detail` (e.g. the failed reload's record) goes to the client with the message. */
+export class ControlError extends Error {
+  constructor(message: string, readonly detail?: unknown) {
+    super(message);
+  }
+}
+
+export async function serveControl(path: string, handler: ControlHandler): Promise<Server> {
+  const server = createServer((sock) => serveClient(sock, handler));
+  // Owner-only from the first instant: the umask covers the window between bind and chmod.
+  const old = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } finally {
+    process.umask(old);
+  }
+  return server;
+}
+
+function serveClient(sock: Socket, handler: ControlHandler): void {
+  const write = (m: ControlReply | ControlEvent): void => {
+    if (!sock.destroyed && sock.writable) sock.write(JSON.stringify(m) + '\n');
+  };
+  // File permissions already keep others out; the peer's uid is checked too, because a
+  // socket passed on (or a directory made group-writable later) must not open the door.
+  try {
+    const peer = sys.peerCredentials(sock);
+    const me = process.getuid?.() ?? 0;
+    if (peer.uid !== me) {
+      write({ ok: false, error: `permission denied: uid ${peer.uid} is not the owner (uid ${me})` });
+      sock.end();
+      return;
+    }
+  } catch {
+    /* credentials unavailable on this platform: file permissions still apply */
+  }
+  let buf = '';
+  sock.setEncoding('utf8');
+  sock.on('error', () => sock.destroy());
+  sock.on('data', (chunk: string) => {
+    buf += chunk;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl).trim();
+      buf = buf.slice(nl + 1);
+      if (line) void handleLine(line, handler, write);
+    }
+    if (buf.length > MAX_CONTROL_LINE) {
+      write({ ok: false, error: `request too long (over ${MAX_CONTROL_LINE} bytes without a newline)` });
+      sock.destroy();
+    }
+  });
+}
+
+async function handleLine(line: string, handler: ControlHandler, write: (m: ControlReply | ControlEvent) => void): Promise<void> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch {
+    write({ ok: false, error: 'malformed request: not JSON' });
+    return;
+  }
+  const parsed = ControlRequest.safeParse(raw);
+  const id = typeof (raw as { id?: unknown })?.id === 'number' ? (raw as { id: number }).id : undefined;
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const where = issue.path.length ? ` at '${issue.path.join('.')}'` : '';
+    write({ id, ok: false, error: `invalid request${where}: ${issue.message}` });
+    return;
+  }
+  try {
+    const result = await handler(parsed.data, (state, message) => write({ id, event: 'progress', state, message, at: Date.now() }));
+    write({ id, ok: true, result });
+  } catch (e) {
+    write({ id, ok: false, error: (e as Error).message, detail: (e as ControlError).detail });
+  }
+}
+
+/** Send one request; `onEvent` sees progress events; resolves with the reply. */
+export function controlRequest(path: string, req: ControlRequest, onEvent?: (e: ControlEvent) => void): Promise<ControlReply> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(path);
+    let buf = '';
+    let replied = false;
+    sock.setEncoding('utf8');
+    sock.once('connect', () => sock.write(JSON.stringify({ ...req, id: 1 }) + '\n'));
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const msg = JSON.parse(buf.slice(0, nl)) as ControlReply | ControlEvent;
+        buf = buf.slice(nl + 1);
+        if ('event' in msg) onEvent?.(msg);
+        else {
+          replied = true;
+          sock.end();
+          resolve(msg);
+        }
+      }
+    });
+    sock.once('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
+        reject(new Error(`no baton supervisor is running at ${path} (${e.code})`));
+      } else if (e.code === 'EACCES') {
+        reject(new Error(`permission denied on ${path}: only the supervisor's owner may control it`));
+      } else reject(e);
+    });
+    sock.once('close', () => {
+      if (!replied) reject(new Error(`the supervisor at ${path} closed the connection without answering`));
+    });
+  });
+}

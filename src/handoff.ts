@@ -1,0 +1,155 @@
+// The handoff: replacing the serving generation by a new one, as an explicit state machine.
+//
+//  waiting --(fewer old generations draining than --max-draining)--> starting
+//
+//            new workers ready             old ones answered "stopped accepting"
+//  starting -------------------> transferring -------------------------------> done
+//     |   ^                           |
+//     |   +---------------------------+  rolling (--max-surge): next batch
+//     | a new worker exited / not ready in time / supervisor stopping
+//     v
+//  rolling-back --(new workers drained; old generation whole again)--> failed
+//
+// The old generation drains in the background after `done`; the supervisor tracks that,
+// so a long-lived connection never blocks the next deploy.
+import type { Generation } from './generation.js';
+import { StartError } from './generation.js';
+
+export type HandoffState = 'waiting' | 'starting' | 'rolling-back' | 'transferring' | 'done' | 'failed';
+
+const TRANSITIONS: Record<HandoffState, readonly HandoffState[]> = {
+  waiting: ['starting'],
+  starting: ['transferring', 'rolling-back'],
+  'rolling-back': ['failed'],
+  transferring: ['starting', 'done'],
+  done: [],
+  failed: [],
+};
+
+export type HandoffTrigger = 'start' | 'reload' | 'signal' | 'restart';
+
+export interface HandoffRecord {
+  id: number;
+  trigger: HandoffTrigger;
+  from: number | null;
+  to: number;
+  argv: string[];
+  requestedAt: number;
+  state: HandoffState;
+  phases: { state: HandoffState; at: number }[];
+  /** Request -> every new worker ready. */
+  readyMs: number | null;
+  /** Old generation told to drain -> all of it stopped accepting. */
+  transferMs: number | null;
+  /** Request -> done or failed. */
+  totalMs: number | null;
+  /** Request -> old generation exited (filled in later, in the background). */
+  drainedMs: number | null;
+  /** Connections the old generation still held at its drain deadline. */
+  cut: number;
+  error: string | null;
+  /** Last output lines of the worker that failed the reload. */
+  output: string[];
+}
+
+export interface HandoffPlan {
+  old: Generation | null;
+  next: Generation;
+  workers: number;
+  readyTimeoutMs: number;
+  drainTimeoutMs: number;
+  /** How long to wait for the old generation's "stopped accepting" before calling it done anyway. */
+  transferTimeoutMs: number;
+  /** Rolling: start at most this many new workers at a time (null: all at once). */
+  maxSurge: number | null;
+  /** Resolves once fewer old generations drain than the cap allows (null: room now). */
+  drainSlot: Promise<void> | null;
+  onChange(rec: HandoffRecord, message: string): void;
+}
+
+export function newRecord(id: number, trigger: HandoffTrigger, from: number | null, to: number, argv: string[], waiting = false): HandoffRecord {
+  const now = Date.now();
+  const state: HandoffState = waiting ? 'waiting' : 'starting';
+  return {
+    id, trigger, from, to, argv, requestedAt: now, state, phases: [{ state, at: now }],
+    readyMs: null, transferMs: null, totalMs: null, drainedMs: null, cut: 0, error: null, output: [],
+  };
+}
+
+function enter(rec: HandoffRecord, to: HandoffState, plan: HandoffPlan, message: string): void {
+  if (!TRANSITIONS[rec.state].includes(to)) throw new Error(`handoff ${rec.id}: no transition ${rec.state} -> ${to}`);
+  rec.state = to;
+  const at = Date.now();
+  rec.phases.push({ state: to, at });
+  if (to === 'done' || to === 'failed') rec.totalMs = at - rec.requestedAt;
+  plan.onChange(rec, message);
+}
+
+export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise<HandoffRecord> {
+  const { old, next } = plan;
+  if (rec.state === 'waiting') {
+    plan.onChange(rec, 'waiting: too many old generations still draining (--max-draining)');
+    await plan.drainSlot;
+    enter(rec, 'starting', plan, 'a draining generation exited');
+  }
+  const rolling = old !== null && plan.maxSurge !== null && plan.maxSurge < plan.workers;
+  plan.onChange(rec, `starting generation ${next.number} with ${plan.workers} worker(s)${rolling ? `, ${plan.maxSurge} at a time` : ''}: ${rec.argv.join(' ')}`);
+  try {
+    if (rolling) await rollingStart(rec, plan, old);
+    else await next.start(plan.workers, plan.readyTimeoutMs);
+  } catch (e) {
+    rec.error = (e as Error).message;
+    rec.output = e instanceof StartError ? e.output : [];
+    enter(rec, 'rolling-back', plan, `generation ${next.number} failed: ${rec.error}; stopping it`);
+    // A rolling start may have retired old workers already: refill their slots first.
+    if (old && rolling) old.resize(old.target);
+    await next.drain(plan.drainTimeoutMs);
+    if (old && rolling) await old.whenSized(plan.readyTimeoutMs);
+    enter(rec, 'failed', plan, old ? `generation ${old.number} keeps serving` + (rolling ? '' : ', untouched') : 'no generation serves');
+    return rec;
+  }
+  rec.readyMs ??= Date.now() - rec.requestedAt;
+  if (!rolling) enter(rec, 'transferring', plan, `generation ${next.number} ready in ${rec.readyMs} ms` + (old ? `; generation ${old.number} stops accepting` : ''));
+  if (old) {
+    const t0 = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const answered = await Promise.race([
+      old.drain(plan.drainTimeoutMs).then(() => true),
+      new Promise<false>((res) => (timer = setTimeout(() => res(false), plan.transferTimeoutMs))),
+    ]);
+    clearTimeout(timer);
+    rec.transferMs = (rec.transferMs ?? 0) + Date.now() - t0;
+    if (!answered) plan.onChange(rec, `generation ${old.number} did not confirm it stopped accepting within ${plan.transferTimeoutMs} ms; it is killed at its drain deadline`);
+    void old.whenExited().then(() => {
+      rec.drainedMs = Date.now() - rec.requestedAt;
+      rec.cut = old.cut;
+      plan.onChange(rec, `generation ${old.number} exited` + (rec.cut ? `; ${rec.cut} connection(s) cut at the drain deadline` : ''));
+    });
+  }
+  enter(rec, 'done', plan, `generation ${next.number} serves`);
+  return rec;
+}
+
+/**
+ * Replace the old workers a batch at a time: start K new ones, wait until they are ready,
+ * then retire K old ones and wait until they have exited. Ready capacity never drops below
+ * N and no more than N + K workers are alive at once.
+ */
+async function rollingStart(rec: HandoffRecord, plan: HandoffPlan, old: Generation): Promise<void> {
+  const { next, workers } = plan;
+  const k = plan.maxSurge!;
+  for (let first = 0; first < workers; first += k) {
+    const slots = Array.from({ length: Math.min(k, workers - first) }, (_, i) => first + i);
+    if (first > 0) enter(rec, 'starting', plan, `starting worker(s) ${slots.join(', ')} of generation ${next.number}`);
+    await next.startSlots(slots, plan.readyTimeoutMs);
+    rec.readyMs ??= Date.now() - rec.requestedAt;
+    const last = first + k >= workers;
+    // The last batch leaves the old generation's remaining workers to the common transfer below.
+    enter(rec, 'transferring', plan, `worker(s) ${slots.join(', ')} of generation ${next.number} ready` + (last ? `; generation ${old.number} stops accepting` : `; retiring the same of generation ${old.number}`));
+    if (last) break;
+    const t0 = Date.now();
+    await old.retire(slots, plan.drainTimeoutMs);
+    rec.transferMs = (rec.transferMs ?? 0) + Date.now() - t0;
+  }
+  next.markServing(workers);
+}

@@ -1,0 +1,101 @@
+// Every message baton exchanges, in one place.
+//
+// Two conversations:
+//  - supervisor <-> worker runtime, over the Node IPC channel of each worker
+//    (`process.send`). Messages carry `baton: 1` so an app that uses its own IPC
+//    messages (PM2 style `process.send('ready')`) never collides with ours.
+//  - control client <-> supervisor, newline-delimited JSON on the control socket.
+//    Requests are validated with zod: anything malformed gets an error reply and
+//    changes nothing.
+import { z } from 'zod';
+
+/* ------------------------------------------------------------------ */
+/* Worker contract: the environment every worker gets                  */
+/* ------------------------------------------------------------------ */
+
+/** One inherited listener as described to a worker in BATON_LISTENERS. */
+export type ListenerInfo =
+  | { fd: number; name: string; kind: 'tcp'; host: string; port: number }
+  | { fd: number; name: string; kind: 'unix'; path: string };
+
+/** How a Node worker tells it is ready: when all listeners are served, or when the app calls ready(). */
+export type ReadyMode = 'listen' | 'manual';
+
+export const ENV = {
+  listeners: 'BATON_LISTENERS', // JSON ListenerInfo[]
+  backlog: 'BATON_BACKLOG', // listen() backlog to re-apply (Node resets it on every listen)
+  ready: 'BATON_READY', // ReadyMode
+  generation: 'BATON_GENERATION',
+  worker: 'BATON_WORKER',
+  drainTimeout: 'BATON_DRAIN_TIMEOUT_MS', // used when the supervisor vanishes
+} as const;
+
+/* ------------------------------------------------------------------ */
+/* Supervisor -> worker                                                */
+/* ------------------------------------------------------------------ */
+
+export type ToWorker =
+  /** Stop accepting, answer `accepting-stopped`, finish in-flight work, exit by `timeoutMs`. */
+  { baton: 1; type: 'drain'; timeoutMs: number };
+
+/* ------------------------------------------------------------------ */
+/* Worker -> supervisor                                                */
+/* ------------------------------------------------------------------ */
+
+export type FromWorker =
+  /** First message of the runtime: this worker understands IPC drain (else it gets the drain signal). */
+  | { baton: 1; type: 'hello'; pid: number }
+  | { baton: 1; type: 'listening'; listener: string }
+  | { baton: 1; type: 'ready' }
+  | { baton: 1; type: 'accepting-stopped' }
+  | { baton: 1; type: 'drain-progress'; connections: number }
+  /** Sent just before exit; `cut` counts connections destroyed at the deadline. */
+  | { baton: 1; type: 'drained'; cut: number }
+  | { baton: 1; type: 'warning'; message: string };
+
+export function isFromWorker(m: unknown): m is FromWorker {
+  return typeof m === 'object' && m !== null && (m as { baton?: unknown }).baton === 1 && typeof (m as { type?: unknown }).type === 'string';
+}
+
+/* ------------------------------------------------------------------ */
+/* Control socket: client -> supervisor                                */
+/* ------------------------------------------------------------------ */
+
+/** Longest request line accepted on the control socket. */
+export const MAX_CONTROL_LINE = 1 << 20;
+
+const argv = z.array(z.string().min(1)).min(1).max(4096);
+
+export const ControlRequest = z.discriminatedUnion('cmd', [
+  z.strictObject({
+    id: z.number().int().optional(),
+    cmd: z.literal('reload'),
+    /** New command line; omitted = reload the current one. */
+    argv: argv.optional(),
+    /** Directory the new command line's relative paths are meant from (the caller's cwd). */
+    cwd: z.string().startsWith('/').max(4096).optional(),
+    /** Reply when the new generation serves (default) or once the old one has exited. */
+    wait: z.enum(['serving', 'drained']).optional(),
+  }),
+  z.strictObject({ id: z.number().int().optional(), cmd: z.literal('status') }),
+  z.strictObject({
+    id: z.number().int().optional(),
+    cmd: z.literal('scale'),
+    /** An absolute count, or a relative change such as "+1" / "-2". */
+    workers: z.union([z.number().int().min(1).max(1024), z.string().regex(/^[+-]\d{1,4}$/, 'expected a count or +N / -N')]),
+  }),
+  z.strictObject({ id: z.number().int().optional(), cmd: z.literal('stop') }),
+]);
+export type ControlRequest = z.infer<typeof ControlRequest>;
+
+/* ------------------------------------------------------------------ */
+/* Control socket: supervisor -> client                                */
+/* ------------------------------------------------------------------ */
+
+/** Intermediate event of a long request (reload progress). Zero or more precede the reply. */
+export type ControlEvent = { id?: number; event: 'progress'; state: string; message: string; at: number };
+
+/** Exactly one reply ends each request. */
+export type ControlReply =
+  | { id?: number; ok: true; result: unknown }
+  | { id?: number; ok: false; error: string; detail?: unknown };

@@ -1,0 +1,192 @@
+// Makes an unmodified app's `server.listen(port | path | options)` serve the listener baton
+// passed in (fds 3, 4, ...) instead of binding a socket of its own. Patching
+// net.Server.prototype.listen covers http, https, Express, Fastify, Koa: they all end there.
+import * as net from 'node:net';
+import { resolve } from 'node:path';
+import type { ListenerInfo } from '../protocol.js';
+// sys.js loads koffi (~16 ms) only on its first syscall, so importing it here costs nothing
+// until dup() is needed, and dup() can then run synchronously inside close().
+import { dup } from '../sys.js';
+
+export interface ListenHooks {
+  /** A server of this process started listening: redirected, bound directly, or given a handle. */
+  server(s: net.Server): void;
+  /** `s` now serves baton's listener `l` (its 'listening' event has fired). */
+  served(l: ListenerInfo, s: net.Server): void;
+  warn(message: string): void;
+  /** True once the worker drains: a server closed then will not listen again. */
+  draining(): boolean;
+}
+
+interface Slot {
+  info: ListenerInfo;
+  /** A descriptor of the listener that no Node handle owns: what the next server gets. */
+  spare: number | null;
+  /** The server using the listener now; its handle owns the descriptor `held`. */
+  server: net.Server | null;
+  held: number;
+}
+
+type Request =
+  | { kind: 'tcp'; port: number; host: string | undefined }
+  | { kind: 'unix'; path: string }
+  | { kind: 'fd'; fd: number }
+  /** Node decides (a handle, or arguments Node will reject); `warn` names an address bound directly. */
+  | { kind: 'other'; warn: string | null };
+
+type Callback = (...args: unknown[]) => void;
+
+export function patchListen(listeners: ListenerInfo[], backlog: number, hooks: ListenHooks): void {
+  const slots: Slot[] = listeners.map((info) => ({ info, spare: info.fd, server: null, held: -1 }));
+  const origListen = net.Server.prototype.listen;
+  const origClose = net.Server.prototype.close;
+
+  net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
+    const { req, cb, signal } = parse(args);
+    const slot =
+      req.kind === 'tcp' ? findTcp(slots, req.port, req.host)
+      : req.kind === 'unix' ? slots.find((s) => s.info.kind === 'unix' && samePath(s.info.path, req.path))
+      : req.kind === 'fd' ? slots.find((s) => s.spare === req.fd && !s.server)
+      : undefined;
+
+    // listen({fd}) / listen(handle) pass through untouched; an app doing socket activation
+    // itself with LISTEN_FDS still has its listener counted as served.
+    if (req.kind === 'fd' || !slot || slot.server === this) {
+      if (req.kind === 'other' && req.warn) {
+        hooks.warn(`baton: ${req.warn} is not one of baton's listeners; bound directly, it will not survive a reload`);
+      } else if ((req.kind === 'tcp' || req.kind === 'unix') && !slot) {
+        const what = req.kind === 'tcp' ? `port ${req.port}` : req.path;
+        hooks.warn(`baton: ${what} is not one of baton's listeners; bound directly, it will not survive a reload`);
+      }
+      const r = Reflect.apply(origListen, this, args) as net.Server;
+      if (req.kind === 'fd' && slot) take(slot, this, req.fd);
+      hooks.server(this);
+      return r;
+    }
+    if (slot.server) return listenAsSecondary(this, slot.server, cb);
+
+    const fd = slot.spare;
+    if (fd === null) {
+      process.nextTick(() =>
+        this.emit('error', new Error(`baton: listener ${slot.info.name} was closed in this process and cannot be listened on again`)),
+      );
+      return this;
+    }
+    if (slot.info.kind === 'unix') {
+      // Node's address() is null for a unix socket it did not bind itself.
+      const path = slot.info.path;
+      this.address = () => (this.listening ? path : null);
+    }
+    // Node 20 ignores `backlog` inside {fd} options and resets the shared socket's backlog
+    // to 511; as the second argument it is applied.
+    const opts = signal ? { fd, signal } : { fd };
+    const r = Reflect.apply(origListen, this, cb ? [opts, backlog, cb] : [opts, backlog]) as net.Server;
+    take(slot, this, fd);
+    hooks.server(this);
+    return r;
+  } as net.Server['listen'];
+
+  function take(slot: Slot, server: net.Server, fd: number): void {
+    slot.spare = null;
+    slot.server = server;
+    slot.held = fd;
+    // Registered after the app's callback, so the app's own listen callback runs first.
+    // (No 'error' listener: one would turn the app's unhandled listen errors into silence.)
+    server.once('listening', () => hooks.served(slot.info, server));
+  }
+
+  net.Server.prototype.close = function close(this: net.Server, ...args: unknown[]): net.Server {
+    const slot = slots.find((s) => s.server === this);
+    if (slot) {
+      slot.server = null;
+      // The handle closes its descriptor right now. Keep a duplicate first, so that a
+      // server the app opens later (apps that restart their server in place, tests) can
+      // serve the listener again. Not when draining: the process is about to exit.
+      if (this.listening && !hooks.draining()) {
+        try {
+          slot.spare = dup(slot.held);
+        } catch (err) {
+          hooks.warn(`baton: cannot keep listener ${slot.info.name} after close(): ${(err as Error).message}; listening on it again will fail`);
+        }
+      }
+    }
+    return Reflect.apply(origClose, this, args) as net.Server;
+  } as net.Server['close'];
+}
+
+/**
+ * A listen() for a listener that another server of this process already serves. Fastify
+ * with host 'localhost' does this on dual-stack hosts: after the first listen it binds a
+ * second server on `[::1]:<same port>`. A real bind would hold the port outside baton
+ * (the next generation's own secondary bind then fails, and IPv6 clients are refused once
+ * this worker exits), so it becomes a no-op that succeeds: the primary serves the traffic.
+ */
+function listenAsSecondary(server: net.Server, primary: net.Server, cb: Callback | undefined): net.Server {
+  let open = true;
+  Object.defineProperty(server, 'listening', { configurable: true, get: () => open });
+  server.address = () => (open ? primary.address() : null);
+  server.close = function close(this: net.Server, done?: (err?: Error) => void): net.Server {
+    open = false;
+    if (done) this.once('close', () => done());
+    // The class's own close (http's clears its connection-check timer) on a server without a
+    // handle just emits 'close' on the next tick. Called without the callback, which Node
+    // would give ERR_SERVER_NOT_RUNNING.
+    Reflect.apply(Object.getPrototypeOf(this).close as Callback, this, []);
+    return this;
+  };
+  if (cb) server.once('listening', cb);
+  process.nextTick(() => server.emit('listening'));
+  return server;
+}
+
+/** Reads listen()'s arguments the way Node's normalizeArgs does. */
+function parse(args: unknown[]): { req: Request; cb: Callback | undefined; signal: AbortSignal | undefined } {
+  const last = args[args.length - 1];
+  const cb = typeof last === 'function' ? (last as Callback) : undefined;
+  const a = args[0];
+  if (a !== null && typeof a === 'object') {
+    const o = a as { _handle?: unknown; handle?: unknown; fd?: unknown; port?: unknown; host?: unknown; path?: unknown; signal?: unknown };
+    const signal = o.signal instanceof AbortSignal ? o.signal : undefined;
+    const host = typeof o.host === 'string' ? o.host : undefined;
+    if (o._handle || o.handle) return { req: { kind: 'other', warn: null }, cb, signal };
+    if (typeof o.fd === 'number' && o.fd >= 0) return { req: { kind: 'fd', fd: o.fd }, cb, signal };
+    if (typeof o.port === 'number' || typeof o.port === 'string') return { req: tcp(o.port, host), cb, signal };
+    if ('port' in o && o.port == null) return { req: tcp(0, host), cb, signal };
+    if (typeof o.path === 'string' && o.path !== '') return { req: { kind: 'unix', path: o.path }, cb, signal };
+    return { req: { kind: 'other', warn: null }, cb, signal };
+  }
+  // A string that is not a number is a unix socket path (Node's isPipeName).
+  if (typeof a === 'string' && !(Number(a) >= 0)) return { req: { kind: 'unix', path: a }, cb, signal: undefined };
+  if (typeof a === 'number' || typeof a === 'string') {
+    return { req: tcp(a, typeof args[1] === 'string' ? args[1] : undefined), cb, signal: undefined };
+  }
+  return { req: tcp(0, undefined), cb, signal: undefined }; // listen(), listen(cb), listen(null): port 0
+}
+
+function tcp(port: number | string, host: string | undefined): Request {
+  const n = Number(port);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) return { kind: 'other', warn: null }; // Node throws
+  if (n === 0) return { kind: 'other', warn: 'port 0' };
+  return { kind: 'tcp', port: n, host };
+}
+
+/** The listener for a port; with several on that port, the one on the exact host, else a free one. */
+function findTcp(slots: Slot[], port: number, host: string | undefined): Slot | undefined {
+  const same = slots.filter((s) => s.info.kind === 'tcp' && s.info.port === port);
+  const want = host === undefined ? undefined : normHost(host);
+  return (
+    same.find((s) => want !== undefined && s.info.kind === 'tcp' && normHost(s.info.host) === want) ??
+    same.find((s) => !s.server) ??
+    same[0]
+  );
+}
+
+function normHost(h: string): string {
+  return h.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+}
+
+function samePath(a: string, b: string): boolean {
+  // Abstract socket names (leading NUL) are not file paths.
+  const abs = (p: string): string => (p.startsWith('\0') ? p : resolve(p));
+  return abs(a) === abs(b);
+}

@@ -1,0 +1,309 @@
+// The long-lived baton process: owns the listeners, runs one handoff at a time (coalescing
+// the reload requests that arrive meanwhile), tracks the generations still draining,
+// answers the control socket, and stops gracefully.
+import type { Server } from 'node:net';
+import { closeListeners, describe, openListeners, type Listener, type ListenSpec } from './listeners.js';
+import { Generation, type WorkerTemplate } from './generation.js';
+import { newRecord, runHandoff, type HandoffRecord, type HandoffTrigger } from './handoff.js';
+import { ControlError, prepareControlPath, serveControl } from './control.js';
+import type { ControlRequest, ReadyMode } from './protocol.js';
+import { log } from './log.js';
+
+export interface ServiceOptions {
+  name: string;
+  controlPath: string;
+  listen: ListenSpec[];
+  argv: string[];
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+  workers: number;
+  backlog: number;
+  readyMode: ReadyMode;
+  readyTimeoutMs: number;
+  drainTimeoutMs: number;
+  /** Rolling reloads: at most this many extra workers at a time (null: all at once). */
+  maxSurge: number | null;
+  /** A reload waits while this many old generations are still draining. */
+  maxDraining: number;
+}
+
+/** Reload requests waiting for their handoff; those arriving during one are merged into the next. */
+interface Ticket {
+  argv: string[] | null;
+  cwd: string | null;
+  trigger: HandoffTrigger;
+  waiters: Array<{ resolve(r: HandoffRecord): void; reject(e: Error): void }>;
+  watchers: Set<(state: string, message: string) => void>;
+}
+
+const HISTORY = 50;
+const TRANSFER_TIMEOUT_MS = 5000;
+const PRELOAD_URL = new URL('./runtime/preload.js', import.meta.url).href;
+
+export class Supervisor {
+  private listeners: Listener[] = [];
+  private control: Server | null = null;
+  /** Every generation not yet exited, oldest first. */
+  private generations: Generation[] = [];
+  private serving: Generation | null = null;
+  private current: HandoffRecord | null = null;
+  private pending: Ticket | null = null;
+  private readonly history: HandoffRecord[] = [];
+  private nextGeneration = 1;
+  private nextHandoff = 1;
+  private stopping: Promise<void> | null = null;
+  readonly startedAt = Date.now();
+  /** Resolves once a stop (signal, control request, failed start) has finished. */
+  readonly stopped: Promise<void>;
+  private markStopped!: () => void;
+
+  constructor(private readonly opts: ServiceOptions) {
+    this.stopped = new Promise((resolve) => (this.markStopped = resolve));
+  }
+
+  /** Open the listeners and the control socket, start generation 1. Throws if any of it fails. */
+  async start(): Promise<void> {
+    await prepareControlPath(this.opts.controlPath);
+    this.listeners = openListeners(this.opts.listen, this.opts.backlog);
+    for (const l of this.listeners) log.info(`listening on ${describe(l)}`, { name: l.name, fd: l.fd });
+    try {
+      this.control = await serveControl(this.opts.controlPath, (req, emit) => this.handle(req, emit));
+    } catch (e) {
+      closeListeners(this.listeners);
+      throw e;
+    }
+    log.info('control socket ready', { path: this.opts.controlPath });
+    const rec = await this.reload({ argv: this.opts.argv, trigger: 'start' });
+    if (rec.state !== 'done') {
+      await this.stop();
+      const out = rec.output.length ? `\n${rec.output.map((l) => `  | ${l}`).join('\n')}` : '';
+      throw new Error(`generation 1 did not start: ${rec.error}${out}`);
+    }
+  }
+
+  get listenerList(): readonly Listener[] {
+    return this.listeners;
+  }
+
+  /** Ask for a handoff. Resolves with its record (state done or failed); rejects only when stopping. */
+  reload(req: { argv?: string[] | null; cwd?: string | null; trigger: HandoffTrigger; watch?: (state: string, message: string) => void }): Promise<HandoffRecord> {
+    if (this.stopping) return Promise.reject(new Error('the supervisor is stopping'));
+    const ticket: Ticket = this.pending ?? { argv: null, cwd: null, trigger: req.trigger, waiters: [], watchers: new Set() };
+    if (req.argv) {
+      ticket.argv = req.argv;
+      ticket.cwd = req.cwd ?? null;
+    }
+    if (req.watch) ticket.watchers.add(req.watch);
+    const done = new Promise<HandoffRecord>((resolve, reject) => ticket.waiters.push({ resolve, reject }));
+    if (this.current) {
+      if (!this.pending) log.info('reload requested during a handoff: queued, merged with any others', { during: this.current.id });
+      this.pending = ticket;
+    } else void this.runTicket(ticket);
+    return done;
+  }
+
+  private async runTicket(ticket: Ticket): Promise<void> {
+    this.pending = null;
+    const old = this.serving;
+    const argv = ticket.argv ?? old?.argv ?? this.opts.argv;
+    const cwd = ticket.argv ? (ticket.cwd ?? this.opts.cwd) : (old?.cwd ?? this.opts.cwd);
+    const next = new Generation(this.nextGeneration++, argv, cwd, this.template());
+    this.track(next);
+    const draining = (): Generation[] => this.generations.filter((g) => g.state === 'draining');
+    const rec = newRecord(this.nextHandoff++, ticket.trigger, old?.number ?? null, next.number, argv, draining().length >= this.opts.maxDraining);
+    this.current = rec;
+    this.history.push(rec);
+    if (this.history.length > HISTORY) this.history.shift();
+    await runHandoff(rec, {
+      old,
+      next,
+      workers: this.opts.workers,
+      readyTimeoutMs: this.opts.readyTimeoutMs,
+      drainTimeoutMs: this.opts.drainTimeoutMs,
+      transferTimeoutMs: TRANSFER_TIMEOUT_MS,
+      maxSurge: this.opts.maxSurge,
+      drainSlot: (async () => {
+        while (draining().length >= this.opts.maxDraining) await Promise.race(draining().map((g) => g.whenExited()));
+      })(),
+      onChange: (r, message) => {
+        (r.state === 'failed' ? log.error : log.info)(`handoff ${r.id}: ${message}`, { state: r.state });
+        if (r.state === 'failed' && r.output.length) for (const l of r.output) log.error(`  | ${l}`);
+        for (const w of ticket.watchers) w(r.state, message);
+      },
+    });
+    if (rec.state === 'done') this.serving = next;
+    // A scale request that arrived during the handoff applies to the generation that serves now.
+    if (this.serving && this.serving.target !== this.opts.workers) this.serving.resize(this.opts.workers);
+    this.current = null;
+    for (const w of ticket.waiters) w.resolve(rec);
+    const queued = this.pending as Ticket | null;
+    if (!queued) return;
+    if (this.stopping) for (const w of queued.waiters) w.reject(new Error('the supervisor is stopping'));
+    else void this.runTicket(queued);
+  }
+
+  private template(): WorkerTemplate {
+    return {
+      env: this.opts.env,
+      listeners: this.listeners,
+      backlog: this.opts.backlog,
+      readyMode: this.opts.readyMode,
+      drainTimeoutMs: this.opts.drainTimeoutMs,
+      preloadUrl: PRELOAD_URL,
+      onOutput: (w, line, stream) => log.worker(w.generation, w.index, line, stream),
+    };
+  }
+
+  private track(g: Generation): void {
+    this.generations.push(g);
+    g.on('worker-exit', (w, unexpected: boolean) => {
+      if (w.killedAtDeadline) {
+        log.warn(`worker ${g.number}.${w.index} killed at the drain deadline`, { pid: w.pid, cut: w.cut });
+      } else if (w.cut > 0) {
+        log.warn(`worker ${g.number}.${w.index} cut ${w.cut} connection(s) at the drain deadline`, { pid: w.pid });
+      } else if (unexpected) {
+        log.warn(`worker ${g.number}.${w.index} ${w.describeExit()} while serving`, { pid: w.pid });
+      }
+    });
+    g.on('respawn', (w, delay: number) => log.info(`restarting worker ${g.number}.${w.index}`, { delay_ms: delay, restarts: g.restarts[w.index] }));
+    void g.whenExited().then(() => {
+      this.generations = this.generations.filter((x) => x !== g);
+      log.info(`generation ${g.number} exited`, { cut: g.cut });
+    });
+  }
+
+  /** Graceful stop: every generation drains, then the listeners close for good. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      log.info('stopping: draining every generation', { generations: this.generations.length });
+      const pending = this.pending as Ticket | null;
+      this.pending = null;
+      for (const w of pending?.waiters ?? []) w.reject(new Error('the supervisor is stopping'));
+      const all = [...this.generations];
+      for (const g of all) void g.drain(this.opts.drainTimeoutMs);
+      // The service is going away: refuse new connections now rather than queue them for nobody.
+      closeListeners(this.listeners);
+      await Promise.all(all.map((g) => g.whenExited()));
+      log.info('stopped');
+      this.markStopped();
+    })();
+    return this.stopping;
+  }
+
+  /** Stop now: no drain. For a second Ctrl-C. */
+  kill(): void {
+    for (const g of this.generations) g.kill();
+  }
+
+  async closeControl(): Promise<void> {
+    const c = this.control;
+    if (!c) return;
+    this.control = null;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, 1000);
+      c.close(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  private async handle(req: ControlRequest, emit: (state: string, message: string) => void): Promise<unknown> {
+    switch (req.cmd) {
+      case 'status':
+        return this.status();
+      case 'reload': {
+        const rec = await this.reload({ argv: req.argv ?? null, cwd: req.cwd ?? null, trigger: 'reload', watch: emit });
+        if (rec.state === 'failed') throw new ControlError(`reload failed: ${rec.error}`, rec);
+        if (req.wait === 'drained' && rec.from !== null) {
+          const old = this.generations.find((g) => g.number === rec.from);
+          if (old) await old.whenExited();
+          rec.cut = old?.cut ?? rec.cut;
+        }
+        return rec;
+      }
+      case 'scale':
+        return this.scale(req.workers);
+      case 'stop':
+        await this.stop();
+        return { stopped: true };
+    }
+  }
+
+  /** Resize the serving generation (and every later one). Resolves once the new size is ready. */
+  async scale(workers: number | string): Promise<{ target: number; ready: number; generation: number | null }> {
+    if (this.stopping) throw new Error('the supervisor is stopping');
+    const base = this.opts.workers;
+    const target = typeof workers === 'number' ? workers : base + Number(workers);
+    if (!Number.isInteger(target) || target < 1 || target > 1024) throw new Error(`cannot scale to ${target} workers: use 1-1024`);
+    this.opts.workers = target;
+    log.info(`scaling to ${target} worker(s)`, { from: base });
+    const g = this.serving;
+    if (!g || this.current) return { target, ready: g?.readyCount ?? 0, generation: g?.number ?? null };
+    g.resize(target);
+    await g.whenSized(this.opts.readyTimeoutMs);
+    return { target, ready: g.readyCount, generation: g.number };
+  }
+
+  status(): StatusReport {
+    const now = Date.now();
+    return {
+      name: this.opts.name,
+      pid: process.pid,
+      uptimeMs: now - this.startedAt,
+      state: this.stopping ? 'stopping' : this.current ? 'reloading' : 'running',
+      control: this.opts.controlPath,
+      workers: this.opts.workers,
+      listeners: this.listeners.map((l) => ({ name: l.name, address: describe(l), fd: l.fd })),
+      serving: this.serving?.number ?? null,
+      handoff: this.current ? { id: this.current.id, state: this.current.state, from: this.current.from, to: this.current.to } : null,
+      reloadQueued: this.pending !== null,
+      draining: this.generations.filter((g) => g.state === 'draining').length,
+      maxDraining: this.opts.maxDraining,
+      generations: this.generations.map((g) => ({
+        number: g.number,
+        state: g.state,
+        argv: g.argv,
+        target: g.target,
+        ready: g.readyCount,
+        startedAt: g.startedAt,
+        readyAt: g.readyAt,
+        workers: g.workers.map((w) => ({
+          index: w.index,
+          pid: w.pid,
+          state: w.state,
+          uptimeMs: now - w.startedAt,
+          restarts: g.restarts[w.index] ?? 0,
+          connections: w.connections,
+        })),
+      })),
+      history: this.history.map((r) => ({ ...r })),
+    };
+  }
+}
+
+export interface StatusReport {
+  name: string;
+  pid: number;
+  uptimeMs: number;
+  state: 'running' | 'reloading' | 'stopping';
+  control: string;
+  workers: number;
+  listeners: { name: string; address: string; fd: number }[];
+  serving: number | null;
+  handoff: { id: number; state: string; from: number | null; to: number } | null;
+  reloadQueued: boolean;
+  draining: number;
+  maxDraining: number;
+  generations: {
+    number: number;
+    state: string;
+    argv: string[];
+    target: number;
+    ready: number;
+    startedAt: number;
+    readyAt: number | null;
+    workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; connections: number | null }[];
+  }[];
+  history: HandoffRecord[];
+}

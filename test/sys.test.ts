@@ -1,0 +1,472 @@
+// Contract tests for src/sys.ts: raw sockets through koffi + libc, and the two Node
+// internals baton relies on. If a Node or koffi upgrade breaks any of it, this file
+// must fail, with a message that says what changed.
+import { describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as sys from '../src/sys.js';
+
+const TIMEOUT = { timeout: 20_000 };
+const SERVE_HI = `require('net').createServer((s) => s.end('hi')).listen({ fd: 3 })`;
+
+/* ------------------------------------------------------------------ */
+/* helpers                                                             */
+/* ------------------------------------------------------------------ */
+
+function tcpListener(t: TestContext, host = '127.0.0.1', backlog = 511): { fd: number; port: number } {
+  const fd = sys.openTcpListener(host, 0, backlog);
+  t.after(() => closeQuietly(fd));
+  const addr = sys.socketAddress(fd);
+  assert.equal(addr.kind, 'tcp');
+  return { fd, port: addr.kind === 'tcp' ? addr.port : -1 };
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    sys.closeFd(fd);
+  } catch {
+    // already closed by the test itself
+  }
+}
+
+function tempDir(t: TestContext): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'baton-sys-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A worker: a child process that serves 'hi' on the listener it inherits at fd 3. */
+function serveChild(t: TestContext, fd: number): ChildProcess {
+  const child = spawn(process.execPath, ['-e', SERVE_HI], { stdio: ['ignore', 'inherit', 'inherit', fd] });
+  t.after(() => killChild(child));
+  return child;
+}
+
+async function killChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGKILL');
+  await exited;
+}
+
+interface Client {
+  socket: net.Socket;
+  data: string;
+  closed: boolean;
+  /** Settles when the connection closes, with what was received. Never rejects. */
+  done: Promise<{ data: string; error: Error | undefined }>;
+}
+
+/** Resolves once connected: the kernel completed the handshake, whoever accepts later. */
+function connectClient(t: TestContext, to: net.NetConnectOpts): Promise<Client> {
+  const socket = net.connect(to);
+  socket.setEncoding('utf8');
+  let error: Error | undefined;
+  const client: Client = {
+    socket,
+    data: '',
+    closed: false,
+    done: new Promise((resolve) => socket.on('close', () => resolve({ data: client.data, error }))),
+  };
+  socket.on('data', (chunk: string) => (client.data += chunk));
+  socket.on('close', () => (client.closed = true));
+  // Queued connections get a RST when the test closes its listener: expected, never fatal.
+  socket.on('error', (err) => (error = err));
+  t.after(() => socket.destroy());
+  return new Promise((resolve, reject) => {
+    socket.once('connect', () => resolve(client));
+    socket.once('error', reject);
+  });
+}
+
+async function connectMany(t: TestContext, n: number, to: net.NetConnectOpts): Promise<Client[]> {
+  return Promise.all(Array.from({ length: n }, () => connectClient(t, to)));
+}
+
+async function allServed(clients: Client[]): Promise<void> {
+  const results = await Promise.all(clients.map((c) => c.done));
+  assert.deepEqual(
+    results.map((r) => r.error?.message ?? r.data),
+    clients.map(() => 'hi'),
+  );
+}
+
+/**
+ * Length of a TCP listener's accept queue, from /proc/net/tcp{,6}: for a LISTEN row
+ * rx_queue is the number of connections waiting for accept(). The row is found by
+ * socket inode, which is what fstat() reports for the fd.
+ */
+function acceptQueue(fd: number): number {
+  const ino = String(fs.fstatSync(fd).ino);
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of fs.readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const col = line.trim().split(/\s+/);
+      if (col[9] === ino && col[3] === '0A') return parseInt(col[4]!.split(':')[1]!, 16);
+    }
+  }
+  throw new Error(`fd ${fd} (inode ${ino}) is not a listening TCP socket in /proc/net/tcp*`);
+}
+
+/**
+ * The kernel queues the connection when it processes the client's final ACK, which
+ * may run just after the client saw 'connect'; there is no event for it, so poll (bounded).
+ */
+async function waitFor(what: string, cond: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+function openFdCount(): number {
+  return fs.readdirSync('/proc/self/fd').length;
+}
+
+/** O_CLOEXEC as shown in /proc/<pid>/fdinfo/<fd> ("flags:" is octal). */
+function hasCloexecFlag(fd: number, pid: number | 'self' = 'self'): boolean {
+  const info = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+  const flags = /^flags:\s+([0-7]+)$/m.exec(info);
+  assert.ok(flags, `no flags: line in fdinfo: ${info}`);
+  return (parseInt(flags[1]!, 8) & 0o2000000) !== 0;
+}
+
+function assertSysError(fn: () => unknown, code: string, message: RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    const e = err as sys.SysError;
+    assert.ok(e instanceof Error, 'not an Error');
+    assert.equal(e.code, code, e.message);
+    assert.match(e.message, message);
+    assert.equal(e.message.includes('\n'), false, 'message must be one line');
+    assert.equal(typeof e.syscall, 'string');
+    assert.equal(e.errno, os.constants.errno[code as keyof typeof os.constants.errno]);
+    return true;
+  });
+}
+
+const hasIPv6Loopback = Object.values(os.networkInterfaces())
+  .flat()
+  .some((a) => a?.address === '::1');
+
+/* ------------------------------------------------------------------ */
+/* TCP                                                                 */
+/* ------------------------------------------------------------------ */
+
+describe('openTcpListener', () => {
+  test('owns a listener without accepting on it; a child inheriting it serves every queued client', TIMEOUT, async (t) => {
+    const { fd, port } = tcpListener(t);
+    assert.ok(port > 0, `kernel picked port ${port}`);
+    assert.deepEqual(sys.socketAddress(fd), { kind: 'tcp', host: '127.0.0.1', port });
+    assert.equal(sys.isListening(fd), true);
+    assert.equal(hasCloexecFlag(fd), true, 'listeners must be opened close-on-exec');
+
+    const clients = await connectMany(t, 20, { host: '127.0.0.1', port });
+    await waitFor('20 connections in the accept queue', () => acceptQueue(fd) === 20);
+    assert.deepEqual(
+      clients.map((c) => [c.data, c.closed]),
+      clients.map(() => ['', false]),
+      'this process must never accept',
+    );
+
+    serveChild(t, fd);
+    await allServed(clients);
+    assert.equal(sys.isListening(fd), true);
+  });
+
+  test('the listener outlives a SIGKILLed worker; the next worker serves what queued meanwhile', TIMEOUT, async (t) => {
+    const { fd, port } = tcpListener(t);
+
+    const first = serveChild(t, fd);
+    await allServed([await connectClient(t, { host: '127.0.0.1', port })]);
+    await killChild(first);
+    assert.equal(first.signalCode, 'SIGKILL');
+
+    assert.equal(sys.isListening(fd), true);
+    const queued = await connectMany(t, 10, { host: '127.0.0.1', port });
+    await waitFor('10 connections queued with no worker', () => acceptQueue(fd) === 10);
+
+    serveChild(t, fd);
+    await allServed(queued);
+  });
+
+  test('a taken port: EADDRINUSE in one clear line, and no fd leaks', TIMEOUT, async (t) => {
+    const server = net.createServer().listen(0, '127.0.0.1');
+    t.after(() => server.close());
+    await once(server, 'listening');
+    const port = (server.address() as net.AddressInfo).port;
+    const own = tcpListener(t);
+
+    const before = openFdCount();
+    for (const taken of [port, own.port]) {
+      assertSysError(
+        () => sys.openTcpListener('127.0.0.1', taken, 511),
+        'EADDRINUSE',
+        new RegExp(`^cannot listen on 127\\.0\\.0\\.1:${taken}: address already in use \\(EADDRINUSE\\)$`),
+      );
+    }
+    assert.equal(openFdCount(), before, 'a failed open must close its socket');
+  });
+
+  test('bad input is refused before any syscall, with a clear message', () => {
+    const before = openFdCount();
+    assertSysError(() => sys.openTcpListener('nonsense', 80, 511), 'EINVAL',
+      /^cannot listen on nonsense:80: 'nonsense' is not an IPv4 or IPv6 address literal \(EINVAL\)$/);
+    assertSysError(() => sys.openTcpListener('localhost', 80, 511), 'EINVAL', /not an IPv4 or IPv6 address literal/);
+    assertSysError(() => sys.openTcpListener('', 80, 511), 'EINVAL', /not an IPv4 or IPv6 address literal/);
+    assertSysError(() => sys.openTcpListener('fe80::1%lo', 80, 511), 'EINVAL', /zone ids \('%lo'\) are not supported/);
+    for (const port of [-1, 65536, 1.5, NaN]) {
+      assertSysError(() => sys.openTcpListener('127.0.0.1', port, 511), 'EINVAL', /port must be an integer from 0 to 65535/);
+    }
+    assertSysError(() => sys.openTcpListener('127.0.0.1', 0, -1), 'EINVAL', /backlog must be an integer >= 0/);
+    // An address no interface has: the kernel's refusal is passed on, readably.
+    assertSysError(() => sys.openTcpListener('192.0.2.1', 0, 511), 'EADDRNOTAVAIL',
+      /^cannot listen on 192\.0\.2\.1:0: address not available \(EADDRNOTAVAIL\)$/);
+    assert.equal(openFdCount(), before);
+  });
+
+  test('IPv6: ::1, bracketed errors, and :: is dual-stack like Node', { ...TIMEOUT, skip: !hasIPv6Loopback && '::1 is not configured' }, async (t) => {
+    const { fd, port } = tcpListener(t, '::1');
+    assert.deepEqual(sys.socketAddress(fd), { kind: 'tcp', host: '::1', port });
+    assert.equal(sys.isListening(fd), true);
+    assertSysError(() => sys.openTcpListener('::1', port, 511), 'EADDRINUSE',
+      new RegExp(`^cannot listen on \\[::1\\]:${port}: address already in use \\(EADDRINUSE\\)$`));
+    const clients = await connectMany(t, 3, { host: '::1', port });
+    serveChild(t, fd);
+    await allServed(clients);
+
+    const bindv6only = fs.readFileSync('/proc/sys/net/ipv6/bindv6only', 'utf8').trim();
+    if (bindv6only !== '0') return t.diagnostic(`bindv6only=${bindv6only}: dual-stack check skipped`);
+    const any = tcpListener(t, '::');
+    assert.deepEqual(sys.socketAddress(any.fd), { kind: 'tcp', host: '::', port: any.port });
+    await connectClient(t, { host: '127.0.0.1', port: any.port });
+    await waitFor('an IPv4 client queued on [::]', () => acceptQueue(any.fd) === 1);
+  });
+});
+
+/* ------------------------------------------------------------------ */
+/* unix                                                                */
+/* ------------------------------------------------------------------ */
+
+describe('openUnixListener', () => {
+  test('listens on a path; a child inheriting it serves every queued client', TIMEOUT, async (t) => {
+    const file = path.join(tempDir(t), 'a.sock');
+    const fd = sys.openUnixListener(file, 64);
+    t.after(() => closeQuietly(fd));
+    assert.deepEqual(sys.socketAddress(fd), { kind: 'unix', path: file });
+    assert.equal(sys.isListening(fd), true);
+    assert.equal(fs.lstatSync(file).isSocket(), true);
+    assert.equal(hasCloexecFlag(fd), true);
+
+    const clients = await connectMany(t, 10, { path: file });
+    assert.deepEqual(clients.map((c) => c.data), clients.map(() => ''));
+    serveChild(t, fd);
+    await allServed(clients);
+  });
+
+  test('a stale socket file (closed listener, path left behind) is replaced', TIMEOUT, async (t) => {
+    const file = path.join(tempDir(t), 'stale.sock');
+    sys.closeFd(sys.openUnixListener(file, 8));
+    assert.equal(fs.lstatSync(file).isSocket(), true, 'closeFd must not unlink');
+    await assert.rejects(connectClient(t, { path: file }), { code: 'ECONNREFUSED' });
+
+    const fd = sys.openUnixListener(file, 8);
+    t.after(() => closeQuietly(fd));
+    assert.equal(sys.isListening(fd), true);
+    const [client] = await connectMany(t, 1, { path: file });
+    serveChild(t, fd);
+    await allServed([client!]);
+  });
+
+  test('a socket a server answers on is left alone: EADDRINUSE', TIMEOUT, async (t) => {
+    const file = path.join(tempDir(t), 'live.sock');
+    const fd = sys.openUnixListener(file, 8);
+    t.after(() => closeQuietly(fd));
+    const ino = fs.lstatSync(file).ino;
+
+    assertSysError(() => sys.openUnixListener(file, 8), 'EADDRINUSE',
+      new RegExp(`^cannot listen on ${file}: a running server answers on it \\(EADDRINUSE\\)$`));
+    assert.equal(fs.lstatSync(file).ino, ino, 'the live socket file must not be replaced');
+    assert.equal(sys.isListening(fd), true);
+  });
+
+  test('a live socket whose accept queue is full is still detected, without blocking', TIMEOUT, async (t) => {
+    const file = path.join(tempDir(t), 'full.sock');
+    const fd = sys.openUnixListener(file, 0);
+    t.after(() => closeQuietly(fd));
+    // Fill the queue (a unix backlog of 0 admits one connection, then refuses with EAGAIN).
+    await connectClient(t, { path: file });
+    assertSysError(() => sys.openUnixListener(file, 8), 'EADDRINUSE', /a running server answers on it/);
+  });
+
+  test('a path that is not a socket: EEXIST, and it is left untouched', (t) => {
+    const dir = tempDir(t);
+    const file = path.join(dir, 'regular');
+    fs.writeFileSync(file, 'keep me');
+    assertSysError(() => sys.openUnixListener(file, 8), 'EEXIST',
+      new RegExp(`^cannot listen on ${file}: the path exists and is not a socket \\(EEXIST\\)$`));
+    assert.equal(fs.readFileSync(file, 'utf8'), 'keep me');
+    assertSysError(() => sys.openUnixListener(dir, 8), 'EEXIST', /is not a socket/);
+  });
+
+  test('path length: 107 bytes work, 108 give ENAMETOOLONG; a missing directory gives ENOENT', (t) => {
+    const dir = tempDir(t);
+    const named = (len: number) => path.join(dir, 's'.repeat(len - dir.length - 1));
+
+    const longest = named(107);
+    assert.equal(Buffer.byteLength(longest), 107);
+    const fd = sys.openUnixListener(longest, 8);
+    t.after(() => closeQuietly(fd));
+    assert.deepEqual(sys.socketAddress(fd), { kind: 'unix', path: longest });
+
+    const tooLong = named(108);
+    assertSysError(() => sys.openUnixListener(tooLong, 8), 'ENAMETOOLONG',
+      /: the path is 108 bytes long, a unix socket path may have at most 107 \(ENAMETOOLONG\)$/);
+    assert.equal(fs.existsSync(tooLong), false);
+
+    const missing = path.join(dir, 'no', 'such.sock');
+    assertSysError(() => sys.openUnixListener(missing, 8), 'ENOENT',
+      new RegExp(`^cannot listen on ${missing}: no such file or directory \\(ENOENT\\)$`));
+  });
+});
+
+/* ------------------------------------------------------------------ */
+/* fds                                                                 */
+/* ------------------------------------------------------------------ */
+
+describe('dup / setCloexec / closeFd', () => {
+  test('dup gives another fd on the same socket; closing it leaves the original listening', (t) => {
+    const { fd } = tcpListener(t);
+    const copy = sys.dup(fd);
+    t.after(() => closeQuietly(copy));
+    assert.notEqual(copy, fd);
+    assert.ok(copy >= 3);
+    assert.equal(fs.fstatSync(copy).ino, fs.fstatSync(fd).ino);
+    assert.equal(sys.isListening(copy), true);
+    assert.equal(hasCloexecFlag(copy), true, 'dup must be close-on-exec (F_DUPFD_CLOEXEC)');
+
+    sys.closeFd(copy);
+    assert.equal(sys.isListening(fd), true);
+    assertSysError(() => sys.isListening(copy), 'EBADF', /^cannot query fd \d+: bad file descriptor \(EBADF\)$/);
+    assertSysError(() => sys.closeFd(copy), 'EBADF', /bad file descriptor/);
+  });
+
+  test('setCloexec: the flag decides whether a spawned program inherits the fd', (t) => {
+    const { fd } = tcpListener(t);
+    const ino = fs.fstatSync(fd).ino;
+    // `$$` is the shell itself: what it inherited through exec.
+    const inherited = () =>
+      spawnSync('/bin/sh', ['-c', `readlink /proc/$$/fd/${fd} || true`], { encoding: 'utf8' }).stdout.trim();
+
+    sys.setCloexec(fd, false);
+    assert.equal(hasCloexecFlag(fd), false);
+    assert.equal(inherited(), `socket:[${ino}]`);
+
+    sys.setCloexec(fd, true);
+    sys.setCloexec(fd, true); // idempotent
+    assert.equal(hasCloexecFlag(fd), true);
+    assert.equal(inherited(), '');
+  });
+
+  test('koffi errno contract: a failing call reports its errno', (t) => {
+    assertSysError(() => sys.closeFd(-1), 'EBADF', /^cannot close fd -1: bad file descriptor \(EBADF\)$/);
+    assertSysError(() => sys.dup(-1), 'EBADF', /^cannot duplicate fd -1: bad file descriptor \(EBADF\)$/);
+    assertSysError(() => sys.setCloexec(-1, true), 'EBADF', /bad file descriptor/);
+    const notSocket = fs.openSync('/dev/null', 'r');
+    t.after(() => fs.closeSync(notSocket));
+    assertSysError(() => sys.socketAddress(notSocket), 'ENOTSOCK', /socket operation on non-socket/);
+    assertSysError(() => sys.isListening(notSocket), 'ENOTSOCK', /socket operation on non-socket/);
+  });
+});
+
+/* ------------------------------------------------------------------ */
+/* Node internals                                                      */
+/* ------------------------------------------------------------------ */
+
+async function unixServer(t: TestContext): Promise<{ server: net.Server; file: string; accepted: Promise<net.Socket> }> {
+  const file = path.join(tempDir(t), 'peer.sock');
+  const server = net.createServer();
+  const accepted = once(server, 'connection').then(([s]) => s as net.Socket);
+  server.listen(file);
+  t.after(() => {
+    server.close();
+    return accepted.then((s) => s.destroy());
+  });
+  await once(server, 'listening');
+  return { server, file, accepted };
+}
+
+describe('Node internals', () => {
+  test('Node internals contract: _handle.fd on net.Socket and net.Server', TIMEOUT, async (t) => {
+    const why = `Node ${process.version} changed net.Socket/net.Server._handle.fd: update handleFd() in src/sys.ts`;
+    const { server, file, accepted } = await unixServer(t);
+    const client = await connectClient(t, { path: file });
+    const serverSide = await accepted;
+    for (const obj of [server, client.socket, serverSide]) {
+      const handle = (obj as unknown as { _handle?: { fd?: unknown } })._handle;
+      assert.equal(typeof handle?.fd, 'number', why);
+    }
+  });
+
+  test('handleFd gives the OS fd of sockets and servers, and throws when there is none', TIMEOUT, async (t) => {
+    const { server, file, accepted } = await unixServer(t);
+    const client = await connectClient(t, { path: file });
+    for (const obj of [server, client.socket, await accepted]) {
+      const fd = sys.handleFd(obj);
+      assert.ok(fd >= 0);
+      assert.equal(fs.fstatSync(fd).isSocket(), true);
+    }
+    assert.equal(sys.isListening(sys.handleFd(server)), true);
+    assert.equal(sys.isListening(sys.handleFd(client.socket)), false);
+    assert.throws(() => sys.handleFd(new net.Socket()), /no OS file descriptor behind this socket/);
+    assert.throws(() => sys.handleFd(net.createServer()), /no OS file descriptor behind this server/);
+  });
+
+  test('peerCredentials names this process for its own connection', TIMEOUT, async (t) => {
+    const { file, accepted } = await unixServer(t);
+    const client = await connectClient(t, { path: file });
+    const mine = { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() };
+    assert.deepEqual(sys.peerCredentials(await accepted), mine);
+    assert.deepEqual(sys.peerCredentials(client.socket), mine, 'the server end is this process too');
+  });
+
+  test('peerCredentials names another process for its connection', TIMEOUT, async (t) => {
+    const { file, accepted } = await unixServer(t);
+    // The child holds its connection until we close it.
+    const child = spawn(process.execPath, ['-e', `require('net').connect(process.argv[1]).resume()`, file], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    t.after(() => killChild(child));
+    const cred = sys.peerCredentials(await accepted);
+    assert.deepEqual(cred, { pid: child.pid, uid: process.getuid!(), gid: process.getgid!() });
+  });
+
+  test('peerCredentials refuses a TCP socket instead of inventing an identity', TIMEOUT, async (t) => {
+    const server = net.createServer().listen(0, '127.0.0.1');
+    t.after(() => server.close());
+    await once(server, 'listening');
+    const client = await connectClient(t, { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port });
+    assert.throws(() => sys.peerCredentials(client.socket), { code: 'EINVAL', message: /not a unix socket/ });
+  });
+
+  test('importing sys does not load koffi until a syscall is made', TIMEOUT, async () => {
+    const url = new URL('../src/sys.js', import.meta.url).href;
+    const script = `
+      import { createRequire } from 'node:module';
+      const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((k) => k.includes('koffi'));
+      const sys = await import(${JSON.stringify(url)});
+      const before = loaded();
+      try { sys.closeFd(-1); } catch {}
+      console.log(JSON.stringify({ before, after: loaded() }));`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const [code] = await once(child, 'exit');
+    assert.equal(code, 0);
+    assert.deepEqual(JSON.parse(out), { before: false, after: true });
+  });
+});
