@@ -79,8 +79,10 @@ export class Worker extends EventEmitter {
       [ENV.drainTimeout]: String(opts.drainTimeoutMs),
       NODE_OPTIONS: [opts.env.NODE_OPTIONS, `--import=${opts.preloadUrl}`].filter(Boolean).join(' '),
     };
-    const firstTcp = opts.listeners.find((l) => l.kind === 'tcp');
-    if (env.PORT === undefined && firstTcp?.kind === 'tcp') env.PORT = String(firstTcp.port);
+    // The common `listen(process.env.PORT)` convention: the first TCP port, else the first
+    // unix path (Node's listen() takes a path string too).
+    const first = opts.listeners.find((l) => l.kind === 'tcp') ?? opts.listeners[0];
+    if (env.PORT === undefined && first) env.PORT = first.kind === 'tcp' ? String(first.port) : first.path;
     delete env.LISTEN_PID;
 
     this.child = spawn('/bin/sh', ['-c', EXEC_WRAPPER, 'baton-worker', ...opts.argv], {
