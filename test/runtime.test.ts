@@ -75,14 +75,22 @@ class Worker {
       this.ev.emit('change');
     });
     this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    this.child.once('exit', () => (this.exitAt = performance.now()));
-    // 'close': after exit and after every stdio stream (and the IPC channel) has ended.
-    this.exited = new Promise((resolve) =>
-      this.child.once('close', (code, signal) => {
-        this.ev.emit('close');
-        resolve({ code, signal });
-      }),
-    );
+    // Exit plus the end of its output. Not the child's 'close' event: after the parent
+    // disconnects the IPC channel, Node 20 never emits it (seen here).
+    const ended = (s: NodeJS.ReadableStream): Promise<unknown> => new Promise((resolve) => s.once('close', resolve));
+    this.exited = Promise.all([
+      new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        this.child.once('exit', (code, signal) => {
+          this.exitAt = performance.now();
+          resolve({ code, signal });
+        }),
+      ),
+      ended(this.child.stdout!),
+      ended(this.child.stderr!),
+    ]).then(([exit]) => {
+      this.ev.emit('close');
+      return exit;
+    });
   }
 
   get pid(): number {

@@ -132,7 +132,7 @@ export class Drain {
     this.finished = true;
     clearTimeout(this.progressTimer);
     this.io.send({ baton: 1, type: 'drained', cut }, () => this.io.exit());
-    setTimeout(() => this.io.exit(), EXIT_FALLBACK_MS).unref();
+    setTimeout(() => this.io.exit(), EXIT_FALLBACK_MS);
   }
 
   /** drain-progress on change, at most every PROGRESS_EVERY_MS. */

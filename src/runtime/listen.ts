@@ -1,12 +1,23 @@
 // Makes an unmodified app's `server.listen(port | path | options)` serve the listener baton
 // passed in (fds 3, 4, ...) instead of binding a socket of its own. Patching
 // net.Server.prototype.listen covers http, https, Express, Fastify, Koa: they all end there.
+import { createRequire } from 'node:module';
 import * as net from 'node:net';
 import { resolve } from 'node:path';
 import type { ListenerInfo } from '../protocol.js';
-// sys.js loads koffi (~16 ms) only on its first syscall, so importing it here costs nothing
-// until dup() is needed, and dup() can then run synchronously inside close().
-import { dup } from '../sys.js';
+
+/**
+ * sys.js (libc through koffi) is needed only when an app closes a server it will listen
+ * with again, and then synchronously, inside close(). Loaded there with require(): Node
+ * 20.19+ and 22.12+ require() ES modules without top-level await, like sys.js. Importing
+ * it up front would cost every worker ~4 ms of start-up (koffi itself, ~16 ms, is
+ * loaded by sys.js on its first call either way). On an older Node the dup fails with a
+ * warning and only a later listen() on that listener fails.
+ */
+function dup(fd: number): number {
+  const sys = createRequire(import.meta.url)('../sys.js') as typeof import('../sys.js');
+  return sys.dup(fd);
+}
 
 export interface ListenHooks {
   /** A server of this process started listening: redirected, bound directly, or given a handle. */
