@@ -75,6 +75,7 @@ addTarget(
     )
     .addOption(new Option('-w, --workers <n>', 'workers per generation, or auto (one per CPU)').argParser(arg(parseWorkers)).default(1))
     .addOption(new Option('--ready <mode>', 'when a worker is ready: listen (all listeners served) or manual (the app calls ready())').choices(['listen', 'manual']).default('listen'))
+    .addOption(new Option('--distribution <mode>', 'shared: workers accept from the kernel queue; round-robin: baton accepts and deals connections out evenly').choices(['shared', 'round-robin']).default('shared'))
     .addOption(new Option('--ready-timeout <duration>', 'how long a new generation may take to be ready').argParser(arg(parseDuration)).default(30_000, '30s'))
     .addOption(new Option('--drain-timeout <duration>', 'how long an old generation may take to finish').argParser(arg(parseDuration)).default(30_000, '30s'))
     .addOption(new Option('--max-surge <n>', 'rolling reload: replace at most n workers at a time (default: all at once)').argParser(arg(parseWorkers)))
@@ -93,6 +94,7 @@ addTarget(
     workers: o.workers,
     backlog: o.backlog,
     readyMode: o.ready,
+    distribution: o.distribution,
     readyTimeoutMs: o.readyTimeout,
     drainTimeoutMs: o.drainTimeout,
     maxSurge: o.maxSurge ?? null,

@@ -171,6 +171,13 @@ export class Generation extends EventEmitter {
     });
   }
 
+  /** Quick deaths in a row of the worker in slot `index` (0 once it stays up). */
+  streakOf(index: number): number {
+    const w = this.workers.find((x) => x.index === index);
+    if (w && w.state === 'ready' && Date.now() - w.startedAt >= HEALTHY_AFTER_MS) return 0;
+    return this.streak[index] ?? 0;
+  }
+
   /** Workers of this generation that are ready to serve. */
   get readyCount(): number {
     return this.workers.filter((w) => w.state === 'ready').length;
@@ -202,6 +209,7 @@ export class Generation extends EventEmitter {
     if (slot >= 0) this.workers[slot] = w;
     else this.workers.splice(this.workers.filter((x) => x.index < index).length, 0, w);
     this.restarts[index] ??= 0;
+    this.emit('worker-start', w);
     w.once('exit', () => this.onWorkerExit(w));
     w.once('ready', () => this.emit('change'));
     return w;
@@ -222,7 +230,7 @@ export class Generation extends EventEmitter {
     const delay = n === 0 ? 0 : Math.min(BACKOFF_FIRST_MS * 2 ** (n - 1), BACKOFF_MAX_MS);
     this.streak[w.index] = n + 1;
     this.restarts[w.index] = (this.restarts[w.index] ?? 0) + 1;
-    this.emit('respawn', w, delay);
+    this.emit('respawn', w, delay, n + 1);
     const t = setTimeout(() => {
       this.respawnTimers.delete(w.index);
       if (this.state === 'serving' && w.index < this.target) this.spawn(w.index);

@@ -28,6 +28,7 @@ export const ENV = {
   generation: 'BATON_GENERATION',
   worker: 'BATON_WORKER',
   drainTimeout: 'BATON_DRAIN_TIMEOUT_MS', // used when the supervisor vanishes
+  distribution: 'BATON_DISTRIBUTION', // Distribution
 } as const;
 
 /* ------------------------------------------------------------------ */
@@ -36,7 +37,12 @@ export const ENV = {
 
 export type ToWorker =
   /** Stop accepting, answer `accepting-stopped`, finish in-flight work, exit by `timeoutMs`. */
-  { baton: 1; type: 'drain'; timeoutMs: number };
+  | { baton: 1; type: 'drain'; timeoutMs: number }
+  /** Round-robin mode: the connection passed with this message was accepted on `listener`. */
+  | { baton: 1; type: 'connection'; listener: string };
+
+/** shared: every worker accepts from the inherited listener; round-robin: the supervisor accepts and hands out. */
+export type Distribution = 'shared' | 'round-robin';
 
 /* ------------------------------------------------------------------ */
 /* Worker -> supervisor                                                */
@@ -82,7 +88,7 @@ export const ControlRequest = z.discriminatedUnion('cmd', [
     id: z.number().int().optional(),
     cmd: z.literal('scale'),
     /** An absolute count, or a relative change such as "+1" / "-2". */
-    workers: z.union([z.number().int().min(1).max(1024), z.string().regex(/^[+-]\d{1,4}$/, 'expected a count or +N / -N')]),
+    workers: z.union([z.number().int(), z.string().regex(/^[+-]\d{1,4}$/, 'expected a count or +N / -N')]),
   }),
   z.strictObject({ id: z.number().int().optional(), cmd: z.literal('stop') }),
 ]);

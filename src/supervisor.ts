@@ -4,9 +4,11 @@
 import type { Server } from 'node:net';
 import { closeListeners, describe, openListeners, type Listener, type ListenSpec } from './listeners.js';
 import { Generation, type WorkerTemplate } from './generation.js';
+import type { Worker } from './worker.js';
 import { newRecord, runHandoff, type HandoffRecord, type HandoffTrigger } from './handoff.js';
 import { ControlError, prepareControlPath, serveControl } from './control.js';
-import type { ControlRequest, ReadyMode } from './protocol.js';
+import type { ControlRequest, Distribution, ReadyMode } from './protocol.js';
+import { RoundRobin } from './roundrobin.js';
 import { log } from './log.js';
 
 export interface ServiceOptions {
@@ -19,6 +21,7 @@ export interface ServiceOptions {
   workers: number;
   backlog: number;
   readyMode: ReadyMode;
+  distribution: Distribution;
   readyTimeoutMs: number;
   drainTimeoutMs: number;
   /** Rolling reloads: at most this many extra workers at a time (null: all at once). */
@@ -37,12 +40,15 @@ interface Ticket {
 }
 
 const HISTORY = 50;
+/** Quick deaths in a row after which a worker is reported as crash-looping. */
+const CRASH_LOOP = 3;
 const TRANSFER_TIMEOUT_MS = 5000;
 const PRELOAD_URL = new URL('./runtime/preload.js', import.meta.url).href;
 
 export class Supervisor {
   private listeners: Listener[] = [];
   private control: Server | null = null;
+  private roundRobin: RoundRobin | null = null;
   /** Every generation not yet exited, oldest first. */
   private generations: Generation[] = [];
   private serving: Generation | null = null;
@@ -66,6 +72,10 @@ export class Supervisor {
     await prepareControlPath(this.opts.controlPath);
     this.listeners = openListeners(this.opts.listen, this.opts.backlog);
     for (const l of this.listeners) log.info(`listening on ${describe(l)}`, { name: l.name, fd: l.fd });
+    if (this.opts.distribution === 'round-robin') {
+      this.roundRobin = new RoundRobin(() => this.generations.flatMap((g) => g.workers.filter((w) => w.state === 'ready')));
+      this.roundRobin.start(this.listeners, this.opts.backlog);
+    }
     try {
       this.control = await serveControl(this.opts.controlPath, (req, emit) => this.handle(req, emit));
     } catch (e) {
@@ -148,6 +158,7 @@ export class Supervisor {
       listeners: this.listeners,
       backlog: this.opts.backlog,
       readyMode: this.opts.readyMode,
+      distribution: this.opts.distribution,
       drainTimeoutMs: this.opts.drainTimeoutMs,
       preloadUrl: PRELOAD_URL,
       onOutput: (w, line, stream) => log.worker(w.generation, w.index, line, stream),
@@ -156,7 +167,16 @@ export class Supervisor {
 
   private track(g: Generation): void {
     this.generations.push(g);
-    g.on('worker-exit', (w, unexpected: boolean) => {
+    g.on('worker-start', (w: Worker) => {
+      log.info(`worker ${g.number}.${w.index} started`, { pid: w.pid });
+      w.once('ready', () => {
+        log.info(`worker ${g.number}.${w.index} ready`, { pid: w.pid, ms: (w.readyAt ?? 0) - w.startedAt });
+        this.roundRobin?.flush();
+      });
+      w.once('draining', () => log.info(`worker ${g.number}.${w.index} draining`, { pid: w.pid }));
+    });
+    g.on('worker-exit', (w: Worker, unexpected: boolean) => {
+      log.info(`worker ${g.number}.${w.index} exited`, { pid: w.pid, code: w.exit?.code, signal: w.exit?.signal });
       if (w.killedAtDeadline) {
         log.warn(`worker ${g.number}.${w.index} killed at the drain deadline`, { pid: w.pid, cut: w.cut });
       } else if (w.cut > 0) {
@@ -165,7 +185,11 @@ export class Supervisor {
         log.warn(`worker ${g.number}.${w.index} ${w.describeExit()} while serving`, { pid: w.pid });
       }
     });
-    g.on('respawn', (w, delay: number) => log.info(`restarting worker ${g.number}.${w.index}`, { delay_ms: delay, restarts: g.restarts[w.index] }));
+    g.on('respawn', (w: Worker, delay: number, streak: number) => {
+      const fields = { delay_ms: delay, restarts: g.restarts[w.index] };
+      if (streak >= CRASH_LOOP) log.warn(`worker ${g.number}.${w.index} is crash-looping (${streak} quick deaths in a row); restarting with backoff`, fields);
+      else log.info(`restarting worker ${g.number}.${w.index}`, fields);
+    });
     void g.whenExited().then(() => {
       this.generations = this.generations.filter((x) => x !== g);
       log.info(`generation ${g.number} exited`, { cut: g.cut });
@@ -182,6 +206,7 @@ export class Supervisor {
       const all = [...this.generations];
       for (const g of all) void g.drain(this.opts.drainTimeoutMs);
       // The service is going away: refuse new connections now rather than queue them for nobody.
+      this.roundRobin?.close();
       closeListeners(this.listeners);
       await Promise.all(all.map((g) => g.whenExited()));
       log.info('stopped');
@@ -274,6 +299,7 @@ export class Supervisor {
           state: w.state,
           uptimeMs: now - w.startedAt,
           restarts: g.restarts[w.index] ?? 0,
+          crashLoop: g.streakOf(w.index) >= CRASH_LOOP,
           connections: w.connections,
         })),
       })),
@@ -303,7 +329,7 @@ export interface StatusReport {
     ready: number;
     startedAt: number;
     readyAt: number | null;
-    workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; connections: number | null }[];
+    workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; crashLoop: boolean; connections: number | null }[];
   }[];
   history: HandoffRecord[];
 }

@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
-import { ENV, isFromWorker, type ReadyMode, type ToWorker } from './protocol.js';
+import { ENV, isFromWorker, type Distribution, type ReadyMode, type ToWorker } from './protocol.js';
 import { workerInfo, type Listener } from './listeners.js';
 import { heldConnections } from './proc.js';
 
@@ -18,6 +18,7 @@ export interface WorkerOptions {
   listeners: Listener[];
   backlog: number;
   readyMode: ReadyMode;
+  distribution: Distribution;
   drainTimeoutMs: number;
   preloadUrl: string;
   /** Each line of the worker's stdout/stderr, already split. */
@@ -39,7 +40,7 @@ export interface WorkerExit {
 }
 
 /**
- * Events: 'ready', 'accepting-stopped', 'exit' (WorkerExit), 'progress' (connections).
+ * Events: 'ready', 'draining', 'accepting-stopped', 'exit' (WorkerExit), 'progress' (connections).
  */
 export class Worker extends EventEmitter {
   readonly generation: number;
@@ -77,6 +78,7 @@ export class Worker extends EventEmitter {
       [ENV.generation]: String(opts.generation),
       [ENV.worker]: String(opts.index),
       [ENV.drainTimeout]: String(opts.drainTimeoutMs),
+      [ENV.distribution]: opts.distribution,
       NODE_OPTIONS: [opts.env.NODE_OPTIONS, `--import=${opts.preloadUrl}`].filter(Boolean).join(' '),
     };
     // The common `listen(process.env.PORT)` convention: the first TCP port, else the first
@@ -110,6 +112,7 @@ export class Worker extends EventEmitter {
     if (this.state === 'exited' || this.state === 'draining') return;
     this.state = 'draining';
     this.drainStartedAt = Date.now();
+    this.emit('draining');
     if (this.hasRuntime && this.child.connected) {
       this.send({ baton: 1, type: 'drain', timeoutMs });
       this.deadline = setTimeout(() => this.killAtDeadline(), timeoutMs + KILL_GRACE_MS);
@@ -118,6 +121,18 @@ export class Worker extends EventEmitter {
       this.signal(signal);
       this.markAcceptingStopped();
       this.deadline = setTimeout(() => this.killAtDeadline(), timeoutMs);
+    }
+  }
+
+  /** Round-robin: hand over a connection the supervisor accepted. `done(false)`: try another worker. */
+  sendConnection(listener: string, socket: import('node:net').Socket, done: (ok: boolean) => void): void {
+    if (this.state !== 'ready' || !this.child.connected) return done(false);
+    const m: ToWorker = { baton: 1, type: 'connection', listener };
+    try {
+      // keepOpen false: once sent, the supervisor's copy is closed; the worker owns it.
+      this.child.send(m, socket, { keepOpen: false }, (e) => done(!e));
+    } catch {
+      done(false);
     }
   }
 

@@ -3,7 +3,7 @@
 // unmodified apps (test/fixtures), real HTTP clients. Waits are on events, bounded.
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -19,6 +19,10 @@ const FIXTURES = path.join(ROOT, 'test/fixtures');
 const PRELOAD = new URL('../src/runtime/preload.js', import.meta.url).href;
 // As the supervisor does it: LISTEN_PID must be the worker's own pid, known only after fork.
 const WRAPPER = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"';
+/** The backlog workers are told to apply; listeners are opened with 511. */
+const BACKLOG = 1000;
+/** Per test: a failure shows up as a failure, not as a hang of the whole file. */
+const T = { timeout: 20_000 };
 const WARN = (what: string): string => `baton: ${what} is not one of baton's listeners; bound directly, it will not survive a reload`;
 
 /* ------------------------------------------------------------------ */
@@ -55,7 +59,7 @@ class Worker {
         ...base,
         NODE_OPTIONS: `--import=${PRELOAD}`,
         BATON_LISTENERS: JSON.stringify(info),
-        BATON_BACKLOG: '511',
+        BATON_BACKLOG: String(BACKLOG),
         BATON_READY: 'listen',
         BATON_GENERATION: '1',
         BATON_WORKER: '0',
@@ -239,6 +243,12 @@ function listeningInodes(port: number): string[] {
   return out;
 }
 
+/** The accept backlog in force on the listening socket on `port` (ss shows it as Send-Q). */
+function backlogOf(port: number): number {
+  const line = execFileSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).trim();
+  return Number(line.split(/\s+/)[2]);
+}
+
 function inodeOf(fd: number): string {
   return /socket:\[(\d+)\]/.exec(fs.readlinkSync(`/proc/self/fd/${fd}`))![1]!;
 }
@@ -251,14 +261,16 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** Drained with nothing cut, and the process exited 0 by itself. Returns ms from drain to exit. */
-async function drainsCleanly(w: Worker, timeoutMs = 10_000): Promise<number> {
-  const sent = w.drain(timeoutMs);
+/** With nothing in flight: drained, nothing cut, and the process exits 0 by itself, promptly. */
+async function drainsCleanly(t: TestContext, w: Worker): Promise<void> {
+  const sent = w.drain(10_000);
   const drained = await w.message('drained');
   assert.equal(drained.cut, 0);
   assert.deepEqual(await w.exited, { code: 0, signal: null });
   assert.ok(w.messages.findIndex((m) => m.type === 'accepting-stopped') < w.messages.indexOf(drained));
-  return w.exitAt - sent;
+  const ms = w.exitAt - sent;
+  assert.ok(ms < 2000, `exit ${ms.toFixed(0)} ms after drain with nothing in flight`);
+  t.diagnostic(`drain -> exit ${ms.toFixed(0)} ms`);
 }
 
 /* ------------------------------------------------------------------ */
@@ -267,7 +279,7 @@ async function drainsCleanly(w: Worker, timeoutMs = 10_000): Promise<number> {
 
 describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
   for (const fixture of ['http.cjs', 'http.mjs', 'express.cjs', 'express.mjs', 'fastify.cjs', 'fastify.mjs', 'fastify-dualstack.cjs']) {
-    test(`${fixture}: serves the inherited listener, binds nothing, says ready, drains and exits`, async (t) => {
+    test(`${fixture}: serves the inherited listener, binds nothing, says ready, drains and exits`, T, async (t) => {
       const h = harness(t);
       const web = h.tcp();
       const port = portOf(web);
@@ -277,11 +289,15 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
       assert.deepEqual(listening.map((m) => m.type === 'listening' && m.listener), ['web']);
       assert.ok(w.messages.indexOf(listening[0]!) < w.messages.findIndex((m) => m.type === 'ready'));
 
-      const r = await get(port);
+      const client = new Client(`http://127.0.0.1:${port}`);
+      t.after(() => client.destroy());
+      const r = await requestOn(client);
       assert.equal(r.status, 200);
       assert.equal(r.body.trim(), `gen=1 pid=${w.pid}`);
+      assert.equal(r.headers.connection, 'keep-alive');
       // The only socket listening on the app's port is the one this test (the "supervisor") opened.
       assert.deepEqual(listeningInodes(port), [inodeOf(web.fd)]);
+      assert.equal(backlogOf(port), BACKLOG, 'BATON_BACKLOG applied (Node would reset it to 511)');
       if (fixture === 'fastify-dualstack.cjs') {
         await w.output(/bindings=/);
         assert.match(w.stdout, new RegExp(`bindings=\\[.*"127\\.0\\.0\\.1".*"127\\.0\\.0\\.1"`), 'the secondary reports the primary address');
@@ -290,27 +306,41 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
       assert.doesNotMatch(w.stderr, /baton:/);
       assert.equal(w.messages.filter((m) => m.type === 'warning').length, 0);
 
-      const ms = await drainsCleanly(w);
-      assert.ok(ms < 2000, `exit ${ms.toFixed(0)} ms after drain with nothing in flight`);
-      t.diagnostic(`drain -> exit ${ms.toFixed(0)} ms`);
+      // Drain with an idle keep-alive connection open: it is left alone, and its next
+      // request is answered with Connection: close, after which the worker exits at once.
+      w.drain(10_000);
+      await w.message('accepting-stopped');
+      const again = await requestOn(client);
+      assert.equal(again.status, 200);
+      assert.equal(again.headers.connection, 'close');
+      const drained = await w.message('drained');
+      assert.equal(drained.cut, 0);
+      assert.deepEqual(await w.exited, { code: 0, signal: null });
+      const ms = w.exitAt - again.endAt;
+      assert.ok(ms < 2000, `exit ${ms.toFixed(0)} ms after the last response`);
+      t.diagnostic(`last response -> exit ${ms.toFixed(0)} ms`);
     });
   }
 
-  test('a port baton does not own is bound directly, with a warning', async (t) => {
+  for (const which of ['free', 'zero'] as const) {
+  test(`a port baton does not own (${which === 'zero' ? 'port 0' : 'a free port'}) is bound directly, with a warning`, T, async (t) => {
     const h = harness(t);
     const web = h.tcp();
-    const extra = await freePort();
-    const w = h.start('http.mjs', [web], { EXTRA_PORT: String(extra) });
+    const asked = which === 'zero' ? 0 : await freePort();
+    const w = h.start('http.mjs', [web], { EXTRA_PORT: String(asked) });
     await w.message('ready');
     const warning = await w.message('warning');
-    assert.equal(warning.message, WARN(`port ${extra}`));
-    assert.equal(w.stderr.trim(), WARN(`port ${extra}`));
+    const extra = Number(JSON.parse((await w.output(/extra (.*)/))[1]!).port); // ready waits for baton's listeners only
+    if (asked !== 0) assert.equal(extra, asked);
+    assert.equal(warning.message, WARN(`port ${asked}`));
+    assert.equal(w.stderr.trim(), WARN(`port ${asked}`));
     assert.equal((await get(extra)).status, 200);
     assert.equal((await get(portOf(web))).status, 200);
-    await drainsCleanly(w);
+    await drainsCleanly(t, w);
   });
+  }
 
-  test('unix socket listener: served, address() is the path', async (t) => {
+  test('unix socket listener: served, address() is the path', T, async (t) => {
     const h = harness(t);
     const sock = h.unix();
     const w = h.start('unix.mjs', [sock], { SOCKET_PATH: sock.info.kind === 'unix' ? sock.info.path : '' });
@@ -320,11 +350,11 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     const body = JSON.parse(r.body) as { pid: number; address: unknown };
     assert.equal(body.pid, w.pid);
     assert.equal(body.address, sock.info.kind === 'unix' ? sock.info.path : '');
-    await drainsCleanly(w);
+    await drainsCleanly(t, w);
   });
 
   for (const via of ['sdk', 'pm2'] as const) {
-    test(`manual ready (${via === 'sdk' ? "SDK's ready()" : "PM2's process.send('ready')"})`, async (t) => {
+    test(`manual ready (${via === 'sdk' ? "SDK's ready()" : "PM2's process.send('ready')"})`, T, async (t) => {
       const h = harness(t);
       const w = h.start('manual-ready.mjs', [h.tcp()], { BATON_READY: 'manual', READY_DELAY_MS: '500', READY_VIA: via });
       const listening = await w.message('listening');
@@ -332,11 +362,11 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
       assert.match(w.stdout, /calling ready isBaton=true/);
       assert.ok(ready.at - listening.at >= 400, `ready ${(ready.at - listening.at).toFixed(0)} ms after listening`);
       assert.equal(w.messages.filter((m) => m.type === 'ready').length, 1);
-      await drainsCleanly(w);
+      await drainsCleanly(t, w);
     });
   }
 
-  test('closing the server and listening again reuses the listener (dup), koffi loaded only then', async (t) => {
+  test('closing the server and listening again reuses the listener (dup), koffi loaded only then', T, async (t) => {
     const h = harness(t);
     const web = h.tcp();
     const port = portOf(web);
@@ -351,10 +381,10 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     assert.deepEqual(listeningInodes(port), [inodeOf(web.fd)]);
     assert.equal(w.messages.filter((m) => m.type === 'ready').length, 1);
     assert.doesNotMatch(w.stderr, /baton:/);
-    await drainsCleanly(w);
+    await drainsCleanly(t, w);
   });
 
-  test('inactive unless LISTEN_PID is the process itself: the app binds as it would bare', async (t) => {
+  test('inactive unless LISTEN_PID is the process itself: the app binds as it would bare', T, async (t) => {
     const h = harness(t);
     const own = await freePort();
     // Started without the wrapper, LISTEN_PID points elsewhere (as for the app's own children).
@@ -366,7 +396,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     w.kill();
   });
 
-  test('drain: in-flight request completes with Connection: close, idle keep-alive conn gets close on reuse, queued conn goes to the next generation', async (t) => {
+  test('drain: in-flight request completes with Connection: close, idle keep-alive conn gets close on reuse, queued conn goes to the next generation', T, async (t) => {
     const h = harness(t);
     const web = h.tcp();
     const port = portOf(web);
@@ -413,10 +443,10 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     const progress = w.messages.filter((m) => m.type === 'drain-progress');
     assert.ok(progress.length >= 1 && progress[0]!.type === 'drain-progress' && progress[0]!.connections >= 1, JSON.stringify(progress));
     for (let i = 1; i < progress.length; i++) assert.ok(progress[i]!.at - progress[i - 1]!.at >= 90, 'progress throttled');
-    await drainsCleanly(next);
+    await drainsCleanly(t, next);
   });
 
-  test('drain: a never-used connection holds the worker only until keepAliveTimeout + 1 s', async (t) => {
+  test('drain: a never-used connection holds the worker only until keepAliveTimeout + 1 s', T, async (t) => {
     const h = harness(t);
     const web = h.tcp();
     const port = portOf(web);
@@ -436,7 +466,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     t.diagnostic(`never-used connection: drained after ${ms.toFixed(0)} ms`);
   });
 
-  test('drain: a request that never ends is cut at the deadline (cut: 1), idle ones are not counted', async (t) => {
+  test('drain: a request that never ends is cut at the deadline (cut: 1), idle ones are not counted', T, async (t) => {
     const h = harness(t);
     const web = h.tcp();
     const port = portOf(web);
@@ -461,7 +491,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     assert.equal(await hang, 'failed');
   });
 
-  test('drain: onDrain hooks run and are awaited', async (t) => {
+  test('drain: onDrain hooks run and are awaited', T, async (t) => {
     const h = harness(t);
     const w = h.start('ondrain.mjs', [h.tcp()], { HOOK_MS: '400' });
     await w.message('ready');
@@ -475,7 +505,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     assert.match(w.stdout, /ondrain-hook-done/);
   });
 
-  test('IPC disconnect (supervisor gone): drains, finishes the in-flight request, exits', async (t) => {
+  test('IPC disconnect (supervisor gone): drains, finishes the in-flight request, exits', T, async (t) => {
     const h = harness(t);
     const web = h.tcp();
     const port = portOf(web);

@@ -29,7 +29,9 @@ const EXIT_FALLBACK_MS = 1000;
 
 export class Drain {
   started = false;
+  /** Servers listening, or closed with connections left. */
   private readonly servers = new Set<net.Server>();
+  private readonly seen = new WeakSet<net.Server>();
   /** Every open connection of every server this process listens with, and its server. */
   private readonly conns = new Map<net.Socket, net.Server>();
   private readonly hooks: (() => unknown)[] = [];
@@ -42,8 +44,13 @@ export class Drain {
   constructor(private readonly io: DrainIO) {}
 
   track(server: net.Server): void {
+    if (this.started) this.stopAccepting(server); // a server the app opens while we drain
     if (this.servers.has(server)) return;
     this.servers.add(server);
+    if (this.seen.has(server)) return; // listening again after a close(): listeners are in place
+    this.seen.add(server);
+    // 'close' comes once the server stopped listening and its last connection ended.
+    server.on('close', () => this.servers.delete(server));
     // Behind TLS the HTTP state lives on the TLS socket, not on the TCP one under it.
     const event = isTls(server) ? 'secureConnection' : 'connection';
     server.on(event, (sock: net.Socket) => {
@@ -56,7 +63,6 @@ export class Drain {
         }
       });
     });
-    if (this.started) this.stopAccepting(server); // a server the app opens while we drain
   }
 
   onDrain(fn: () => unknown): void {

@@ -14,6 +14,7 @@ const E: typeof ENV = {
   generation: 'BATON_GENERATION',
   worker: 'BATON_WORKER',
   drainTimeout: 'BATON_DRAIN_TIMEOUT_MS',
+  distribution: 'BATON_DISTRIBUTION',
 };
 
 const DEFAULT_BACKLOG = 511;
