@@ -8,9 +8,15 @@ import { parseDuration } from './duration.js';
 import { controlPathFor, controlRequest } from './control.js';
 import { Supervisor, type StatusReport } from './supervisor.js';
 import { formatRecord, formatStatus } from './report.js';
-import type { ControlReply, ControlRequest } from './protocol.js';
+import { LOG_RING_LINES, type ControlReply, type ControlRequest, type LogEntry } from './protocol.js';
 import type { HandoffRecord } from './handoff.js';
-import { log } from './log.js';
+import { log, setLogFormat } from './log.js';
+import { applyConfigFile, parseMetricsAddress, targetOf } from './config.js';
+import { ReloadView } from './progress.js';
+import { watchStatus } from './watch.js';
+import { formatEntry } from './logring.js';
+import { parseSignal, prepareHost } from './host.js';
+import { specsFromInherited } from './activation.js';
 
 /** Exit codes: 0 success, 1 the operation failed, 2 the command line was wrong. */
 const EXIT_FAILED = 1;
@@ -37,20 +43,33 @@ function parseBacklog(v: string): number {
   return Number(v);
 }
 
-function controlPath(o: { control?: string; name: string }): string {
-  return o.control ?? controlPathFor(o.name);
+interface Target {
+  control?: string;
+  name?: string;
+  config?: string;
+}
+
+function controlPath(o: Target): string {
+  return o.control ?? controlPathFor(o.name ?? 'baton');
 }
 
 function addTarget(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--name <name>', 'service name; finds the control socket').default('baton'))
-    .addOption(new Option('--control <path>', 'control socket path (overrides --name)'));
+    .addOption(new Option('--name <name>', 'service name; finds the control socket (default: the config file\'s, else baton)'))
+    .addOption(new Option('--control <path>', 'control socket path (overrides --name)'))
+    .addOption(new Option('--config <path>', 'config file (default: ./baton.config.json, .js or .mjs if there is one)'));
+}
+
+/** Without --name or --control, the service is the one the config file names. */
+async function targetPath(o: Target): Promise<string> {
+  if (o.control || o.name) return controlPath(o);
+  return controlPath(await targetOf(o.config));
 }
 
 /** Send one request and print errors the same way for every command. */
-async function call(o: { control?: string; name: string }, req: ControlRequest, onEvent?: (state: string, message: string) => void): Promise<ControlReply> {
+async function call(o: Target, req: ControlRequest, onEvent?: (state: string, message: string) => void, onLog?: (e: LogEntry) => void): Promise<ControlReply> {
   try {
-    return await controlRequest(controlPath(o), req, (e) => onEvent?.(e.state, e.message));
+    return await controlRequest(await targetPath(o), req, (e) => onEvent?.(e.state, e.message), onLog);
   } catch (e) {
     console.error(`baton: ${(e as Error).message}`);
     process.exit(EXIT_FAILED);
@@ -70,27 +89,42 @@ addTarget(
     .passThroughOptions()
     .argument('[command...]', 'the program to run, after --')
     .addOption(
-      new Option('-l, --listen <spec>', 'PORT, HOST:PORT, [IPV6]:PORT or unix:/path; name=SPEC names it; repeatable')
+      new Option('-l, --listen <spec>', 'PORT, HOST:PORT, [IPV6]:PORT, unix:/path or udp:HOST:PORT; name=SPEC names it; repeatable')
         .argParser((v: string, prev: ListenSpec[] | undefined) => [...(prev ?? []), arg(parseListen)(v)]),
     )
     .addOption(new Option('-w, --workers <n>', 'workers per generation, or auto (one per CPU)').argParser(arg(parseWorkers)).default(1))
-    .addOption(new Option('--ready <mode>', 'when a worker is ready: listen (all listeners served) or manual (the app calls ready())').choices(['listen', 'manual']).default('listen'))
+    .addOption(new Option('--ready <mode>', 'when a worker is ready: listen (all listeners served), manual (the app calls ready()) or notify (it sends READY=1 to NOTIFY_SOCKET)').choices(['listen', 'manual', 'notify']).default('listen'))
+    .addOption(new Option('--ready-after <duration>', 'also ready once a worker has stayed up this long (for programs that say nothing)').argParser(arg(parseDuration)))
+    .addOption(new Option('--watchdog <duration>', 'restart a ready worker that sends no WATCHDOG=1 for this long (sets WATCHDOG_USEC)').argParser(arg(parseDuration)))
+    .addOption(new Option('--drain-signal <signal>', 'how a worker without the baton runtime is told to drain; SIGKILL follows at the drain timeout').argParser(arg(parseSignal)).default('SIGTERM'))
+    .addOption(new Option('--stop-timeout <duration>', 'a stop ends within this, killing what still runs (set it below a container\'s grace period)').argParser(arg(parseDuration)))
+    .addOption(new Option('--user <user>', 'run workers as this user (name or uid); baton binds first, as root'))
+    .addOption(new Option('--group <group>', 'run workers with this group (default: the user\'s)'))
     .addOption(new Option('--distribution <mode>', 'shared: workers accept from the kernel queue; round-robin: baton accepts and deals connections out evenly').choices(['shared', 'round-robin']).default('shared'))
     .addOption(new Option('--ready-timeout <duration>', 'how long a new generation may take to be ready').argParser(arg(parseDuration)).default(30_000, '30s'))
     .addOption(new Option('--drain-timeout <duration>', 'how long an old generation may take to finish').argParser(arg(parseDuration)).default(30_000, '30s'))
     .addOption(new Option('--max-surge <n>', 'rolling reload: replace at most n workers at a time (default: all at once)').argParser(arg(parseWorkers)))
     .addOption(new Option('--max-draining <n>', 'a reload waits while n old generations are still draining').argParser(arg(parseWorkers)).default(4))
-    .addOption(new Option('--backlog <n>', 'listen backlog (capped by net.core.somaxconn)').argParser(arg(parseBacklog)).default(4096)),
-).action(async (command: string[], o) => {
+    .addOption(new Option('--backlog <n>', 'listen backlog (capped by net.core.somaxconn)').argParser(arg(parseBacklog)).default(4096))
+    .addOption(new Option('--log-format <format>', 'text: prefixed lines; json: one JSON object per line (pino) on stdout').choices(['text', 'json']).default('text'))
+    .addOption(new Option('--metrics <address>', 'serve Prometheus /metrics and /healthz on HOST:PORT (PORT alone: 127.0.0.1)').argParser(arg(parseMetricsAddress))),
+).action(async (given: string[], o, cmd: Command) => {
+  // The config file fills in what the command line left out, so the host sees its settings too.
+  const file = await applyConfigFile(cmd, given.length > 0).catch((e: Error) => usage(e.message));
+  // Then: it takes baton's own systemd variables out of the environment workers get.
+  const host = await Promise.resolve().then(() => prepareHost(o)).catch((e: Error) => usage(e.message));
+  const command = given.length ? given : (file?.command ?? []);
   if (command.length === 0) usage('missing command: baton start --listen 8080 -- node app.js');
-  if (!o.listen?.length) usage('missing --listen: baton start --listen 8080 -- node app.js');
+  if (!o.listen?.length && !host.inherited.length) usage('missing --listen: baton start --listen 8080 -- node app.js');
+  setLogFormat(o.logFormat);
   const sup = new Supervisor({
-    name: o.name,
+    name: o.name ?? 'baton',
     controlPath: controlPath(o),
-    listen: o.listen,
+    listen: o.listen?.length ? o.listen : specsFromInherited(host.inherited),
     argv: command,
-    cwd: process.cwd(),
-    env: process.env,
+    cwd: file?.cwd ?? process.cwd(),
+    env: file?.env ?? process.env,
+    configure: file?.reread,
     workers: o.workers,
     backlog: o.backlog,
     readyMode: o.ready,
@@ -99,7 +133,9 @@ addTarget(
     drainTimeoutMs: o.drainTimeout,
     maxSurge: o.maxSurge ?? null,
     maxDraining: o.maxDraining,
+    ...host.service,
   });
+  host.follow(sup);
   let interrupts = 0;
   const stop = (sig: string): void => {
     if (++interrupts > 1) {
@@ -120,6 +156,8 @@ addTarget(
   process.on('SIGTTIN', () => void sup.scale('+1').catch((e: Error) => log.error(e.message)));
   process.on('SIGTTOU', () => void sup.scale('-1').catch((e: Error) => log.error(e.message)));
   try {
+    // Before generation 1: /healthz answers 503 while it starts. Loaded only when asked for.
+    if (o.metrics) await (await import('./metrics.js')).serveMetrics(sup, o.metrics);
     await sup.start();
   } catch (e) {
     log.error((e as Error).message);
@@ -142,9 +180,9 @@ addTarget(
 ).action(async (command: string[], o) => {
   const req: ControlRequest = { cmd: 'reload', wait: o.waitDrained ? 'drained' : 'serving' };
   if (command.length) Object.assign(req, { argv: command, cwd: process.cwd() });
-  const reply = await call(o, req, (state, message) => {
-    if (!o.quiet) console.log(`[${state}] ${message}`);
-  });
+  const view = o.quiet ? null : new ReloadView(process.stdout);
+  const reply = await call(o, req, (state, message) => view?.step(state, message));
+  view?.end();
   if (reply.ok) {
     console.log(`reloaded: ${formatRecord(reply.result as HandoffRecord)}`);
     return;
@@ -158,7 +196,24 @@ addTarget(
   process.exit(EXIT_FAILED);
 });
 
-addTarget(program.command('status').description('show generations, workers and recent reloads').option('--json', 'machine-readable')).action(async (o) => {
+addTarget(
+  program
+    .command('status')
+    .description('show generations, workers and recent reloads')
+    .option('--json', 'machine-readable')
+    .option('-w, --watch', 'refresh in place on a terminal, as top does (elsewhere: one table per interval)')
+    .addOption(new Option('--interval <duration>', 'how often --watch refreshes').argParser(arg(parseDuration)).default(1000, '1s')),
+).action(async (o) => {
+  if (o.watch) {
+    await watchStatus(
+      async () => {
+        const r = await controlRequest(await targetPath(o), { cmd: 'status' });
+        if (!r.ok) throw new Error(r.error);
+        return r.result as StatusReport;
+      },
+      { intervalMs: o.interval, json: o.json === true, out: process.stdout },
+    );
+  }
   const reply = await call(o, { cmd: 'status' });
   if (!reply.ok) {
     console.error(`baton: ${reply.error}`);
@@ -192,6 +247,35 @@ addTarget(program.command('stop').description('drain every generation and stop t
     process.exit(EXIT_FAILED);
   }
   console.log('stopped');
+});
+
+function parseCount(max: number): (v: string) => number {
+  return (v) => {
+    if (!/^\d+$/.test(v) || Number(v) > max) throw new Error(`bad number '${v}': use 0-${max}`);
+    return Number(v);
+  };
+}
+
+addTarget(
+  program
+    .command('logs')
+    .description('show worker output and baton events kept by the supervisor (the last ' + LOG_RING_LINES + ' lines)')
+    .option('-f, --follow', 'keep printing new lines as they come, until interrupted')
+    .addOption(new Option('-n, --lines <n>', 'how many of the last lines to show').argParser(arg(parseCount(LOG_RING_LINES))).default(100))
+    .addOption(new Option('--gen <n>', 'only the output of generation n').argParser(arg(parseCount(2 ** 31))))
+    .option('--json', 'one JSON object per line'),
+).action(async (o) => {
+  const print = (e: LogEntry): void => {
+    process.stdout.write(`${o.json ? JSON.stringify(e) : `${new Date(e.at).toISOString().slice(11, 23)} ${formatEntry(e)}`}\n`);
+  };
+  const req: ControlRequest = { cmd: 'logs', lines: o.lines, follow: o.follow === true };
+  if (o.gen !== undefined) req.generation = o.gen;
+  const reply = await call(o, req, undefined, print);
+  if (!reply.ok) {
+    console.error(`baton: ${reply.error}`);
+    process.exit(EXIT_FAILED);
+  }
+  for (const e of (reply.result as { entries: LogEntry[] }).entries) print(e);
 });
 
 function usage(message: string): never {

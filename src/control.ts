@@ -4,7 +4,8 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { ControlRequest, MAX_CONTROL_LINE, type ControlEvent, type ControlReply } from './protocol.js';
+import { ControlRequest, MAX_CONTROL_LINE, type ControlEvent, type ControlReply, type LogEntry, type LogEvent } from './protocol.js';
+import type { LogClient } from './logring.js';
 import * as sys from './sys.js';
 
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -52,7 +53,10 @@ function answers(path: string): Promise<boolean> {
   });
 }
 
-export type ControlHandler = (req: ControlRequest, emit: (state: string, message: string) => void) => Promise<unknown>;
+export type ControlHandler = (req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient) => Promise<unknown>;
+
+/** Unsent output a `logs -f` client may leave queued before its lines are dropped instead. */
+const MAX_QUEUED_BYTES = 1 << 20;
 
 /** An error whose `detail` (e.g. the failed reload's record) goes to the client with the message. */
 export class ControlError extends Error {
@@ -80,8 +84,18 @@ export async function serveControl(path: string, handler: ControlHandler): Promi
 }
 
 function serveClient(sock: Socket, handler: ControlHandler): void {
-  const write = (m: ControlReply | ControlEvent): void => {
+  const write = (m: ControlReply | ControlEvent | LogEvent): void => {
     if (!sock.destroyed && sock.writable) sock.write(JSON.stringify(m) + '\n');
+  };
+  const gone = new AbortController();
+  sock.once('close', () => gone.abort());
+  const client: LogClient = {
+    send: (e) => {
+      if (sock.writableLength > MAX_QUEUED_BYTES) return false;
+      write(e);
+      return true;
+    },
+    signal: gone.signal,
   };
   // File permissions already keep others out; the peer's uid is checked too, because a
   // socket passed on (or a directory made group-writable later) must not open the door.
@@ -105,7 +119,7 @@ function serveClient(sock: Socket, handler: ControlHandler): void {
     while ((nl = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, nl).trim();
       buf = buf.slice(nl + 1);
-      if (line) void handleLine(line, handler, write);
+      if (line) void handleLine(line, handler, write, client);
     }
     if (buf.length > MAX_CONTROL_LINE) {
       write({ ok: false, error: `request too long (over ${MAX_CONTROL_LINE} bytes without a newline)` });
@@ -114,7 +128,7 @@ function serveClient(sock: Socket, handler: ControlHandler): void {
   });
 }
 
-async function handleLine(line: string, handler: ControlHandler, write: (m: ControlReply | ControlEvent) => void): Promise<void> {
+async function handleLine(line: string, handler: ControlHandler, write: (m: ControlReply | ControlEvent | LogEvent) => void, client: LogClient): Promise<void> {
   let raw: unknown;
   try {
     raw = JSON.parse(line);
@@ -131,15 +145,16 @@ async function handleLine(line: string, handler: ControlHandler, write: (m: Cont
     return;
   }
   try {
-    const result = await handler(parsed.data, (state, message) => write({ id, event: 'progress', state, message, at: Date.now() }));
+    const withId: LogClient = { send: (e) => client.send({ ...e, id }), signal: client.signal };
+    const result = await handler(parsed.data, (state, message) => write({ id, event: 'progress', state, message, at: Date.now() }), withId);
     write({ id, ok: true, result });
   } catch (e) {
     write({ id, ok: false, error: (e as Error).message, detail: (e as ControlError).detail });
   }
 }
 
-/** Send one request; `onEvent` sees progress events; resolves with the reply. */
-export function controlRequest(path: string, req: ControlRequest, onEvent?: (e: ControlEvent) => void): Promise<ControlReply> {
+/** Send one request; `onEvent` sees progress events, `onLog` the lines of `logs`; resolves with the reply. */
+export function controlRequest(path: string, req: ControlRequest, onEvent?: (e: ControlEvent) => void, onLog?: (e: LogEntry) => void): Promise<ControlReply> {
   return new Promise((resolve, reject) => {
     const sock = createConnection(path);
     let buf = '';
@@ -150,9 +165,12 @@ export function controlRequest(path: string, req: ControlRequest, onEvent?: (e: 
       buf += chunk;
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
-        const msg = JSON.parse(buf.slice(0, nl)) as ControlReply | ControlEvent;
+        const msg = JSON.parse(buf.slice(0, nl)) as ControlReply | ControlEvent | LogEvent;
         buf = buf.slice(nl + 1);
-        if ('event' in msg) onEvent?.(msg);
+        if ('event' in msg) {
+          if (msg.event === 'log') onLog?.(msg.entry);
+          else onEvent?.(msg);
+        }
         else {
           replied = true;
           sock.end();

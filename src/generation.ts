@@ -2,6 +2,7 @@
 // the service. A generation starts, becomes ready (or fails), serves, drains, exits.
 import { EventEmitter } from 'node:events';
 import { Worker, type WorkerOptions } from './worker.js';
+import type { WorkerProcess } from './adopt.js';
 
 export type GenerationState = 'starting' | 'serving' | 'draining' | 'exited';
 
@@ -34,7 +35,7 @@ export class Generation extends EventEmitter {
   private readonly retired: Worker[] = [];
   /** Slots this generation should fill while it serves. */
   target = 0;
-  readonly startedAt = Date.now();
+  startedAt = Date.now();
   readyAt: number | null = null;
   drainStartedAt: number | null = null;
   exitedAt: number | null = null;
@@ -202,8 +203,19 @@ export class Generation extends EventEmitter {
     return this.cutByReplaced + [...this.workers, ...this.retired].reduce((n, w) => n + w.cut, 0);
   }
 
-  private spawn(index: number): Worker {
-    const w = new Worker({ ...this.template, argv: this.argv, cwd: this.cwd, generation: this.number, index });
+  /**
+   * Supervisor upgrade: take over a worker the previous baton image ran (src/upgrade.ts), in
+   * its slot or among the retired; from here on it is handled like any other. Retired ones
+   * first: their slot may have a newer occupant, which must not be replaced.
+   */
+  adopt(index: number, process: WorkerProcess, retired: boolean): Worker {
+    const w = this.spawn(index, process);
+    if (retired) this.retired.push(...this.workers.splice(this.workers.indexOf(w), 1));
+    return w;
+  }
+
+  private spawn(index: number, adopted?: WorkerProcess): Worker {
+    const w = new Worker({ ...this.template, argv: this.argv, cwd: this.cwd, generation: this.number, index, adopted });
     const slot = this.workers.findIndex((x) => x.index === index);
     if (slot >= 0) this.cutByReplaced += this.workers[slot]!.cut;
     if (slot >= 0) this.workers[slot] = w;

@@ -153,3 +153,13 @@ async function rollingStart(rec: HandoffRecord, plan: HandoffPlan, old: Generati
   }
   next.markServing(workers);
 }
+
+/** Time spent in each state, summed (a rolling handoff passes through starting and transferring once per batch). */
+export function phaseDurations(rec: HandoffRecord): Partial<Record<HandoffState, number>> {
+  const out: Partial<Record<HandoffState, number>> = {};
+  for (let i = 0; i + 1 < rec.phases.length; i++) {
+    const p = rec.phases[i]!;
+    out[p.state] = (out[p.state] ?? 0) + rec.phases[i + 1]!.at - p.at;
+  }
+  return out;
+}

@@ -1,23 +1,27 @@
 // The sockets baton owns for the life of the service: parsed from `--listen`, opened once
-// (bound and listening, never accepted on here), handed to every worker, closed on stop.
+// (bound and listening, never accepted on here; UDP: bound, never read here), or taken
+// over from systemd socket activation; handed to every worker, closed on stop.
 import { isIPv4, isIPv6 } from 'node:net';
 import { resolve } from 'node:path';
-import { unlinkSync } from 'node:fs';
+import { fstatSync, unlinkSync } from 'node:fs';
 import * as sys from './sys.js';
-import type { ListenerInfo } from './protocol.js';
+import type { ListenerInfo, UdpListenerInfo } from './protocol.js';
+import { adopt, releaseUnused, type InheritedSocket } from './activation.js';
 
 export type ListenSpec =
   | { name: string; kind: 'tcp'; host: string; port: number }
+  | { name: string; kind: 'udp'; host: string; port: number }
   | { name: string; kind: 'unix'; path: string };
 
-export type Listener = ListenSpec & { fd: number };
+/** `inherited`: the socket came from socket activation; its unix path is not ours to unlink. */
+export type Listener = ListenSpec & { fd: number; inherited?: boolean };
 
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /**
- * `PORT`, `HOST:PORT`, `[IPV6]:PORT`, `unix:/path`, each optionally prefixed by `name=`.
- * Only IP literals (and `localhost`) are accepted as hosts: a name that resolves to
- * several addresses would silently become several sockets.
+ * `PORT`, `HOST:PORT`, `[IPV6]:PORT`, `unix:/path`, `udp:PORT|HOST:PORT|[IPV6]:PORT`, each
+ * optionally prefixed by `name=`. Only IP literals (and `localhost`) are accepted as hosts:
+ * a name that resolves to several addresses would silently become several sockets.
  */
 export function parseListen(text: string): ListenSpec {
   let rest = text.trim();
@@ -32,6 +36,8 @@ export function parseListen(text: string): ListenSpec {
     const abs = resolve(path);
     return { name: name ?? defaultName(abs.split('/').pop()!), kind: 'unix', path: abs };
   }
+  const udp = rest.startsWith('udp:');
+  if (udp) rest = rest.slice('udp:'.length);
 
   let host = '0.0.0.0';
   let portText = rest;
@@ -56,7 +62,8 @@ export function parseListen(text: string): ListenSpec {
     throw new Error(`bad --listen '${text}': '${portText}' is not a port (0-65535); expected PORT, HOST:PORT, [IPV6]:PORT or unix:/path`);
   }
   const port = Number(portText);
-  return { name: name ?? `tcp-${port}`, kind: 'tcp', host, port };
+  const kind = udp ? 'udp' : 'tcp';
+  return { name: name ?? `${kind}-${port}`, kind, host, port };
 }
 
 function defaultName(base: string): string {
@@ -66,7 +73,8 @@ function defaultName(base: string): string {
 
 export function describe(l: ListenSpec): string {
   if (l.kind === 'unix') return `unix:${l.path}`;
-  return l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
+  const addr = l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
+  return l.kind === 'udp' ? `udp:${addr}` : addr;
 }
 
 /** Names must be unique (they become LISTEN_FDNAMES); duplicate addresses are refused. */
@@ -76,7 +84,7 @@ export function checkSpecs(specs: ListenSpec[]): void {
   const addrs = new Set<string>();
   for (const s of specs) {
     const addr = describe(s);
-    if (addrs.has(addr) && !(s.kind === 'tcp' && s.port === 0)) throw new Error(`--listen ${addr} is given twice`);
+    if (addrs.has(addr) && !(s.kind !== 'unix' && s.port === 0)) throw new Error(`--listen ${addr} is given twice`);
     addrs.add(addr);
     let name = s.name;
     for (let i = 2; names.has(name); i++) name = `${s.name}-${i}`;
@@ -85,15 +93,27 @@ export function checkSpecs(specs: ListenSpec[]): void {
   }
 }
 
-/** Open every listener or none: on the first failure the ones already opened are closed. */
-export function openListeners(specs: ListenSpec[], backlog: number): Listener[] {
+/**
+ * Open every listener or none: on the first failure the ones already opened are closed.
+ * A spec that matches a socket in `inherited` (socket activation) takes it and is never bound.
+ */
+export function openListeners(specs: ListenSpec[], backlog: number, inherited: InheritedSocket[] = []): Listener[] {
   checkSpecs(specs);
   const opened: Listener[] = [];
   try {
     for (const s of specs) {
-      const fd = s.kind === 'tcp' ? sys.openTcpListener(s.host, s.port, backlog) : sys.openUnixListener(s.path, backlog);
-      opened.push(resolveAddress({ ...s, fd }));
+      const fd = adopt(s, inherited);
+      if (fd !== null) {
+        opened.push(resolveAddress({ ...s, fd, inherited: true }));
+        continue;
+      }
+      const own =
+        s.kind === 'tcp' ? sys.openTcpListener(s.host, s.port, backlog)
+        : s.kind === 'udp' ? sys.openUdpSocket(s.host, s.port)
+        : sys.openUnixListener(s.path, backlog);
+      opened.push(resolveAddress({ ...s, fd: own }));
     }
+    releaseUnused(inherited);
   } catch (e) {
     closeListeners(opened);
     throw e;
@@ -103,10 +123,20 @@ export function openListeners(specs: ListenSpec[], backlog: number): Listener[] 
 
 /** Port 0 means "kernel picks": record the real port so workers and status see it. */
 function resolveAddress(l: Listener): Listener {
-  if (l.kind !== 'tcp' || l.port !== 0) return l;
+  if (l.kind === 'unix' || l.port !== 0) return l;
   const a = sys.socketAddress(l.fd);
-  if (a.kind !== 'tcp') return l;
-  return { ...l, port: a.port, name: l.name === 'tcp-0' ? `tcp-${a.port}` : l.name };
+  if (a.kind === 'unix') return l;
+  const zero = `${l.kind}-0`;
+  return { ...l, port: a.port, name: l.name === zero ? `${l.kind}-${a.port}` : l.name };
+}
+
+/** The socket's inode (as in /proc/<pid>/fd and `ss -e`): tells which socket a listener is. */
+export function inodeOf(l: Listener): number | null {
+  try {
+    return fstatSync(l.fd).ino;
+  } catch {
+    return null; // closed: the service is stopping
+  }
 }
 
 export function closeListeners(ls: Listener[]): void {
@@ -116,7 +146,7 @@ export function closeListeners(ls: Listener[]): void {
     } catch {
       /* already closed: nothing left to release */
     }
-    if (l.kind === 'unix') {
+    if (l.kind === 'unix' && !l.inherited) {
       try {
         unlinkSync(l.path);
       } catch {
@@ -126,11 +156,20 @@ export function closeListeners(ls: Listener[]): void {
   }
 }
 
-/** What a worker is told about its fds: listener i is at fd 3 + i. */
+/**
+ * What a Node worker's runtime is told about its stream listeners (listener i is at fd 3 + i).
+ * UDP sockets are described apart (udpWorkerInfo): the runtime waits for every listener in
+ * this list to be served before it reports ready, and a datagram socket is not served by listen().
+ */
 export function workerInfo(ls: Listener[]): ListenerInfo[] {
-  return ls.map((l, i) =>
-    l.kind === 'tcp'
-      ? { fd: 3 + i, name: l.name, kind: 'tcp', host: l.host, port: l.port }
-      : { fd: 3 + i, name: l.name, kind: 'unix', path: l.path },
+  return ls.flatMap((l, i): ListenerInfo[] =>
+    l.kind === 'tcp' ? [{ fd: 3 + i, name: l.name, kind: 'tcp', host: l.host, port: l.port }]
+    : l.kind === 'unix' ? [{ fd: 3 + i, name: l.name, kind: 'unix', path: l.path }]
+    : [],
   );
+}
+
+/** The UDP sockets among a worker's fds, for the runtime's dgram redirect (runtime/dgram.ts). */
+export function udpWorkerInfo(ls: Listener[]): UdpListenerInfo[] {
+  return ls.flatMap((l, i) => (l.kind === 'udp' ? [{ fd: 3 + i, name: l.name, host: l.host, port: l.port }] : []));
 }

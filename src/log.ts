@@ -1,30 +1,64 @@
-// baton's own events, one line each on stderr: `baton: <message> key=value ...`.
-// Worker output is re-emitted by the supervisor with a `[gen.worker]` prefix.
-export type Fields = Record<string, string | number | boolean | null | undefined>;
+// baton's own events and the workers' output, as the supervisor emits them:
+//  - text (default): `baton: <message> key=value ...` on stderr; worker lines with a
+//    `[gen.worker]` prefix on the stream they came from;
+//  - json (`--log-format json`): one pino JSON object per line on stdout, worker lines with
+//    `gen`, `worker`, `stream` and `msg`, baton's events with their fields.
+// Every line also goes to a bounded ring, which `baton logs` reads over the control socket.
+import { createRequire } from 'node:module';
+import type { Logger } from 'pino';
+import { LogRing, formatEntry } from './logring.js';
+import { LOG_RING_LINES, type LogEntry } from './protocol.js';
 
-function line(msg: string, fields?: Fields): string {
-  let s = `baton: ${msg}`;
-  if (fields) {
-    for (const [k, v] of Object.entries(fields)) {
-      if (v === undefined) continue;
-      const text = String(v);
-      s += ` ${k}=${/[\s"=]/.test(text) ? JSON.stringify(text) : text}`;
-    }
+export type Fields = Record<string, string | number | boolean | null | undefined>;
+export type LogFormat = 'text' | 'json';
+
+export const ring = new LogRing(LOG_RING_LINES);
+
+let json: Logger | null = null;
+
+export function setLogFormat(format: LogFormat): void {
+  if (format === 'text') {
+    json = null;
+    return;
   }
-  return s + '\n';
+  // Loaded only when asked for: every CLI command imports this module, few need pino.
+  const pino = createRequire(import.meta.url)('pino') as typeof import('pino');
+  // Synchronous: a line written just before process.exit must not be lost.
+  json = pino.pino({ base: undefined, formatters: { level: (label) => ({ level: label }) } }, pino.destination({ dest: 1, sync: true }));
+}
+
+function defined(fields: Fields | undefined): LogEntry['fields'] {
+  if (!fields) return undefined;
+  const out: NonNullable<LogEntry['fields']> = {};
+  for (const [k, v] of Object.entries(fields)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+function emit(e: LogEntry): void {
+  ring.push(e);
+  if (json) {
+    const { gen, worker, stream, fields } = e;
+    json[e.level](gen === undefined ? { ...fields } : { gen, worker, stream }, e.msg);
+  } else {
+    (e.stream === 'stdout' ? process.stdout : process.stderr).write(`${formatEntry(e)}\n`);
+  }
+}
+
+function event(level: LogEntry['level'], msg: string, fields?: Fields): void {
+  emit({ at: Date.now(), level, msg, fields: defined(fields) });
 }
 
 export const log = {
   info(msg: string, fields?: Fields): void {
-    process.stderr.write(line(msg, fields));
+    event('info', msg, fields);
   },
   warn(msg: string, fields?: Fields): void {
-    process.stderr.write(line(`warning: ${msg}`, fields));
+    event('warn', msg, fields);
   },
   error(msg: string, fields?: Fields): void {
-    process.stderr.write(line(`error: ${msg}`, fields));
+    event('error', msg, fields);
   },
   worker(gen: number, index: number, text: string, stream: 'stdout' | 'stderr'): void {
-    (stream === 'stdout' ? process.stdout : process.stderr).write(`[${gen}.${index}] ${text}\n`);
+    emit({ at: Date.now(), level: 'info', msg: text, gen, worker: index, stream });
   },
 };

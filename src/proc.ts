@@ -1,6 +1,6 @@
 // What the kernel knows about a worker that can no longer tell us itself (hung, or not a
 // Node program): how many client connections it holds on baton's listeners. Read from
-// /proc only when a worker is about to be killed, never on a hot path.
+// /proc only when a worker is about to be killed, never on a hot path; and its memory, for status.
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import type { Listener } from './listeners.js';
 
@@ -61,4 +61,14 @@ export function heldConnections(pid: number, listeners: readonly Listener[]): nu
     }
   }
   return n;
+}
+
+/** Resident memory of a process (VmRSS in /proc/<pid>/status), null once it is gone. */
+export function rssBytes(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
 }

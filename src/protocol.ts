@@ -18,8 +18,17 @@ export type ListenerInfo =
   | { fd: number; name: string; kind: 'tcp'; host: string; port: number }
   | { fd: number; name: string; kind: 'unix'; path: string };
 
-/** How a Node worker tells it is ready: when all listeners are served, or when the app calls ready(). */
-export type ReadyMode = 'listen' | 'manual';
+/** One inherited UDP socket, described to a Node worker in BATON_UDP_LISTENERS. */
+export type UdpListenerInfo = { fd: number; name: string; host: string; port: number };
+
+/** Kept out of ENV: the runtime copies ENV literally and waits for every listener in it. */
+export const ENV_UDP = 'BATON_UDP_LISTENERS'; // JSON UdpListenerInfo[]
+
+/**
+ * When a worker is ready: listen = all listeners are served, manual = the app calls ready()
+ * (both said by the Node runtime), notify = it sent READY=1 to NOTIFY_SOCKET (any language).
+ */
+export type ReadyMode = 'listen' | 'manual' | 'notify';
 
 export const ENV = {
   listeners: 'BATON_LISTENERS', // JSON ListenerInfo[]
@@ -67,6 +76,9 @@ export function isFromWorker(m: unknown): m is FromWorker {
 /* Control socket: client -> supervisor                                */
 /* ------------------------------------------------------------------ */
 
+/** Lines of output and events the supervisor keeps for `baton logs`. */
+export const LOG_RING_LINES = 2000;
+
 /** Longest request line accepted on the control socket. */
 export const MAX_CONTROL_LINE = 1 << 20;
 
@@ -91,6 +103,16 @@ export const ControlRequest = z.discriminatedUnion('cmd', [
     workers: z.union([z.number().int(), z.string().regex(/^[+-]\d{1,4}$/, 'expected a count or +N / -N')]),
   }),
   z.strictObject({ id: z.number().int().optional(), cmd: z.literal('stop') }),
+  z.strictObject({
+    id: z.number().int().optional(),
+    cmd: z.literal('logs'),
+    /** Lines from the end of the ring to send first. */
+    lines: z.number().int().min(0).max(LOG_RING_LINES).optional(),
+    /** Only the output of this generation's workers. */
+    generation: z.number().int().min(1).optional(),
+    /** Keep sending new lines as `log` events until the client disconnects. */
+    follow: z.boolean().optional(),
+  }),
 ]);
 export type ControlRequest = z.infer<typeof ControlRequest>;
 
@@ -100,6 +122,23 @@ export type ControlRequest = z.infer<typeof ControlRequest>;
 
 /** Intermediate event of a long request (reload progress). Zero or more precede the reply. */
 export type ControlEvent = { id?: number; event: 'progress'; state: string; message: string; at: number };
+
+/**
+ * One line of the supervisor's log ring: a worker's output line (`gen`, `worker`, `stream`
+ * set) or one of baton's own events (`fields` may add structured values).
+ */
+export interface LogEntry {
+  at: number;
+  level: 'info' | 'warn' | 'error';
+  msg: string;
+  gen?: number;
+  worker?: number;
+  stream?: 'stdout' | 'stderr';
+  fields?: Record<string, string | number | boolean | null>;
+}
+
+/** A line of `logs`: the tail, then (with `follow`) each new line as it is logged. */
+export type LogEvent = { id?: number; event: 'log'; entry: LogEntry };
 
 /** Exactly one reply ends each request. */
 export type ControlReply =

@@ -1,12 +1,12 @@
 // Human-readable renderings of what the supervisor reports: the status table and a
-// reload's outcome. Kept within 100 columns.
-import type { HandoffRecord } from './handoff.js';
+// reload's outcome. Kept within 100 columns (or a narrower terminal's width).
+import { phaseDurations, type HandoffRecord } from './handoff.js';
 import type { StatusReport } from './supervisor.js';
 import { formatDuration } from './duration.js';
 
 const WIDTH = 100;
 
-function clip(s: string, n = WIDTH): string {
+function clip(s: string, n: number): string {
   return s.length <= n ? s : s.slice(0, n - 1) + '…';
 }
 
@@ -14,42 +14,87 @@ function pad(s: string, n: number): string {
   return s.length >= n ? s.slice(0, n) : s + ' '.repeat(n - s.length);
 }
 
-export function formatStatus(s: StatusReport): string {
+export function formatBytes(n: number | null): string {
+  if (n === null) return '-';
+  if (n < 1024 * 1024) return `${Math.round(n / 1024)} KiB`;
+  return `${(n / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
+const COLUMNS: [string, number][] = [
+  ['GEN', 5],
+  ['STATE', 10],
+  ['WORKER', 8],
+  ['PID', 9],
+  ['STATE', 10],
+  ['UPTIME', 10],
+  ['RESTARTS', 10],
+  ['RSS', 11],
+  ['CONNS', 6],
+];
+
+function row(cells: string[]): string {
+  return cells.map((c, i) => (i === cells.length - 1 ? c : pad(c, COLUMNS[i]![1]))).join('');
+}
+
+export function formatStatus(s: StatusReport, width = WIDTH): string {
   const out: string[] = [];
-  out.push(clip(`${s.name}  pid ${s.pid}  ${s.state}  up ${formatDuration(s.uptimeMs)}  ${s.workers} worker(s) per generation`));
-  out.push(clip(`control  ${s.control}`));
-  for (const l of s.listeners) out.push(clip(`listen   ${pad(l.name, 16)} ${l.address}`));
-  if (s.handoff) out.push(clip(`handoff  #${s.handoff.id} ${s.handoff.state}: generation ${s.handoff.from ?? '-'} -> ${s.handoff.to}${s.reloadQueued ? ' (another reload queued)' : ''}`));
+  const serving = s.generations.find((g) => g.number === s.serving);
+  const ready = serving ? `${serving.ready}/${s.workers} ready` : `0/${s.workers} ready`;
+  out.push(`${s.name}  pid ${s.pid}  ${s.state}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  workers ${ready}`);
+  out.push(`control  ${s.control}`);
+  for (const l of s.listeners) out.push(`listen   ${pad(l.name, 16)} ${l.address}${l.inherited ? '  (socket activation)' : ''}`);
+  if (s.handoff) out.push(`handoff  #${s.handoff.id} ${s.handoff.state}: generation ${s.handoff.from ?? '-'} -> ${s.handoff.to}${s.reloadQueued ? ' (another reload queued)' : ''}`);
   out.push('');
-  out.push(`${pad('GEN', 5)}${pad('STATE', 10)}${pad('WORKER', 8)}${pad('PID', 9)}${pad('STATE', 10)}${pad('UPTIME', 10)}${pad('RESTARTS', 10)}CONNS`);
+  out.push(row(COLUMNS.map(([h]) => h)));
   for (const g of s.generations) {
     const label = g.number === s.serving ? `${g.state}*` : g.state;
-    out.push(clip(`${pad(String(g.number), 5)}${pad(label, 10)}${g.argv.join(' ')}`));
+    // Ready out of the slots it should fill: a shortfall shows at a glance.
+    out.push(row([String(g.number), label, `${g.ready}/${g.target || g.workers.length}`, g.argv.join(' ')]));
     for (const w of g.workers) {
       out.push(
-        `${pad('', 15)}${pad(String(w.index), 8)}${pad(String(w.pid), 9)}${pad(w.state, 10)}` +
-          `${pad(formatDuration(w.uptimeMs), 10)}${pad(String(w.restarts), 10)}${w.connections ?? '-'}`,
+        row([
+          '',
+          '',
+          String(w.index),
+          String(w.pid),
+          w.state,
+          formatDuration(w.uptimeMs),
+          `${w.restarts}${w.crashLoop ? ' looping' : ''}`,
+          formatBytes(w.rssBytes),
+          String(w.connections ?? '-'),
+        ]),
       );
+      // What a notify-speaking worker said of itself (STATUS=).
+      if (w.status) out.push(`${' '.repeat(15)}status: ${w.status}`);
     }
   }
   if (s.history.length) {
     out.push('');
     out.push('RELOADS');
-    for (const r of s.history.slice(-10)) out.push(clip(formatRecord(r)));
+    for (const r of s.history.slice(-10)) {
+      out.push(formatRecord(r));
+      if (r.error) out.push(`    ${r.error}`);
+    }
   }
-  return out.join('\n');
+  return out.map((l) => clip(l, width)).join('\n');
 }
 
-export function formatRecord(r: HandoffRecord): string {
+/** `starting 312 ms, transferring 5 ms`: where the time of a handoff went. */
+export function formatPhases(r: HandoffRecord): string {
+  return Object.entries(phaseDurations(r))
+    .map(([state, ms]) => `${state} ${formatDuration(ms)}`)
+    .join(', ');
+}
+
+export function formatRecord(r: HandoffRecord, now = Date.now()): string {
   const when = new Date(r.requestedAt).toISOString().slice(11, 19);
-  const head = `#${r.id} ${when} ${pad(r.trigger, 7)} gen ${r.from ?? '-'} -> ${r.to}  ${r.state}`;
-  if (r.state === 'failed') return `${head}: ${r.error}`;
+  const head = `#${r.id} ${when} ${pad(r.trigger, 7)} gen ${r.from ?? '-'} -> ${r.to}  `;
+  const ended = r.totalMs !== null;
   const parts = [
-    r.readyMs !== null ? `ready ${formatDuration(r.readyMs)}` : null,
-    r.transferMs !== null ? `transfer ${formatDuration(r.transferMs)}` : null,
-    r.totalMs !== null ? `total ${formatDuration(r.totalMs)}` : null,
+    ended ? `${r.state} in ${formatDuration(r.totalMs!)}` : `${r.state} for ${formatDuration(now - r.requestedAt)}`,
+    formatPhases(r),
     r.drainedMs !== null ? `old exited ${formatDuration(r.drainedMs)}` : null,
     r.cut ? `${r.cut} cut` : null,
   ].filter(Boolean);
-  return `${head}  ${parts.join(', ')}`;
+  return head + parts.join('  ');
 }

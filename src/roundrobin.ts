@@ -16,7 +16,8 @@ export class RoundRobin {
 
   /** Start accepting on every listener (on a duplicate fd: the supervisor's own stays untouched). */
   start(listeners: readonly Listener[], backlog: number): void {
-    for (const l of listeners) {
+    // UDP has no connections to deal out: workers read those sockets themselves.
+    for (const l of listeners.filter((x) => x.kind !== 'udp')) {
       const server = net.createServer({ pauseOnConnect: true }, (socket) => this.dispatch(l.name, socket));
       server.listen({ fd: sys.dup(l.fd) }, backlog);
       this.servers.push(server);

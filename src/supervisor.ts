@@ -2,14 +2,19 @@
 // the reload requests that arrive meanwhile), tracks the generations still draining,
 // answers the control socket, and stops gracefully.
 import type { Server } from 'node:net';
-import { closeListeners, describe, openListeners, type Listener, type ListenSpec } from './listeners.js';
+import { EventEmitter } from 'node:events';
+import { closeListeners, describe, inodeOf, openListeners, type Listener, type ListenSpec } from './listeners.js';
+import type { InheritedSocket } from './activation.js';
 import { Generation, type WorkerTemplate } from './generation.js';
 import type { Worker } from './worker.js';
 import { newRecord, runHandoff, type HandoffRecord, type HandoffTrigger } from './handoff.js';
 import { ControlError, prepareControlPath, serveControl } from './control.js';
 import type { ControlRequest, Distribution, ReadyMode } from './protocol.js';
 import { RoundRobin } from './roundrobin.js';
-import { log } from './log.js';
+import { log, ring } from './log.js';
+import { serveLogs, type LogClient } from './logring.js';
+import { reportDrain } from './inflight.js';
+import { rssBytes } from './proc.js';
 
 export interface ServiceOptions {
   name: string;
@@ -28,12 +33,32 @@ export interface ServiceOptions {
   maxSurge: number | null;
   /** A reload waits while this many old generations are still draining. */
   maxDraining: number;
+  /** Asked at each reload for settings that changed (the config file, read again); throws if invalid. */
+  configure?: () => Promise<Partial<Reconfigurable>>;
+  /** How workers are launched beyond their command line: NOTIFY_SOCKET, drain signal, user. */
+  launch?: Pick<WorkerTemplate, 'notify' | 'drainSignal' | 'credentials'>;
+  /** Sockets baton was handed by systemd socket activation, used for matching `listen` entries. */
+  inherited?: InheritedSocket[];
+  /** A stop kills whatever still runs after this long, drain deadlines notwithstanding (container grace period). */
+  stopTimeoutMs?: number | null;
+}
+
+/** What a reload may change: it applies to the new generation, and stays once that one serves. */
+export type Reconfigurable = Pick<ServiceOptions, 'argv' | 'cwd' | 'env' | 'workers' | 'readyMode' | 'readyTimeoutMs' | 'drainTimeoutMs' | 'maxSurge' | 'maxDraining'>;
+
+/** What the supervisor tells observers (metrics): each generation made, each handoff step, refused reloads. */
+export interface SupervisorEvents {
+  generation: [Generation];
+  handoff: [HandoffRecord, string];
+  'reload-rejected': [string];
+  stopping: [];
 }
 
 /** Reload requests waiting for their handoff; those arriving during one are merged into the next. */
 interface Ticket {
   argv: string[] | null;
   cwd: string | null;
+  settings: Partial<Reconfigurable>;
   trigger: HandoffTrigger;
   waiters: Array<{ resolve(r: HandoffRecord): void; reject(e: Error): void }>;
   watchers: Set<(state: string, message: string) => void>;
@@ -62,6 +87,7 @@ export class Supervisor {
   /** Resolves once a stop (signal, control request, failed start) has finished. */
   readonly stopped: Promise<void>;
   private markStopped!: () => void;
+  readonly events = new EventEmitter<SupervisorEvents>();
 
   constructor(private readonly opts: ServiceOptions) {
     this.stopped = new Promise((resolve) => (this.markStopped = resolve));
@@ -70,14 +96,14 @@ export class Supervisor {
   /** Open the listeners and the control socket, start generation 1. Throws if any of it fails. */
   async start(): Promise<void> {
     await prepareControlPath(this.opts.controlPath);
-    this.listeners = openListeners(this.opts.listen, this.opts.backlog);
+    this.listeners = openListeners(this.opts.listen, this.opts.backlog, this.opts.inherited);
     for (const l of this.listeners) log.info(`listening on ${describe(l)}`, { name: l.name, fd: l.fd });
     if (this.opts.distribution === 'round-robin') {
       this.roundRobin = new RoundRobin(() => this.generations.flatMap((g) => g.workers.filter((w) => w.state === 'ready')));
       this.roundRobin.start(this.listeners, this.opts.backlog);
     }
     try {
-      this.control = await serveControl(this.opts.controlPath, (req, emit) => this.handle(req, emit));
+      this.control = await serveControl(this.opts.controlPath, (req, emit, client) => this.handle(req, emit, client));
     } catch (e) {
       closeListeners(this.listeners);
       throw e;
@@ -95,10 +121,25 @@ export class Supervisor {
     return this.listeners;
   }
 
-  /** Ask for a handoff. Resolves with its record (state done or failed); rejects only when stopping. */
-  reload(req: { argv?: string[] | null; cwd?: string | null; trigger: HandoffTrigger; watch?: (state: string, message: string) => void }): Promise<HandoffRecord> {
-    if (this.stopping) return Promise.reject(new Error('the supervisor is stopping'));
-    const ticket: Ticket = this.pending ?? { argv: null, cwd: null, trigger: req.trigger, waiters: [], watchers: new Set() };
+  /**
+   * Ask for a handoff. Resolves with its record (state done or failed); rejects when stopping,
+   * or when the settings read for it are invalid (nothing is started then).
+   */
+  async reload(req: { argv?: string[] | null; cwd?: string | null; trigger: HandoffTrigger; watch?: (state: string, message: string) => void }): Promise<HandoffRecord> {
+    let settings: Partial<Reconfigurable> = {};
+    if (req.trigger !== 'start' && this.opts.configure) {
+      try {
+        settings = await this.opts.configure();
+      } catch (e) {
+        const message = `reload failed: ${(e as Error).message}`;
+        log.error(message);
+        this.events.emit('reload-rejected', message);
+        throw new Error(message);
+      }
+    }
+    if (this.stopping) throw new Error('the supervisor is stopping');
+    const ticket: Ticket = this.pending ?? { argv: null, cwd: null, settings, trigger: req.trigger, waiters: [], watchers: new Set() };
+    ticket.settings = settings;
     if (req.argv) {
       ticket.argv = req.argv;
       ticket.cwd = req.cwd ?? null;
@@ -115,33 +156,40 @@ export class Supervisor {
   private async runTicket(ticket: Ticket): Promise<void> {
     this.pending = null;
     const old = this.serving;
-    const argv = ticket.argv ?? old?.argv ?? this.opts.argv;
-    const cwd = ticket.argv ? (ticket.cwd ?? this.opts.cwd) : (old?.cwd ?? this.opts.cwd);
-    const next = new Generation(this.nextGeneration++, argv, cwd, this.template());
+    // This handoff's options: the reload's settings over the current ones, kept only if it succeeds.
+    const s = ticket.settings;
+    const o: ServiceOptions = { ...this.opts, ...s };
+    const argv = ticket.argv ?? s.argv ?? old?.argv ?? this.opts.argv;
+    const cwd = ticket.argv ? (ticket.cwd ?? this.opts.cwd) : s.argv ? o.cwd : (old?.cwd ?? this.opts.cwd);
+    const next = new Generation(this.nextGeneration++, argv, cwd, this.template(o));
     this.track(next);
     const draining = (): Generation[] => this.generations.filter((g) => g.state === 'draining');
-    const rec = newRecord(this.nextHandoff++, ticket.trigger, old?.number ?? null, next.number, argv, draining().length >= this.opts.maxDraining);
+    const rec = newRecord(this.nextHandoff++, ticket.trigger, old?.number ?? null, next.number, argv, draining().length >= o.maxDraining);
     this.current = rec;
     this.history.push(rec);
     if (this.history.length > HISTORY) this.history.shift();
     await runHandoff(rec, {
       old,
       next,
-      workers: this.opts.workers,
-      readyTimeoutMs: this.opts.readyTimeoutMs,
-      drainTimeoutMs: this.opts.drainTimeoutMs,
+      workers: o.workers,
+      readyTimeoutMs: o.readyTimeoutMs,
+      drainTimeoutMs: o.drainTimeoutMs,
       transferTimeoutMs: TRANSFER_TIMEOUT_MS,
-      maxSurge: this.opts.maxSurge,
+      maxSurge: o.maxSurge,
       drainSlot: (async () => {
-        while (draining().length >= this.opts.maxDraining) await Promise.race(draining().map((g) => g.whenExited()));
+        while (draining().length >= o.maxDraining) await Promise.race(draining().map((g) => g.whenExited()));
       })(),
       onChange: (r, message) => {
         (r.state === 'failed' ? log.error : log.info)(`handoff ${r.id}: ${message}`, { state: r.state });
         if (r.state === 'failed' && r.output.length) for (const l of r.output) log.error(`  | ${l}`);
         for (const w of ticket.watchers) w(r.state, message);
+        this.events.emit('handoff', r, message);
       },
     });
-    if (rec.state === 'done') this.serving = next;
+    if (rec.state === 'done') {
+      this.serving = next;
+      Object.assign(this.opts, s);
+    }
     // A scale request that arrived during the handoff applies to the generation that serves now.
     if (this.serving && this.serving.target !== this.opts.workers) this.serving.resize(this.opts.workers);
     this.current = null;
@@ -152,21 +200,23 @@ export class Supervisor {
     else void this.runTicket(queued);
   }
 
-  private template(): WorkerTemplate {
+  private template(o: ServiceOptions = this.opts): WorkerTemplate {
     return {
-      env: this.opts.env,
+      env: o.env,
       listeners: this.listeners,
-      backlog: this.opts.backlog,
-      readyMode: this.opts.readyMode,
-      distribution: this.opts.distribution,
-      drainTimeoutMs: this.opts.drainTimeoutMs,
+      backlog: o.backlog,
+      readyMode: o.readyMode,
+      distribution: o.distribution,
+      drainTimeoutMs: o.drainTimeoutMs,
       preloadUrl: PRELOAD_URL,
+      ...this.opts.launch,
       onOutput: (w, line, stream) => log.worker(w.generation, w.index, line, stream),
     };
   }
 
   private track(g: Generation): void {
     this.generations.push(g);
+    this.events.emit('generation', g);
     g.on('worker-start', (w: Worker) => {
       log.info(`worker ${g.number}.${w.index} started`, { pid: w.pid });
       w.once('ready', () => {
@@ -203,12 +253,23 @@ export class Supervisor {
       const pending = this.pending as Ticket | null;
       this.pending = null;
       for (const w of pending?.waiters ?? []) w.reject(new Error('the supervisor is stopping'));
+      this.events.emit('stopping');
       const all = [...this.generations];
-      for (const g of all) void g.drain(this.opts.drainTimeoutMs);
+      // With a stop timeout (a container's grace period) the drain ends a little before it,
+      // so workers can still report what they cut; generations already draining from a
+      // reload have later deadlines of their own, hence the hard kill at the timeout.
+      const stopMs = this.opts.stopTimeoutMs ?? null;
+      const drainMs = stopMs === null ? this.opts.drainTimeoutMs : Math.min(this.opts.drainTimeoutMs, stopMs - Math.min(1000, stopMs / 10));
+      for (const g of all) void g.drain(drainMs);
+      const hard = stopMs === null ? undefined : setTimeout(() => {
+        log.warn(`stop timeout (${stopMs} ms) reached: killing every worker still running`);
+        this.kill();
+      }, stopMs);
       // The service is going away: refuse new connections now rather than queue them for nobody.
       this.roundRobin?.close();
       closeListeners(this.listeners);
       await Promise.all(all.map((g) => g.whenExited()));
+      clearTimeout(hard);
       log.info('stopped');
       this.markStopped();
     })();
@@ -233,15 +294,18 @@ export class Supervisor {
     });
   }
 
-  private async handle(req: ControlRequest, emit: (state: string, message: string) => void): Promise<unknown> {
+  private async handle(req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient): Promise<unknown> {
     switch (req.cmd) {
       case 'status':
         return this.status();
+      case 'logs':
+        return serveLogs(ring, req, client, this.stopped);
       case 'reload': {
         const rec = await this.reload({ argv: req.argv ?? null, cwd: req.cwd ?? null, trigger: 'reload', watch: emit });
         if (rec.state === 'failed') throw new ControlError(`reload failed: ${rec.error}`, rec);
+        const old = rec.from === null ? undefined : this.generations.find((g) => g.number === rec.from);
+        if (old) await reportDrain(old, emit, req.wait === 'drained');
         if (req.wait === 'drained' && rec.from !== null) {
-          const old = this.generations.find((g) => g.number === rec.from);
           if (old) await old.whenExited();
           rec.cut = old?.cut ?? rec.cut;
         }
@@ -275,11 +339,12 @@ export class Supervisor {
     return {
       name: this.opts.name,
       pid: process.pid,
+      rssBytes: process.memoryUsage.rss(),
       uptimeMs: now - this.startedAt,
       state: this.stopping ? 'stopping' : this.current ? 'reloading' : 'running',
       control: this.opts.controlPath,
       workers: this.opts.workers,
-      listeners: this.listeners.map((l) => ({ name: l.name, address: describe(l), fd: l.fd })),
+      listeners: this.listeners.map((l) => ({ name: l.name, address: describe(l), fd: l.fd, inode: inodeOf(l), inherited: l.inherited === true })),
       serving: this.serving?.number ?? null,
       handoff: this.current ? { id: this.current.id, state: this.current.state, from: this.current.from, to: this.current.to } : null,
       reloadQueued: this.pending !== null,
@@ -301,6 +366,8 @@ export class Supervisor {
           restarts: g.restarts[w.index] ?? 0,
           crashLoop: g.streakOf(w.index) >= CRASH_LOOP,
           connections: w.connections,
+          rssBytes: w.state === 'exited' ? null : rssBytes(w.pid),
+          status: w.statusText,
         })),
       })),
       history: this.history.map((r) => ({ ...r })),
@@ -311,11 +378,13 @@ export class Supervisor {
 export interface StatusReport {
   name: string;
   pid: number;
+  rssBytes: number;
   uptimeMs: number;
   state: 'running' | 'reloading' | 'stopping';
   control: string;
   workers: number;
-  listeners: { name: string; address: string; fd: number }[];
+  /** `inode` names the socket (as in /proc/<pid>/fd); `inherited`: from socket activation. */
+  listeners: { name: string; address: string; fd: number; inode: number | null; inherited: boolean }[];
   serving: number | null;
   handoff: { id: number; state: string; from: number | null; to: number } | null;
   reloadQueued: boolean;
@@ -329,7 +398,7 @@ export interface StatusReport {
     ready: number;
     startedAt: number;
     readyAt: number | null;
-    workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; crashLoop: boolean; connections: number | null }[];
+    workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; crashLoop: boolean; connections: number | null; rssBytes: number | null; status: string | null }[];
   }[];
   history: HandoffRecord[];
 }

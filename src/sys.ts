@@ -16,6 +16,8 @@ import * as net from 'node:net';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as util from 'node:util';
+import { ChildProcess } from 'node:child_process';
+import type * as dgram from 'node:dgram';
 import type * as KoffiModule from 'koffi';
 
 export interface SysError extends Error {
@@ -29,16 +31,23 @@ const AF_UNIX = 1;
 const AF_INET = 2;
 const AF_INET6 = 10;
 const SOCK_STREAM = 1;
+const SOCK_DGRAM = 2;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
+const SO_TYPE = 3;
 const SO_PEERCRED = 17;
 const SO_ACCEPTCONN = 30;
 const F_GETFD = 1;
 const F_SETFD = 2;
 const F_DUPFD_CLOEXEC = 1030;
 const FD_CLOEXEC = 1;
+const MFD_CLOEXEC = 1;
+const WNOHANG = 1;
+const MSG_NOSIGNAL = 0x4000;
+const PR_SET_CHILD_SUBREAPER = 36;
+const PR_GET_CHILD_SUBREAPER = 37;
 /** sizeof(sun_path), including the terminating NUL. */
 const SUN_PATH_SIZE = 108;
 /** sizeof(struct sockaddr_storage). */
@@ -65,6 +74,14 @@ interface Libc {
   fcntl: Fn;
   inet_pton: Fn;
   inet_ntop: (...args: any[]) => unknown;
+  sendto: Fn;
+  prctl: Fn;
+  waitpid: Fn;
+  memfd_create: Fn;
+  execve: Fn;
+  getpwnam: (name: string) => unknown;
+  getpwuid: (uid: number) => unknown;
+  getgrnam: (name: string) => unknown;
 }
 
 let libc: Libc | undefined;
@@ -76,6 +93,12 @@ function c(): Libc {
   if (libc) return libc;
   const koffi = createRequire(import.meta.url)('koffi') as Koffi;
   const lib = koffi.load('libc.so.6');
+  // Declared in full for their layout; baton reads the ids only.
+  koffi.struct('passwd', {
+    pw_name: 'char *', pw_passwd: 'char *', pw_uid: 'uint32_t', pw_gid: 'uint32_t',
+    pw_gecos: 'char *', pw_dir: 'char *', pw_shell: 'char *',
+  });
+  koffi.struct('group', { gr_name: 'char *', gr_passwd: 'char *', gr_gid: 'uint32_t', gr_mem: 'void *' });
   // Buffers are passed as `void *`: koffi hands the C function a pointer into the
   // Buffer's own memory, so output parameters land in the Buffer.
   libc = {
@@ -92,6 +115,16 @@ function c(): Libc {
     fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
     inet_pton: lib.func('int inet_pton(int af, const char *src, void *dst)'),
     inet_ntop: lib.func('void *inet_ntop(int af, void *src, void *dst, uint32_t size)'),
+    memfd_create: lib.func('int memfd_create(const char *name, unsigned int flags)'),
+    waitpid: lib.func('int waitpid(int pid, _Out_ int *status, int options)'),
+    // argv and envp are NULL-terminated string arrays: koffi converts a JS array of strings
+    // (ending with null) into one.
+    execve: lib.func('int execve(const char *path, const char **argv, const char **envp)'),
+    sendto: lib.func('intptr_t sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)'),
+    prctl: lib.func('int prctl(int option, ...)'),
+    getpwnam: lib.func('passwd *getpwnam(const char *name)'),
+    getpwuid: lib.func('passwd *getpwuid(uint32_t uid)'),
+    getgrnam: lib.func('group *getgrnam(const char *name)'),
   };
   return libc;
 }
@@ -167,6 +200,21 @@ function sockaddrUn(path: string, what: string): Buffer {
   if (LE) addr.writeUInt16LE(AF_UNIX, 0);
   else addr.writeUInt16BE(AF_UNIX, 0);
   bytes.copy(addr, 2);
+  return addr;
+}
+
+/** A unix address as systemd writes it: a path, or '@name' for the abstract namespace. */
+function sockaddrUnOrAbstract(address: string, what: string): Buffer {
+  if (!address.startsWith('@')) return sockaddrUn(address, what);
+  const name = Buffer.from(address.slice(1));
+  if (name.length + 1 > SUN_PATH_SIZE) {
+    throw sysError(what, 'sendto', E.ENAMETOOLONG, `the abstract name is ${name.length} bytes long, at most ${SUN_PATH_SIZE - 1} fit`);
+  }
+  // Abstract names start with a NUL and are not NUL-terminated: the length says where they end.
+  const addr = Buffer.alloc(2 + 1 + name.length);
+  if (LE) addr.writeUInt16LE(AF_UNIX, 0);
+  else addr.writeUInt16BE(AF_UNIX, 0);
+  name.copy(addr, 3);
   return addr;
 }
 
@@ -285,12 +333,52 @@ function removeStaleSocket(path: string, addr: Buffer, what: string): void {
   throw sysError(what, 'connect', errno);
 }
 
+/**
+ * socket(AF_INET|AF_INET6, SOCK_DGRAM|SOCK_CLOEXEC) + SO_REUSEADDR + bind. Like a TCP
+ * listener, the fd is never given to libuv, so this process never reads it: datagrams
+ * wait in the socket's receive buffer (SO_RCVBUF) until a worker reads them.
+ */
+export function openUdpSocket(host: string, port: number): number {
+  const family = net.isIP(host);
+  const what = `cannot bind udp:${family === 6 ? `[${host}]` : host}:${String(port)}`;
+  if (family === 0) {
+    throw sysError(what, 'bind', E.EINVAL, `'${host}' is not an IPv4 or IPv6 address literal`);
+  }
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw sysError(what, 'bind', E.EINVAL, `port must be an integer from 0 to 65535`);
+  }
+  const addr = sockaddrIn(host, port, what);
+  const fd = check(c().socket(family === 6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), what, 'socket');
+  setIntOpt(fd, SOL_SOCKET, SO_REUSEADDR, 1, what);
+  check(c().bind(fd, addr, addr.length), what, 'bind', fd);
+  return fd;
+}
+
+/**
+ * One datagram to a unix datagram socket, as sd_notify(3) sends it: `address` is a path or
+ * '@name' (abstract). Non-blocking: a receiver whose queue is full must not stall baton;
+ * the caller gets EAGAIN and decides.
+ */
+export function sendDatagram(address: string, data: string): void {
+  const what = `cannot send to ${address}`;
+  const addr = sockaddrUnOrAbstract(address, what);
+  const fd = check(c().socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), what, 'socket');
+  try {
+    const buf = Buffer.from(data);
+    check(Number(c().sendto(fd, buf, buf.length, MSG_NOSIGNAL, addr, addr.length)), what, 'sendto');
+  } finally {
+    c().close(fd);
+  }
+}
+
 /* ------------------------------------------------------------------ */
 /* Inspecting and handling fds                                         */
 /* ------------------------------------------------------------------ */
 
 /** getsockname: what the fd is bound to. */
-export function socketAddress(fd: number): { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string } {
+export function socketAddress(
+  fd: number,
+): { kind: 'tcp' | 'udp'; host: string; port: number } | { kind: 'unix'; path: string } {
   const what = `cannot read the address of fd ${String(fd)}`;
   const addr = Buffer.alloc(SOCKADDR_MAX);
   const len = u32(SOCKADDR_MAX);
@@ -301,7 +389,8 @@ export function socketAddress(fd: number): { kind: 'tcp'; host: string; port: nu
     const text = Buffer.alloc(46); // INET6_ADDRSTRLEN
     const src = addr.subarray(family === AF_INET6 ? 8 : 4);
     if (c().inet_ntop(family, src, text, text.length) === null) throw sysError(what, 'inet_ntop', lastErrno());
-    return { kind: 'tcp', host: text.toString('latin1', 0, text.indexOf(0)), port: addr.readUInt16BE(2) };
+    const type = readU32(getOpt(fd, SOL_SOCKET, SO_TYPE, 4, what));
+    return { kind: type === SOCK_DGRAM ? 'udp' : 'tcp', host: text.toString('latin1', 0, text.indexOf(0)), port: addr.readUInt16BE(2) };
   }
   if (family === AF_UNIX) {
     const raw = addr.subarray(2, size);
@@ -338,8 +427,118 @@ export function setCloexec(fd: number, on: boolean): void {
   if (next !== flags) check(c().fcntl(fd, F_SETFD, 'int', next), what, 'fcntl');
 }
 
+/** Is FD_CLOEXEC set on `fd`? */
+export function isCloexec(fd: number): boolean {
+  return (check(c().fcntl(fd, F_GETFD), `cannot read the flags of fd ${String(fd)}`, 'fcntl') & FD_CLOEXEC) !== 0;
+}
+
+/**
+ * memfd_create(name, MFD_CLOEXEC): an anonymous file in memory, read and written with
+ * node:fs through its fd. Nothing on disk: no path to clean up, no full or read-only /tmp.
+ */
+export function memfd(name: string): number {
+  return check(c().memfd_create(name, MFD_CLOEXEC), `cannot create an in-memory file '${name}'`, 'memfd_create');
+}
+
 /* ------------------------------------------------------------------ */
-/* Node internals: the only two places baton touches them              */
+/* Processes                                                           */
+/* ------------------------------------------------------------------ */
+
+export interface ProcessExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * waitpid(pid, WNOHANG) for exactly one child: null while it runs, how it ended once it has
+ * been reaped. Never called with -1: that would also take the exit status of children libuv
+ * spawned and is waiting for. Throws ECHILD if `pid` is not (or no longer) our child.
+ */
+export function reap(pid: number): ProcessExit | null {
+  if (!Number.isInteger(pid) || pid <= 0) throw sysError(`cannot wait for pid ${String(pid)}`, 'waitpid', E.EINVAL, 'not a single process id');
+  const status = [0];
+  for (;;) {
+    const r = c().waitpid(pid, status, WNOHANG);
+    if (r === 0) return null;
+    if (r === pid) break;
+    const errno = lastErrno();
+    if (errno !== E.EINTR) throw sysError(`cannot wait for pid ${String(pid)}`, 'waitpid', errno);
+  }
+  // The <sys/wait.h> macros: low 7 bits = terminating signal (0: exited), exit code above.
+  const s = status[0]!;
+  const sig = s & 0x7f;
+  if (sig === 0) return { code: (s >> 8) & 0xff, signal: null };
+  const name = Object.entries(os.constants.signals).find(([, n]) => n === sig)?.[0];
+  return { code: null, signal: (name ?? `SIG${String(sig)}`) as NodeJS.Signals };
+}
+
+/**
+ * Replace this process's image (same pid): Node's own process.execve where it exists
+ * (22.15+), libc's execve through koffi elsewhere. Fds without FD_CLOEXEC stay open in the
+ * new image. Returns only by throwing, and then this process carries on unchanged.
+ */
+export function execve(path: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
+  const native = (process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve;
+  if (typeof native === 'function') native(path, [...argv], env);
+  const pairs = Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));
+  c().execve(path, [...argv, null], [...pairs, null]);
+  throw sysError(`cannot execute ${path}`, 'execve', lastErrno());
+}
+
+/**
+ * The fd of this process's socket bound to the unix path `path`, or null. For sockets a
+ * library opened without telling its fd (node-unix-socket opens them without
+ * FD_CLOEXEC, so every program spawned later would inherit them).
+ */
+export function fdBoundTo(path: string): number | null {
+  for (const name of fs.readdirSync('/proc/self/fd')) {
+    const fd = Number(name);
+    try {
+      if (!fs.readlinkSync(`/proc/self/fd/${name}`).startsWith('socket:')) continue;
+      const a = socketAddress(fd);
+      if (a.kind === 'unix' && a.path === path) return fd;
+    } catch {
+      // closed meanwhile (the readdir fd itself), or a family socketAddress does not read
+    }
+  }
+  return null;
+}
+
+/* ------------------------------------------------------------------ */
+/* Subreaper and users                                                 */
+/* ------------------------------------------------------------------ */
+
+/**
+ * prctl(PR_SET_CHILD_SUBREAPER): orphans among this process's descendants are re-parented
+ * to it instead of to PID 1, so it sees (and must reap) them.
+ */
+export function setChildSubreaper(): void {
+  check(c().prctl(PR_SET_CHILD_SUBREAPER, 'unsigned long', 1), 'cannot become a child subreaper', 'prctl');
+}
+
+export function isChildSubreaper(): boolean {
+  const flag = Buffer.alloc(4);
+  check(c().prctl(PR_GET_CHILD_SUBREAPER, 'void *', flag), 'cannot read the child subreaper flag', 'prctl');
+  return readU32(flag) !== 0;
+}
+
+/** getpwnam / getpwuid: uid, primary gid and home of a user (through NSS, like `id`), or null. */
+export function lookupUser(user: string | number): { name: string; uid: number; gid: number; home: string } | null {
+  const p = typeof user === 'number' ? c().getpwuid(user) : c().getpwnam(user);
+  if (p === null) return null;
+  const pw = c().koffi.decode(p, 'passwd') as { pw_name: string; pw_uid: number; pw_gid: number; pw_dir: string };
+  return { name: pw.pw_name, uid: pw.pw_uid, gid: pw.pw_gid, home: pw.pw_dir };
+}
+
+/** getgrnam: the gid of a group name, or null. */
+export function lookupGroup(name: string): number | null {
+  const g = c().getgrnam(name);
+  if (g === null) return null;
+  return (c().koffi.decode(g, 'group') as { gr_gid: number }).gr_gid;
+}
+
+/* ------------------------------------------------------------------ */
+/* Node internals: the only places baton touches them                  */
 /* ------------------------------------------------------------------ */
 
 /** SO_PEERCRED of a connected unix socket: who is at the other end. */
@@ -367,4 +566,57 @@ export function handleFd(obj: net.Socket | net.Server): number {
     );
   }
   return fd;
+}
+
+/**
+ * The parent's fd of a child's IPC channel (Node internal: `subprocess.channel` is public,
+ * its `fd` is not documented), or null once the channel is closed.
+ */
+export function ipcFd(child: ChildProcess): number | null {
+  const fd: unknown = (child.channel as { fd?: unknown } | null | undefined)?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : null;
+}
+
+let spawned: Set<number> | undefined;
+
+/**
+ * The children somebody in this process waits for by pid, which the orphan reaper
+ * (reaper.ts) must leave alone: every child started through node:child_process (spawn,
+ * fork, exec, execFile all go through ChildProcess.prototype.spawn) until its 'exit', added
+ * here automatically from the first call on (call it before anything spawns); and any
+ * child that code reaping its own with reap() adds (and deletes once reaped). spawnSync
+ * needs nothing: it waits for its child before returning.
+ */
+export function childrenWaitedFor(): Set<number> {
+  if (spawned) return spawned;
+  const pids = new Set<number>();
+  // Not in @types/node, but public on the class since Node 0.x; the contract test checks it.
+  const proto = ChildProcess.prototype as ChildProcess & { spawn?: (...args: unknown[]) => unknown };
+  const original = proto.spawn;
+  if (typeof original !== 'function') throw new Error(`Node ${process.version} has no ChildProcess.prototype.spawn: update childrenWaitedFor() in src/sys.ts`);
+  proto.spawn = function spawn(this: ChildProcess, ...args: unknown[]): unknown {
+    const r = Reflect.apply(original, this, args);
+    const pid = this.pid;
+    if (pid !== undefined) {
+      pids.add(pid);
+      this.once('exit', () => pids.delete(pid));
+    }
+    return r;
+  };
+  spawned = pids;
+  return pids;
+}
+
+/**
+ * Stops reading a bound dgram socket and keeps it open for sending (Node 20 has no public
+ * call for it: close() would also cancel replies still queued). Internal: the socket's
+ * state lives under Symbol('state symbol') with the libuv UDP handle in `.handle`.
+ */
+export function stopReceiving(socket: dgram.Socket): void {
+  const key = Object.getOwnPropertySymbols(socket).find((k) => String(k) === 'Symbol(state symbol)');
+  const handle = key ? (socket as unknown as Record<symbol, { handle?: { recvStop?: () => number } | null }>)[key]?.handle : undefined;
+  if (typeof handle?.recvStop !== 'function') {
+    throw new Error(`no UDP handle behind this dgram socket (not bound yet, closed, or Node ${process.version} changed its internals)`);
+  }
+  handle.recvStop();
 }

@@ -1,11 +1,14 @@
 // One worker process: how it is started with the listeners inherited, what it says over
 // IPC, how it is told to drain, and how it is killed when it does not finish in time.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
-import { ENV, isFromWorker, type Distribution, type ReadyMode, type ToWorker } from './protocol.js';
-import { workerInfo, type Listener } from './listeners.js';
+import { ENV, ENV_UDP, isFromWorker, type Distribution, type ReadyMode, type ToWorker } from './protocol.js';
+import { udpWorkerInfo, workerInfo, type Listener } from './listeners.js';
 import { heldConnections } from './proc.js';
+import { WorkerNotify, type Credentials, type NotifyOptions } from './notify.js';
+import type { WorkerProcess } from './adopt.js';
+import type { WorkerSnapshot } from './state.js';
 
 export type WorkerState = 'starting' | 'ready' | 'draining' | 'exited';
 
@@ -23,6 +26,14 @@ export interface WorkerOptions {
   preloadUrl: string;
   /** Each line of the worker's stdout/stderr, already split. */
   onOutput(w: Worker, line: string, stream: 'stdout' | 'stderr'): void;
+  /** A NOTIFY_SOCKET of its own, --ready-after and --watchdog (see notify.ts); none if absent. */
+  notify?: NotifyOptions;
+  /** How a worker without the baton runtime is told to drain (default SIGTERM). */
+  drainSignal?: NodeJS.Signals;
+  /** Run the worker as this user and group (baton keeps its own, e.g. root to bind port 80). */
+  credentials?: Credentials;
+  /** Supervisor upgrade: the running process the previous baton image spawned, taken over instead of spawning one (adopt.ts). */
+  adopted?: WorkerProcess;
 }
 
 /** How long a runtime that got the drain deadline may take to exit by itself before SIGKILL. */
@@ -31,8 +42,10 @@ const KILL_GRACE_MS = 500;
 const OUTPUT_LINES = 50;
 
 // LISTEN_PID must equal the worker's own pid (sd_listen_fds() checks it), which is only
-// known after fork: a shell sets it and exec's the program, keeping that pid.
-const EXEC_WRAPPER = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"';
+// known after fork: a shell sets it and exec's the program, keeping that pid. WATCHDOG_PID
+// likewise, for sd_watchdog_enabled(), when there is a watchdog.
+const EXEC_WRAPPER =
+  'LISTEN_PID=$$; export LISTEN_PID; if [ -n "$WATCHDOG_USEC" ]; then WATCHDOG_PID=$$; export WATCHDOG_PID; fi; exec "$@"';
 
 export interface WorkerExit {
   code: number | null;
@@ -45,7 +58,7 @@ export interface WorkerExit {
 export class Worker extends EventEmitter {
   readonly generation: number;
   readonly index: number;
-  readonly startedAt = Date.now();
+  startedAt = Date.now();
   state: WorkerState = 'starting';
   readyAt: number | null = null;
   drainStartedAt: number | null = null;
@@ -58,8 +71,10 @@ export class Worker extends EventEmitter {
   killedAtDeadline = false;
   /** True once the baton runtime has spoken: drain goes over IPC, else by signal. */
   hasRuntime = false;
+  /** What the worker last said with STATUS= on its NOTIFY_SOCKET. */
+  statusText: string | null = null;
   readonly output: string[] = [];
-  private readonly child: ChildProcess;
+  private readonly child: WorkerProcess;
   private deadline: NodeJS.Timeout | null = null;
   private acceptingStopped = false;
 
@@ -84,17 +99,24 @@ export class Worker extends EventEmitter {
     // The common `listen(process.env.PORT)` convention: the first TCP port, else the first
     // unix path (Node's listen() takes a path string too).
     const first = opts.listeners.find((l) => l.kind === 'tcp') ?? opts.listeners[0];
-    if (env.PORT === undefined && first) env.PORT = first.kind === 'tcp' ? String(first.port) : first.path;
+    if (env.PORT === undefined && first) env.PORT = first.kind === 'unix' ? first.path : String(first.port);
     delete env.LISTEN_PID;
+    const udp = udpWorkerInfo(opts.listeners);
+    if (udp.length) env[ENV_UDP] = JSON.stringify(udp);
+    // An adopted worker keeps the NOTIFY_SOCKET it was started with: it is not given a new one.
+    const notify = opts.notify && !opts.adopted ? new WorkerNotify(opts.notify, opts.readyMode, `${opts.generation}.${opts.index}`, opts.credentials ?? null) : undefined;
+    if (notify) Object.assign(env, notify.env());
 
-    this.child = spawn('/bin/sh', ['-c', EXEC_WRAPPER, 'baton-worker', ...opts.argv], {
+    this.child = opts.adopted ?? spawn('/bin/sh', ['-c', EXEC_WRAPPER, 'baton-worker', ...opts.argv], {
       cwd: opts.cwd,
       env,
       stdio: ['ignore', 'pipe', 'pipe', ...fds, 'ipc'],
       // Own process group: a Ctrl-C in baton's terminal goes to baton, which drains the
       // workers, instead of killing every worker mid-request.
       detached: true,
+      ...opts.credentials,
     });
+    notify?.attach(this);
     this.lines(this.child.stdout!, 'stdout');
     this.lines(this.child.stderr!, 'stderr');
     this.child.on('message', (m) => this.onMessage(m));
@@ -103,12 +125,42 @@ export class Worker extends EventEmitter {
     this.child.once('exit', (code, signal) => this.onExit({ code, signal }));
   }
 
+  /** The process behind: spawned here, or adopted (src/adopt.ts). */
+  get process(): WorkerProcess {
+    return this.child;
+  }
+
+  get adopted(): boolean {
+    return this.opts.adopted !== undefined;
+  }
+
+  /** What the next baton image needs to adopt this worker (src/upgrade.ts); `fds` are filled in there. */
+  snapshot(): Omit<WorkerSnapshot, 'retired' | 'fds'> {
+    return {
+      index: this.index, pid: this.pid, state: this.state as WorkerSnapshot['state'], startedAt: this.startedAt, readyAt: this.readyAt,
+      drainStartedAt: this.drainStartedAt, acceptingStopped: this.acceptingStopped, hasRuntime: this.hasRuntime,
+      connections: this.connections, cut: this.cut, statusText: this.statusText, output: [...this.output],
+    };
+  }
+
+  /** An adopted worker carries on where the previous image left it; a draining one keeps its deadline. */
+  resume(was: WorkerSnapshot, drainTimeoutMs: number): void {
+    Object.assign(this, {
+      state: was.state, startedAt: was.startedAt, readyAt: was.readyAt, drainStartedAt: was.drainStartedAt, hasRuntime: was.hasRuntime,
+      connections: was.connections, cut: was.cut, statusText: was.statusText, acceptingStopped: was.acceptingStopped,
+    });
+    this.output.push(...was.output);
+    if (was.state !== 'draining' || was.drainStartedAt === null) return;
+    const left = was.drainStartedAt + drainTimeoutMs + (this.hasRuntime ? KILL_GRACE_MS : 0) - Date.now();
+    this.deadline = setTimeout(() => this.killAtDeadline(), Math.max(0, left));
+  }
+
   get pid(): number {
     return this.child.pid ?? -1;
   }
 
   /** Tell the worker to stop accepting, finish, and exit within timeoutMs; kill it after. */
-  drain(timeoutMs: number, signal: NodeJS.Signals = 'SIGTERM'): void {
+  drain(timeoutMs: number, signal: NodeJS.Signals = this.opts.drainSignal ?? 'SIGTERM'): void {
     if (this.state === 'exited' || this.state === 'draining') return;
     this.state = 'draining';
     this.drainStartedAt = Date.now();
@@ -202,10 +254,8 @@ export class Worker extends EventEmitter {
         this.emit('listening', m.listener);
         break;
       case 'ready':
-        if (this.state !== 'starting') break;
-        this.state = 'ready';
-        this.readyAt = Date.now();
-        this.emit('ready');
+        // With --ready notify only READY=1 counts, even from a Node program.
+        if (this.opts.readyMode !== 'notify') this.markReady();
         break;
       case 'accepting-stopped':
         this.markAcceptingStopped();
@@ -222,6 +272,14 @@ export class Worker extends EventEmitter {
         this.remember(`baton: ${m.message}`);
         break;
     }
+  }
+
+  /** Ready: said by the runtime, by READY=1 (notify.ts), or by staying up for --ready-after. */
+  markReady(): void {
+    if (this.state !== 'starting') return;
+    this.state = 'ready';
+    this.readyAt = Date.now();
+    this.emit('ready');
   }
 
   private markAcceptingStopped(): void {

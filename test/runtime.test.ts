@@ -384,6 +384,40 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     await drainsCleanly(t, w);
   });
 
+  test('round-robin: serves the connections baton passes over IPC, never accepts on the inherited socket', T, async (t) => {
+    const h = harness(t);
+    const web = h.tcp();
+    const port = portOf(web);
+    const w = h.start('http.cjs', [web], { BATON_DISTRIBUTION: 'round-robin' });
+    await w.message('ready');
+    assert.deepEqual(w.messages[0] && { ...w.messages[0], at: 0 }, { baton: 1, type: 'hello', pid: w.pid, at: 0 });
+    assert.match(w.stdout, new RegExp(`listening \\{"address":"127\\.0\\.0\\.1","family":"IPv4","port":${port}\\}`));
+
+    // The supervisor's side, as src/roundrobin.ts does it: accept, pass the socket on.
+    let passed = 0;
+    const acceptor = net.createServer({ pauseOnConnect: true }, (sock) => {
+      passed++;
+      w.child.send({ baton: 1, type: 'connection', listener: 'web' }, sock, { keepOpen: false });
+    });
+    acceptor.listen({ fd: sys.dup(web.fd) }, 511);
+    t.after(() => acceptor.close());
+    // One connection per request: had the worker accepted on its inherited copy too, about
+    // half of them would have bypassed `acceptor`.
+    for (let i = 0; i < 20; i++) assert.equal((await get(port)).body.trim(), `gen=1 pid=${w.pid}`);
+    assert.equal(passed, 20);
+
+    const client = new Client(`http://127.0.0.1:${port}`);
+    t.after(() => client.destroy());
+    assert.equal((await requestOn(client)).headers.connection, 'keep-alive');
+    w.drain(10_000);
+    await w.message('accepting-stopped');
+    const again = await requestOn(client);
+    assert.equal(again.status, 200);
+    assert.equal(again.headers.connection, 'close');
+    assert.equal((await w.message('drained')).cut, 0);
+    assert.deepEqual(await w.exited, { code: 0, signal: null });
+  });
+
   test('inactive unless LISTEN_PID is the process itself: the app binds as it would bare', T, async (t) => {
     const h = harness(t);
     const own = await freePort();
@@ -409,7 +443,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     t.after(() => Promise.all([a.destroy(), b.destroy()]));
     const first = await requestOn(b); // b: keep-alive connection, idle from now on
     assert.equal(first.headers.connection, 'keep-alive');
-    const slow = requestOn(a, '/slow?ms=1500');
+    const slow = requestOn(a, '/slow?ms=2000');
     await w.output(/slow-start/);
 
     const sent = w.drain(10_000);
@@ -434,7 +468,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     assert.equal(done.body.trim().replace(/ conn=\d+$/, ''), `gen=1 pid=${w.pid}`);
     assert.equal(done.headers.connection, 'close');
     assert.ok(stopped.at < done.endAt, 'accepting-stopped before the in-flight response ended');
-    assert.ok(done.endAt - sent > 1000, 'the in-flight request was not cut short');
+    assert.ok(done.endAt - sent > 1500, 'the in-flight request was not cut short');
 
     assert.match((await c).body, new RegExp(`^gen=2 pid=${next.pid} `));
     const drained = await w.message('drained');
@@ -489,6 +523,22 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     assert.ok(ms >= 1400 && ms < 3500, `drained ${ms.toFixed(0)} ms after drain (deadline 1500)`);
     assert.deepEqual(await w.exited, { code: 0, signal: null });
     assert.equal(await hang, 'failed');
+  });
+
+  test('drain: connections of a server that is not HTTP are left to the app, cut at the deadline', T, async (t) => {
+    const h = harness(t);
+    const web = h.tcp();
+    const w = h.start('tcp-echo.mjs', [web]);
+    await w.message('ready');
+    const sock = net.connect(portOf(web), '127.0.0.1');
+    sock.on('error', () => {});
+    sock.write('ping\n');
+    await new Promise((resolve) => sock.once('data', resolve)); // echoed: the worker has it
+    const sent = w.drain(1000);
+    const drained = await w.message('drained');
+    assert.equal(drained.cut, 1);
+    assert.ok(drained.at - sent >= 900, `drained ${(drained.at - sent).toFixed(0)} ms after drain (deadline 1000)`);
+    assert.deepEqual(await w.exited, { code: 0, signal: null });
   });
 
   test('drain: onDrain hooks run and are awaited', T, async (t) => {

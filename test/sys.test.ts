@@ -384,6 +384,86 @@ describe('dup / setCloexec / closeFd', () => {
 });
 
 /* ------------------------------------------------------------------ */
+/* Processes: memfd, execve, reap (what a supervisor upgrade needs)    */
+/* ------------------------------------------------------------------ */
+
+/** Runs an ES module script in a fresh node; resolves with its exit code and stdout. */
+async function runScript(script: string): Promise<{ code: number | null; out: string }> {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const [code] = await once(child, 'exit');
+  return { code: code as number | null, out };
+}
+
+describe('memfd / isCloexec / execve / reap', () => {
+  const SYS = JSON.stringify(new URL('../src/sys.js', import.meta.url).href);
+
+  test('memfd: an in-memory file, close-on-exec until told otherwise', (t) => {
+    const fd = sys.memfd('baton-test');
+    t.after(() => closeQuietly(fd));
+    assert.equal(sys.isCloexec(fd), true);
+    assert.equal(hasCloexecFlag(fd), true);
+    fs.writeSync(fd, 'state');
+    const buf = Buffer.alloc(16);
+    assert.equal(buf.toString('utf8', 0, fs.readSync(fd, buf, 0, 16, 0)), 'state');
+    sys.setCloexec(fd, false);
+    assert.equal(sys.isCloexec(fd), false);
+    assertSysError(() => sys.isCloexec(-1), 'EBADF', /^cannot read the flags of fd -1: bad file descriptor \(EBADF\)$/);
+  });
+
+  test('execve replaces the image in place: same pid, stdout and un-flagged fds survive, children are reaped by pid', TIMEOUT, async () => {
+    // Old image: two children libuv spawned, a pipe to each, an in-memory file; everything
+    // that must survive has FD_CLOEXEC cleared (0-2 included: Node sets it on them).
+    const after = `
+      const sys = await import(${SYS});
+      const fs = await import('node:fs');
+      const [oldPid, a, aIn, b, mem] = process.argv.slice(1).map(Number);
+      const buf = Buffer.alloc(16);
+      const carried = buf.toString('utf8', 0, fs.readSync(mem, buf, 0, 16, 0));
+      const running = [sys.reap(a), sys.reap(b)];
+      const exits = {};
+      const timeout = setTimeout(() => { console.log('timeout'); process.exit(1); }, 10000);
+      process.on('SIGCHLD', () => {
+        for (const pid of [a, b]) if (!(pid in exits)) { const r = sys.reap(pid); if (r) exits[pid] = r; }
+        if (Object.keys(exits).length < 2) return;
+        clearTimeout(timeout);
+        console.log(JSON.stringify({ pid: process.pid, oldPid, carried, running, a: exits[a], b: exits[b] }));
+        process.exit(0);
+      });
+      fs.writeSync(aIn, 'go\\n'); // a exits 7
+      process.kill(b, 'SIGTERM');`;
+    const before = `
+      const sys = await import(${SYS});
+      const fs = await import('node:fs');
+      const { spawn } = await import('node:child_process');
+      const a = spawn('/bin/sh', ['-c', 'read x; exit 7'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      const b = spawn('/bin/sh', ['-c', 'read x'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      const aIn = sys.handleFd(a.stdin);
+      const mem = sys.memfd('probe');
+      fs.writeSync(mem, 'carried');
+      // b's stdin too: closed by the exec, it would end b's read before the SIGTERM.
+      for (const fd of [0, 1, 2, aIn, sys.handleFd(b.stdin), mem]) sys.setCloexec(fd, false);
+      sys.execve(process.execPath, [process.execPath, '--input-type=module', '-e', ${JSON.stringify(after)},
+        String(process.pid), String(a.pid), String(aIn), String(b.pid), String(mem)], process.env);`;
+    const { code, out } = await runScript(before);
+    assert.equal(code, 0, out);
+    const r = JSON.parse(out) as Record<string, unknown>;
+    assert.equal(r.pid, r.oldPid, 'same pid after execve');
+    assert.equal(r.carried, 'carried');
+    assert.deepEqual(r.running, [null, null]);
+    assert.deepEqual(r.a, { code: 7, signal: null });
+    assert.deepEqual(r.b, { code: null, signal: 'SIGTERM' });
+  });
+
+  test('reap refuses a pid that is not our child; a failed execve throws and leaves the process running', () => {
+    assertSysError(() => sys.reap(1), 'ECHILD', /^cannot wait for pid 1: /);
+    assert.throws(() => sys.reap(-1), { code: 'EINVAL', message: /not a single process id/ });
+    assert.throws(() => sys.execve('/nonexistent/baton', ['baton'], process.env), { code: 'ENOENT' });
+  });
+});
+
+/* ------------------------------------------------------------------ */
 /* Node internals                                                      */
 /* ------------------------------------------------------------------ */
 

@@ -73,12 +73,14 @@ export class Drain {
   start(timeoutMs: number): void {
     if (this.started) return;
     this.started = true;
-    const t0 = Date.now();
     for (const s of this.servers) {
       if (isHttp(s)) {
-        s.prependListener('request', (_req: unknown, res: ServerResponse) => res.setHeader('Connection', 'close'));
-        const idleAt = Math.max(0, s.keepAliveTimeout) + NODE_IDLE_SLACK_MS;
-        setTimeout(() => this.closeIdle(s), idleAt - (Date.now() - t0)).unref();
+        // 'checkContinue'/'checkExpectation' replace 'request' when the app listens to them
+        // (Node emits them only then, so they get ours only then).
+        for (const event of ['request', 'checkContinue', 'checkExpectation']) {
+          if (event === 'request' || s.listenerCount(event) > 0) s.prependListener(event, closeAfter);
+        }
+        setTimeout(() => this.closeIdle(s), Math.max(0, s.keepAliveTimeout) + NODE_IDLE_SLACK_MS).unref();
       }
       this.stopAccepting(s);
     }
@@ -92,8 +94,8 @@ export class Drain {
     for (const fn of this.hooks) this.runHook(fn);
     // Ref'd: the process must live to report 'drained', even if nothing else keeps it up.
     setTimeout(() => this.deadline(), timeoutMs);
-    this.progress();
     this.check();
+    this.progress();
   }
 
   private stopAccepting(s: net.Server): void {
@@ -158,6 +160,10 @@ export class Drain {
     this.progressAt = Date.now();
     this.io.send({ baton: 1, type: 'drain-progress', connections: n });
   }
+}
+
+function closeAfter(_req: unknown, res: ServerResponse): void {
+  res.setHeader('Connection', 'close');
 }
 
 function isHttp(s: net.Server): s is net.Server & { keepAliveTimeout: number } {

@@ -19,6 +19,15 @@ function dup(fd: number): number {
   return sys.dup(fd);
 }
 
+export interface ListenOptions {
+  backlog: number;
+  /**
+   * Round-robin distribution: baton accepts and passes each connection over IPC
+   * (deliver()); this process must never accept on the inherited sockets itself.
+   */
+  roundRobin: boolean;
+}
+
 export interface ListenHooks {
   /** A server of this process started listening: redirected, bound directly, or given a handle. */
   server(s: net.Server): void;
@@ -31,6 +40,8 @@ export interface ListenHooks {
 
 interface Slot {
   info: ListenerInfo;
+  /** Round-robin: connections baton passed before a server listened on this listener. */
+  pending: net.Socket[];
   /** A descriptor of the listener that no Node handle owns: what the next server gets. */
   spare: number | null;
   /** The server using the listener now; its handle owns the descriptor `held`. */
@@ -42,17 +53,35 @@ type Request =
   | { kind: 'tcp'; port: number; host: string | undefined }
   | { kind: 'unix'; path: string }
   | { kind: 'fd'; fd: number }
-  /** Node decides (a handle, or arguments Node will reject); `warn` names an address bound directly. */
-  | { kind: 'other'; warn: string | null };
+  /** A handle, or arguments Node will reject: Node decides. */
+  | { kind: 'other' };
 
 type Callback = (...args: unknown[]) => void;
 
-export function patchListen(listeners: ListenerInfo[], backlog: number, hooks: ListenHooks): void {
-  const slots: Slot[] = listeners.map((info) => ({ info, spare: info.fd, server: null, held: -1 }));
+/** Servers that listen without a socket of their own (see listenVirtually). */
+interface Virtual {
+  open: boolean;
+  onClose(): void;
+}
+const virtuals = new WeakMap<net.Server, Virtual>();
+
+/** Patches listen() and close(); returns how round-robin connections reach the app's server. */
+export function patchListen(
+  listeners: ListenerInfo[],
+  { backlog, roundRobin }: ListenOptions,
+  hooks: ListenHooks,
+): { deliver(listener: string, socket: net.Socket): void } {
+  const slots: Slot[] = listeners.map((info) => ({ info, pending: [], spare: info.fd, server: null, held: -1 }));
   const origListen = net.Server.prototype.listen;
   const origClose = net.Server.prototype.close;
 
   net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
+    if (virtuals.get(this)?.open === false) {
+      // Listening again after a virtual listen was closed: back to Node's own getters.
+      virtuals.delete(this);
+      delete (this as { listening?: boolean }).listening;
+      delete (this as { address?: unknown }).address;
+    }
     const { req, cb, signal } = parse(args);
     const slot =
       req.kind === 'tcp' ? findTcp(slots, req.port, req.host)
@@ -63,9 +92,7 @@ export function patchListen(listeners: ListenerInfo[], backlog: number, hooks: L
     // listen({fd}) / listen(handle) pass through untouched; an app doing socket activation
     // itself with LISTEN_FDS still has its listener counted as served.
     if (req.kind === 'fd' || !slot || slot.server === this) {
-      if (req.kind === 'other' && req.warn) {
-        hooks.warn(`baton: ${req.warn} is not one of baton's listeners; bound directly, it will not survive a reload`);
-      } else if ((req.kind === 'tcp' || req.kind === 'unix') && !slot) {
+      if ((req.kind === 'tcp' || req.kind === 'unix') && !slot) {
         const what = req.kind === 'tcp' ? `port ${req.port}` : req.path;
         hooks.warn(`baton: ${what} is not one of baton's listeners; bound directly, it will not survive a reload`);
       }
@@ -74,7 +101,23 @@ export function patchListen(listeners: ListenerInfo[], backlog: number, hooks: L
       hooks.server(this);
       return r;
     }
-    if (slot.server) return listenAsSecondary(this, slot.server, cb);
+    if (slot.server) {
+      // A listener this process already serves. Fastify with host 'localhost' does this on
+      // dual-stack hosts: after the first listen it binds a second server on
+      // `[::1]:<same port>`. A real bind would hold the port outside baton (the next
+      // generation's own secondary bind then fails, and IPv6 clients are refused once this
+      // worker exits), so it succeeds without binding: the first server serves the traffic.
+      const primary = slot.server;
+      return listenVirtually(this, () => primary.address(), cb, () => {});
+    }
+    if (roundRobin) {
+      listenVirtually(this, () => addressOf(slot.info), cb, () => {
+        if (slot.server === this) slot.server = null;
+      });
+      take(slot, this, -1);
+      hooks.server(this);
+      return this;
+    }
 
     const fd = slot.spare;
     if (fd === null) {
@@ -86,7 +129,9 @@ export function patchListen(listeners: ListenerInfo[], backlog: number, hooks: L
     if (slot.info.kind === 'unix') {
       // Node's address() is null for a unix socket it did not bind itself.
       const path = slot.info.path;
-      this.address = () => (this.listening ? path : null);
+      this.address = function address(this: net.Server) {
+        return slot.server === this ? path : net.Server.prototype.address.call(this);
+      };
     }
     // Node 20 ignores `backlog` inside {fd} options and resets the shared socket's backlog
     // to 511; as the second argument it is applied.
@@ -97,16 +142,31 @@ export function patchListen(listeners: ListenerInfo[], backlog: number, hooks: L
     return r;
   } as net.Server['listen'];
 
+  /** `server` serves `slot` from now on; with the descriptor `fd`, or none (-1: round-robin). */
   function take(slot: Slot, server: net.Server, fd: number): void {
-    slot.spare = null;
     slot.server = server;
-    slot.held = fd;
+    if (fd >= 0) {
+      slot.spare = null;
+      slot.held = fd;
+    }
     // Registered after the app's callback, so the app's own listen callback runs first.
     // (No 'error' listener: one would turn the app's unhandled listen errors into silence.)
-    server.once('listening', () => hooks.served(slot.info, server));
+    server.once('listening', () => {
+      hooks.served(slot.info, server);
+      for (const sock of slot.pending.splice(0)) server.emit('connection', sock);
+    });
   }
 
   net.Server.prototype.close = function close(this: net.Server, ...args: unknown[]): net.Server {
+    const v = virtuals.get(this);
+    if (v?.open) {
+      v.open = false;
+      v.onClose();
+      const done = args[0];
+      if (typeof done === 'function') this.once('close', () => (done as Callback)());
+      process.nextTick(() => this.emit('close'));
+      return this;
+    }
     const slot = slots.find((s) => s.server === this);
     if (slot) {
       slot.server = null;
@@ -123,31 +183,41 @@ export function patchListen(listeners: ListenerInfo[], backlog: number, hooks: L
     }
     return Reflect.apply(origClose, this, args) as net.Server;
   } as net.Server['close'];
+
+  return {
+    // As Node's own cluster round-robin does in its workers: the accepted socket is given
+    // to the server as if it had accepted it (http sets up its parser on 'connection').
+    deliver(listener, socket) {
+      const slot = slots.find((s) => s.info.name === listener);
+      if (!slot) return void socket.destroy();
+      if (slot.server && virtuals.get(slot.server)?.open) slot.server.emit('connection', socket);
+      else slot.pending.push(socket); // ready() said before listen(), or between a close and a listen
+    },
+  };
 }
 
 /**
- * A listen() for a listener that another server of this process already serves. Fastify
- * with host 'localhost' does this on dual-stack hosts: after the first listen it binds a
- * second server on `[::1]:<same port>`. A real bind would hold the port outside baton
- * (the next generation's own secondary bind then fails, and IPv6 clients are refused once
- * this worker exits), so it becomes a no-op that succeeds: the primary serves the traffic.
+ * listen() without a socket of its own: the server reports listening and `address()`,
+ * and close() just ends that (see the close patch). Used for a repeat listen on a listener
+ * another server serves, and in round-robin mode, where connections come over IPC.
  */
-function listenAsSecondary(server: net.Server, primary: net.Server, cb: Callback | undefined): net.Server {
-  let open = true;
-  Object.defineProperty(server, 'listening', { configurable: true, get: () => open });
-  server.address = () => (open ? primary.address() : null);
-  server.close = function close(this: net.Server, done?: (err?: Error) => void): net.Server {
-    open = false;
-    if (done) this.once('close', () => done());
-    // The class's own close (http's clears its connection-check timer) on a server without a
-    // handle just emits 'close' on the next tick. Called without the callback, which Node
-    // would give ERR_SERVER_NOT_RUNNING.
-    Reflect.apply(Object.getPrototypeOf(this).close as Callback, this, []);
-    return this;
-  };
+function listenVirtually(
+  server: net.Server,
+  address: () => net.AddressInfo | string | null,
+  cb: Callback | undefined,
+  onClose: () => void,
+): net.Server {
+  const v: Virtual = { open: true, onClose };
+  virtuals.set(server, v);
+  Object.defineProperty(server, 'listening', { configurable: true, get: () => v.open });
+  server.address = () => (v.open ? address() : null);
   if (cb) server.once('listening', cb);
   process.nextTick(() => server.emit('listening'));
   return server;
+}
+
+function addressOf(l: ListenerInfo): net.AddressInfo | string {
+  return l.kind === 'unix' ? l.path : { address: l.host, family: net.isIPv6(l.host) ? 'IPv6' : 'IPv4', port: l.port };
 }
 
 /** Reads listen()'s arguments the way Node's normalizeArgs does. */
@@ -159,12 +229,12 @@ function parse(args: unknown[]): { req: Request; cb: Callback | undefined; signa
     const o = a as { _handle?: unknown; handle?: unknown; fd?: unknown; port?: unknown; host?: unknown; path?: unknown; signal?: unknown };
     const signal = o.signal instanceof AbortSignal ? o.signal : undefined;
     const host = typeof o.host === 'string' ? o.host : undefined;
-    if (o._handle || o.handle) return { req: { kind: 'other', warn: null }, cb, signal };
+    if (o._handle || o.handle) return { req: { kind: 'other' }, cb, signal };
     if (typeof o.fd === 'number' && o.fd >= 0) return { req: { kind: 'fd', fd: o.fd }, cb, signal };
     if (typeof o.port === 'number' || typeof o.port === 'string') return { req: tcp(o.port, host), cb, signal };
     if ('port' in o && o.port == null) return { req: tcp(0, host), cb, signal };
     if (typeof o.path === 'string' && o.path !== '') return { req: { kind: 'unix', path: o.path }, cb, signal };
-    return { req: { kind: 'other', warn: null }, cb, signal };
+    return { req: { kind: 'other' }, cb, signal };
   }
   // A string that is not a number is a unix socket path (Node's isPipeName).
   if (typeof a === 'string' && !(Number(a) >= 0)) return { req: { kind: 'unix', path: a }, cb, signal: undefined };
@@ -174,10 +244,10 @@ function parse(args: unknown[]): { req: Request; cb: Callback | undefined; signa
   return { req: tcp(0, undefined), cb, signal: undefined }; // listen(), listen(cb), listen(null): port 0
 }
 
+/** Port 0 stays a 'tcp' request: no listener has it, so it is bound directly, with the warning. */
 function tcp(port: number | string, host: string | undefined): Request {
   const n = Number(port);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) return { kind: 'other', warn: null }; // Node throws
-  if (n === 0) return { kind: 'other', warn: 'port 0' };
+  if (!Number.isInteger(n) || n < 0 || n > 65535) return { kind: 'other' }; // Node throws
   return { kind: 'tcp', port: n, host };
 }
 

@@ -1,10 +1,12 @@
 // The worker runtime, started by ./preload.js inside the worker process baton spawned:
 // redirects listen() to the inherited listeners, says when the worker is ready, drains
 // when told to (or when baton is gone), and backs the SDK (../sdk.ts).
+import type * as net from 'node:net';
 import type { ENV, FromWorker, ListenerInfo, ReadyMode } from '../protocol.js';
 import { RUNTIME_KEY, type BatonRuntime } from '../sdk.js';
 import { patchListen } from './listen.js';
 import { Drain } from './drain.js';
+import './dgram.js'; // UDP listeners: patches dgram's bind() when baton passed any
 
 // Literal copies, type-checked against protocol.ts (importing its values would load zod).
 const E: typeof ENV = {
@@ -24,13 +26,15 @@ export function start(): void {
   let listeners: ListenerInfo[];
   try {
     listeners = JSON.parse(process.env[E.listeners] ?? '') as ListenerInfo[];
-    if (!Array.isArray(listeners)) throw new Error('not an array');
+    if (!Array.isArray(listeners) || !listeners.every(wellFormed)) throw new Error('not a list of listeners');
   } catch (err) {
     process.stderr.write(`baton: ${E.listeners} is not valid (${(err as Error).message}); the baton runtime is off\n`);
     return;
   }
   const backlog = num(process.env[E.backlog], DEFAULT_BACKLOG);
-  const mode: ReadyMode = process.env[E.ready] === 'manual' ? 'manual' : 'listen';
+  // notify: the app itself sends READY=1 to NOTIFY_SOCKET; the runtime says nothing then.
+  const modeText = process.env[E.ready];
+  const mode: ReadyMode = modeText === 'manual' || modeText === 'notify' ? modeText : 'listen';
   const drainTimeoutMs = num(process.env[E.drainTimeout], DEFAULT_DRAIN_TIMEOUT_MS);
 
   const rawSend = process.send!;
@@ -62,7 +66,8 @@ export function start(): void {
   };
 
   const served = new Set<number>();
-  patchListen(listeners, backlog, {
+  const roundRobin = process.env[E.distribution] === 'round-robin';
+  const { deliver } = patchListen(listeners, { backlog, roundRobin }, {
     server: (s) => drain.track(s),
     served: (l) => {
       if (served.has(l.fd)) return;
@@ -76,15 +81,19 @@ export function start(): void {
   if (mode === 'listen' && listeners.length === 0) setImmediate(sendReady);
 
   // PM2's convention for "ready": process.send('ready'). Passed on unchanged.
-  process.send = function (this: NodeJS.Process, ...args: unknown[]): boolean {
+  process.send = function (...args: unknown[]): boolean {
     if (args[0] === 'ready') appReady();
-    return Reflect.apply(rawSend, this, args) as boolean;
+    return Reflect.apply(rawSend, process, args) as boolean;
   } as typeof process.send;
 
-  process.on('message', (m: unknown) => {
-    const msg = m as { baton?: unknown; type?: unknown; timeoutMs?: unknown } | null;
-    if (msg?.baton !== 1 || msg.type !== 'drain') return;
-    drain.start(typeof msg.timeoutMs === 'number' && msg.timeoutMs >= 0 ? msg.timeoutMs : drainTimeoutMs);
+  process.on('message', (m: unknown, handle: unknown) => {
+    const msg = m as { baton?: unknown; type?: unknown; timeoutMs?: unknown; listener?: unknown } | null;
+    if (msg?.baton !== 1) return;
+    if (msg.type === 'drain') {
+      drain.start(typeof msg.timeoutMs === 'number' && msg.timeoutMs >= 0 ? msg.timeoutMs : drainTimeoutMs);
+    } else if (msg.type === 'connection' && typeof msg.listener === 'string' && handle) {
+      deliver(msg.listener, handle as net.Socket);
+    }
   });
   // The channel closes when baton dies: nobody will say drain, and a worker left serving
   // outside baton would hold connections no reload can reach. Leave on our own.
@@ -100,9 +109,16 @@ export function start(): void {
     worker: num(process.env[E.worker], 0),
   };
   Object.defineProperty(globalThis, RUNTIME_KEY, { value: Object.freeze(rt), configurable: true });
+  // Tells baton that drain can go over IPC from now on, even before anything listens.
+  send({ baton: 1, type: 'hello', pid: process.pid });
 }
 
 function num(text: string | undefined, fallback: number): number {
   const n = Number(text);
   return text !== undefined && text !== '' && Number.isFinite(n) && n >= 0 ? n : fallback;
+}
+
+function wellFormed(l: ListenerInfo): boolean {
+  if (typeof l !== 'object' || l === null || !Number.isInteger(l.fd) || typeof l.name !== 'string') return false;
+  return l.kind === 'tcp' ? typeof l.host === 'string' && Number.isInteger(l.port) : l.kind === 'unix' && typeof l.path === 'string';
 }

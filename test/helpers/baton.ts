@@ -50,6 +50,10 @@ export interface BatonOptions {
   env?: NodeJS.ProcessEnv;
   /** Wait for generation 1 to serve (default true). */
   waitReady?: boolean;
+  /** A command line baton is started through, e.g. `unshare --pid --fork --mount-proc`. */
+  launcher?: string[];
+  /** Descriptors baton gets at fd 3, 4, … (socket activation). */
+  fds?: number[];
 }
 
 export class Baton {
@@ -64,10 +68,11 @@ export class Baton {
     this.dir = tempDir();
     this.control = join(this.dir, 'ctl.sock');
     const listen = (opts.listen ?? ['127.0.0.1:0']).flatMap((l) => ['--listen', l]);
-    this.proc = spawn(process.execPath, [CLI, 'start', '--control', this.control, ...listen, ...(opts.args ?? []), '--', ...opts.argv], {
+    const [cmd, ...args] = [...(opts.launcher ?? []), process.execPath, CLI, 'start', '--control', this.control, ...listen, ...(opts.args ?? []), '--', ...opts.argv];
+    this.proc = spawn(cmd!, args, {
       cwd: ROOT,
       env: { ...process.env, ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe', ...(opts.fds ?? [])],
     });
     const onData = (d: Buffer): void => {
       this.out += d.toString();

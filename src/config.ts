@@ -1,0 +1,300 @@
+// The config file: `baton.config.json`, or `.js` / `.mjs` exporting an object. It holds what
+// `baton start` takes on its command line (same names, camelCase), the command, and env for
+// the workers. Flags given on the command line win over the file. The file is read again on
+// every reload, so editing it and reloading is a deploy; a file that does not validate fails
+// that reload and changes nothing.
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Command } from 'commander';
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+import { parseListen, type ListenSpec } from './listeners.js';
+import { parseSignal } from './host.js';
+import type { Reconfigurable } from './supervisor.js';
+import { log } from './log.js';
+
+/** Where `--metrics` serves: a TCP address. */
+export interface MetricsAddress {
+  host: string;
+  port: number;
+}
+
+/** `--metrics PORT` (on 127.0.0.1: say 0.0.0.0:PORT to be scraped from elsewhere), HOST:PORT or [IPV6]:PORT. */
+export function parseMetricsAddress(text: string): MetricsAddress {
+  const bad = (why: string): Error => new Error(`bad --metrics '${text}': ${why}`);
+  if (text.includes('=') || text.startsWith('unix:')) throw bad('use PORT, HOST:PORT or [IPV6]:PORT, e.g. 127.0.0.1:9464');
+  let spec: ListenSpec;
+  try {
+    spec = parseListen(text);
+  } catch (e) {
+    throw bad((e as Error).message.replace(/^bad --listen '[^']*': /, ''));
+  }
+  if (spec.kind !== 'tcp') throw bad('use PORT, HOST:PORT or [IPV6]:PORT');
+  return { host: /^\s*\d+\s*$/.test(text) ? '127.0.0.1' : spec.host, port: spec.port };
+}
+
+export const CONFIG_NAMES = ['baton.config.json', 'baton.config.js', 'baton.config.mjs'] as const;
+
+export class ConfigError extends Error {}
+
+/** How a value was wrong, for every check of a key: `expected <what>, got <input>`. */
+function expected(what: string): { error: (iss: { input?: unknown }) => string } {
+  return { error: (iss) => `expected ${what}, got ${show(iss.input)}` };
+}
+
+function show(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (Array.isArray(v)) return 'a list';
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length > 40 ? `${text.slice(0, 39)}…` : text;
+}
+
+/** A value parsed by one of the command line's own parsers, so both accept the same text. */
+function parsed<T>(what: string, parse: (v: string) => T): z.ZodType<T, string> {
+  return z.string(expected(what)).transform((v, ctx) => {
+    try {
+      return parse(v);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `expected ${what}, got ${show(v)}` });
+      return z.NEVER;
+    }
+  });
+}
+
+const count = (max: number, auto: boolean) => {
+  const what = `a number from 1 to ${max}${auto ? ' or "auto"' : ''}`;
+  const n = z.number(expected(what)).int(expected(what)).min(1, expected(what)).max(max, expected(what));
+  return auto ? z.union([n, z.literal('auto').transform(() => availableParallelism())], expected(what)) : n;
+};
+
+const duration = parsed('a duration such as "30s", "500ms" or "2m"', parseDuration);
+
+const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const LISTENER = '"PORT", "HOST:PORT", "[IPV6]:PORT", "unix:/path" or { "name": …, "address": … }';
+
+/**
+ * One listener, parsed by `--listen`'s own parser (its "bad --listen 'x':" prefix names a flag
+ * the file does not have). A relative unix path is meant from the file's directory.
+ */
+function listener(dir: string, address: string, name: string | undefined, ctx: z.RefinementCtx): ListenSpec {
+  const text = address.replace(/^((?:[A-Za-z0-9_.-]+=)?unix:)(.+)$/, (_, prefix: string, path: string) => prefix + resolve(dir, path));
+  try {
+    const spec = parseListen(text);
+    return name === undefined ? spec : { ...spec, name };
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message.replace(/^bad --listen '[^']*': /, ''), path: name === undefined ? [] : ['address'] });
+    return z.NEVER;
+  }
+}
+
+const listenEntry = (dir: string) =>
+  z
+    .union(
+      [
+        z.string(),
+        z.number().int().min(0).max(65535),
+        z.strictObject({
+          name: z.string(expected('a name of letters, digits, "_", ".", "-"')).regex(NAME, expected('a name of letters, digits, "_", ".", "-" (at most 64)')).optional(),
+          address: z.string(expected(`"PORT", "HOST:PORT", "[IPV6]:PORT" or "unix:/path"`)),
+        }),
+      ],
+      expected(LISTENER),
+    )
+    .transform((v, ctx) => (typeof v === 'object' ? listener(dir, v.address, v.name, ctx) : listener(dir, String(v), undefined, ctx)));
+
+/** Relative paths in the file (listeners, control, cwd) are meant from `dir`, the file's directory. */
+const schemaFor = (dir: string) =>
+  z.strictObject({
+    name: z.string(expected('a service name')).regex(NAME, expected('a service name of letters, digits, "_", ".", "-"')).optional(),
+    control: z.string(expected('a path')).min(1, expected('a path')).transform((p) => resolve(dir, p)).optional(),
+    listen: z.array(listenEntry(dir), expected(`a list of listeners: ${LISTENER}`)).min(1, expected('at least one listener')).optional(),
+    workers: count(1024, true).optional(),
+    ready: z.enum(['listen', 'manual', 'notify'], expected('"listen", "manual" or "notify"')).optional(),
+    readyAfter: duration.optional(),
+    watchdog: duration.optional(),
+    drainSignal: parsed('a signal such as "SIGTERM" or "SIGQUIT"', parseSignal).optional(),
+    stopTimeout: duration.optional(),
+    user: z.string(expected('a user name or uid')).min(1, expected('a user name or uid')).optional(),
+    group: z.string(expected('a group name or gid')).min(1, expected('a group name or gid')).optional(),
+    distribution: z.enum(['shared', 'round-robin'], expected('"shared" or "round-robin"')).optional(),
+    readyTimeout: duration.optional(),
+    drainTimeout: duration.optional(),
+    maxSurge: count(1024, true).optional(),
+    maxDraining: count(1024, false).optional(),
+    backlog: count(65535, false).optional(),
+    logFormat: z.enum(['text', 'json'], expected('"text" or "json"')).optional(),
+    metrics: parsed<MetricsAddress>('"HOST:PORT" or "PORT"', parseMetricsAddress).optional(),
+    command: z
+      .array(z.string(expected('a non-empty string')).min(1, expected('a non-empty string')), expected('a list of strings such as ["node", "app.js"]'))
+      .min(1, expected('a list of strings such as ["node", "app.js"]'))
+      .optional(),
+    env: z.record(z.string(), z.string(expected('a string')), expected('an object of strings such as { "NODE_ENV": "production" }')).optional(),
+    cwd: z.string(expected('a directory')).min(1, expected('a directory')).transform((p) => resolve(dir, p)).optional(),
+  });
+
+export type FileOptions = z.output<ReturnType<typeof schemaFor>>;
+/** Every key a config file may have. */
+export const CONFIG_KEYS: readonly string[] = Object.keys(schemaFor('/').shape);
+
+/** `listen[0].address`, `env.NODE_ENV`. */
+function where(path: PropertyKey[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
+}
+
+/** A near miss of a known key: kebab-case for the camelCase name, or one typo away. */
+function suggest(key: string): string | undefined {
+  const camel = key.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+  if (CONFIG_KEYS.includes(camel)) return camel;
+  return CONFIG_KEYS.find((k) => distance(k.toLowerCase(), key.toLowerCase()) <= 2);
+}
+
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+function describeIssue(label: string, issue: z.core.$ZodIssue): string[] {
+  const at = issue.path.length ? `${where(issue.path)}: ` : '';
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((k) => {
+      const hint = issue.path.length ? '' : suggest(k);
+      return `${label}: ${at}unknown key "${k}"` + (hint ? ` (did you mean "${hint}"?)` : issue.path.length ? ' (expected "name" and "address")' : '');
+    });
+  }
+  if (issue.path.length === 0 && issue.code === 'invalid_type') return [`${label}: expected an object of settings, got ${show(issue.input)}`];
+  return [`${label}: ${at}${issue.message}`];
+}
+
+/** Validate what a config file in `dir` holds; `label` names the file in every error. */
+export function validateConfig(raw: unknown, label: string, dir: string): FileOptions {
+  const r = schemaFor(dir).safeParse(raw, { reportInput: true });
+  if (r.success) return r.data;
+  throw new ConfigError(r.error.issues.flatMap((i) => describeIssue(label, i)).join('\n'));
+}
+
+/** The one config file in `dir`, or null; two of them would leave the choice to a guess. */
+export function findConfig(dir: string): string | null {
+  const found = CONFIG_NAMES.map((n) => join(dir, n)).filter((p) => existsSync(p));
+  if (found.length > 1) throw new ConfigError(`several config files in ${dir} (${found.map((p) => p.slice(dir.length + 1)).join(', ')}): keep one, or choose with --config`);
+  return found[0] ?? null;
+}
+
+let loads = 0;
+
+async function load(path: string, label: string): Promise<unknown> {
+  if (path.endsWith('.json')) {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`${label}: cannot read: ${(e as Error).message}`);
+    }
+    try {
+      return JSON.parse(text);
+    } catch (e) {
+      throw new ConfigError(`${label}: not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  if (!existsSync(path)) throw new ConfigError(`${label}: no such file`);
+  // Read again on every reload: a CommonJS file sits in require's cache, an ES module in the
+  // loader's, which only a new URL gets past.
+  delete createRequire(path).cache[path];
+  try {
+    const mod = (await import(`${pathToFileURL(path).href}?load=${++loads}`)) as { default?: unknown };
+    return mod.default;
+  } catch (e) {
+    throw new ConfigError(`${label}: cannot load: ${(e as Error).message}`);
+  }
+}
+
+/** Read and validate a config file. Relative paths in it are meant from its own directory. */
+export async function readConfig(path: string, label = path): Promise<FileOptions> {
+  return validateConfig(await load(path, label), label, dirname(path));
+}
+
+/**
+ * The service the other commands (reload, status, ...) talk to when neither --name nor
+ * --control is given: the config file's `name` / `control`. The rest of the file is not
+ * validated here: an edited file that is wrong must still reach the supervisor, which
+ * refuses the reload with the reason.
+ */
+export async function targetOf(configPath: string | undefined): Promise<{ name?: string; control?: string }> {
+  const path = configPath ? resolve(configPath) : findConfig(process.cwd());
+  if (!path) return {};
+  const label = configPath ?? path.slice(process.cwd().length + 1);
+  const target = z.object(schemaFor(dirname(path)).pick({ name: true, control: true }).shape);
+  const r = target.safeParse(await load(path, label), { reportInput: true });
+  if (r.success) return r.data;
+  throw new ConfigError(r.error.issues.flatMap((i) => describeIssue(label, i)).join('\n'));
+}
+
+/** Keys that become ServiceOptions as they are, or under another name. */
+const RELOADABLE = {
+  workers: 'workers',
+  ready: 'readyMode',
+  readyTimeout: 'readyTimeoutMs',
+  drainTimeout: 'drainTimeoutMs',
+  maxSurge: 'maxSurge',
+  maxDraining: 'maxDraining',
+} as const satisfies Partial<Record<keyof FileOptions, keyof Reconfigurable>>;
+/** Fixed for the life of the supervisor: the sockets, its name, its own outputs. */
+const FIXED = ['name', 'control', 'listen', 'backlog', 'distribution', 'readyAfter', 'watchdog', 'drainSignal', 'stopTimeout', 'user', 'group', 'logFormat', 'metrics'] as const;
+
+export interface StartConfig {
+  path: string;
+  /** The command from the file, unless one was given after `--`. */
+  command: string[] | null;
+  cwd: string;
+  /** The workers' environment: baton's own, with the file's `env` over it. */
+  readonly env: NodeJS.ProcessEnv;
+  /** Read the file again: what a reload applies. Keys given on the command line keep their value. */
+  reread(): Promise<Partial<Reconfigurable>>;
+}
+
+/**
+ * Find the config file of `baton start` (`--config`, else `./baton.config.*`) and fill in
+ * every option the command line left at its default. Returns null when there is no file.
+ */
+export async function applyConfigFile(cmd: Command, commandGiven: boolean): Promise<StartConfig | null> {
+  const given = cmd.opts().config as string | undefined;
+  const path = given ? resolve(given) : findConfig(process.cwd());
+  if (!path) return null;
+  const label = given ?? path.slice(process.cwd().length + 1);
+  const first = await readConfig(path, label);
+  const pinned = (key: string): boolean => cmd.getOptionValueSource(key) === 'cli';
+  for (const [key, value] of Object.entries(first)) {
+    if (value !== undefined && cmd.options.some((o) => o.attributeName() === key) && !pinned(key)) {
+      cmd.setOptionValueWithSource(key, value, 'config');
+    }
+  }
+  const cwdOf = (f: FileOptions): string => f.cwd ?? (commandGiven ? process.cwd() : dirname(path));
+  const envOf = (f: FileOptions): NodeJS.ProcessEnv => ({ ...process.env, ...f.env });
+  return {
+    path,
+    command: commandGiven ? null : (first.command ?? null),
+    cwd: cwdOf(first),
+    // Read when the supervisor is made: by then baton's own systemd variables are out of process.env.
+    get env() {
+      return envOf(first);
+    },
+    async reread() {
+      const f = await readConfig(path, label);
+      const changed = FIXED.filter((k) => !pinned(k) && JSON.stringify(f[k]) !== JSON.stringify(first[k]));
+      if (changed.length) log.warn(`${label}: ${changed.join(', ')} changed; that takes effect when baton restarts`);
+      const s: Partial<Reconfigurable> = { env: envOf(f) };
+      if (!commandGiven && f.command) Object.assign(s, { argv: f.command, cwd: cwdOf(f) });
+      for (const [key, opt] of Object.entries(RELOADABLE) as [keyof typeof RELOADABLE, keyof Reconfigurable][]) {
+        if (f[key] !== undefined && !pinned(key)) Object.assign(s, { [opt]: f[key] });
+      }
+      return s;
+    },
+  };
+}
