@@ -3,6 +3,7 @@
 // talks to a running one over its control socket.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { availableParallelism } from 'node:os';
+import { resolve as pathResolve } from 'node:path';
 import { parseListen, type ListenSpec } from './listeners.js';
 import { parseDuration } from './duration.js';
 import { controlPathFor, controlRequest } from './control.js';
@@ -17,6 +18,7 @@ import { watchStatus } from './watch.js';
 import { formatEntry } from './logring.js';
 import { parseSignal, prepareHost } from './host.js';
 import { specsFromInherited } from './activation.js';
+import { CHECK_FLAG, DEFAULT_ENTRY, STATE_FLAG, checkState, resume, upgradeOnSignal, type UpgradeResult } from './upgrade.js';
 
 /** Exit codes: 0 success, 1 the operation failed, 2 the command line was wrong. */
 const EXIT_FAILED = 1;
@@ -35,6 +37,11 @@ function arg<T>(parse: (v: string) => T): (v: string) => T {
 function parseWorkers(v: string): number {
   if (v === 'auto') return availableParallelism();
   if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 1024) throw new Error(`bad worker count '${v}': use 1-1024 or auto`);
+  return Number(v);
+}
+
+function parseFd(v: string): number {
+  if (!/^\d{1,9}$/.test(v)) throw new Error(`bad fd '${v}'`);
   return Number(v);
 }
 
@@ -107,7 +114,10 @@ addTarget(
     .addOption(new Option('--max-draining <n>', 'a reload waits while n old generations are still draining').argParser(arg(parseWorkers)).default(4))
     .addOption(new Option('--backlog <n>', 'listen backlog (capped by net.core.somaxconn)').argParser(arg(parseBacklog)).default(4096))
     .addOption(new Option('--log-format <format>', 'text: prefixed lines; json: one JSON object per line (pino) on stdout').choices(['text', 'json']).default('text'))
-    .addOption(new Option('--metrics <address>', 'serve Prometheus /metrics and /healthz on HOST:PORT (PORT alone: 127.0.0.1)').argParser(arg(parseMetricsAddress))),
+    .addOption(new Option('--metrics <address>', 'serve Prometheus /metrics and /healthz on HOST:PORT (PORT alone: 127.0.0.1)').argParser(arg(parseMetricsAddress)))
+    // `baton upgrade` runs the new baton with this same command line and one of these (upgrade.ts).
+    .addOption(new Option(`${STATE_FLAG} <fd>`, 'take over a running service from the state at fd').hideHelp().argParser(arg(parseFd)))
+    .addOption(new Option(`${CHECK_FLAG} <fd>`, 'only check that the state at fd can be taken over').hideHelp().argParser(arg(parseFd))),
 ).action(async (given: string[], o, cmd: Command) => {
   // The config file fills in what the command line left out, so the host sees its settings too.
   const file = await applyConfigFile(cmd, given.length > 0).catch((e: Error) => usage(e.message));
@@ -135,6 +145,7 @@ addTarget(
     maxDraining: o.maxDraining,
     ...host.service,
   });
+  if (o.upgradeCheck !== undefined) await checkState(o.upgradeCheck);
   host.follow(sup);
   let interrupts = 0;
   const stop = (sig: string): void => {
@@ -155,10 +166,11 @@ addTarget(
   // nginx/unicorn convention: TTIN adds a worker, TTOU removes one.
   process.on('SIGTTIN', () => void sup.scale('+1').catch((e: Error) => log.error(e.message)));
   process.on('SIGTTOU', () => void sup.scale('-1').catch((e: Error) => log.error(e.message)));
+  process.on('SIGUSR2', () => upgradeOnSignal(sup));
   try {
     // Before generation 1: /healthz answers 503 while it starts. Loaded only when asked for.
     if (o.metrics) await (await import('./metrics.js')).serveMetrics(sup, o.metrics);
-    await sup.start();
+    await (o.upgradeStateFd === undefined ? sup.start() : resume(sup, o.upgradeStateFd));
   } catch (e) {
     log.error((e as Error).message);
     await sup.closeControl();
@@ -238,6 +250,28 @@ addTarget(
   const r = reply.result as { target: number; ready: number; generation: number | null };
   if (!o.quiet) console.log(`scaled: ${r.ready} of ${r.target} worker(s) ready in generation ${r.generation ?? '-'}`);
   if (r.ready !== r.target) process.exit(EXIT_FAILED);
+});
+
+addTarget(
+  program
+    .command('upgrade')
+    .description('replace the running supervisor by a new baton: same pid, ports open, workers carry on (SIGUSR2 does the same)')
+    .option('--exec <path>', `the new baton's entry point (default: ${DEFAULT_ENTRY})`)
+    .option('--restart-workers', 'also replace the workers: a fresh generation takes over, as in a reload')
+    .option('-q, --quiet', 'print only the result'),
+).action(async (o) => {
+  const req: ControlRequest = { cmd: 'upgrade', exec: pathResolve(o.exec ?? DEFAULT_ENTRY), restartWorkers: o.restartWorkers === true };
+  const reply = await call(o, req, (state, message) => {
+    if (!o.quiet) console.log(`[${state}] ${message}`);
+  });
+  if (reply.ok) {
+    const r = reply.result as UpgradeResult;
+    const how = r.handoff ? `; workers replaced: ${formatRecord(r.handoff)}` : `; ${r.adopted} worker(s) carry on`;
+    console.log(`upgraded: pid ${r.pid} now runs baton ${r.version} (was ${r.from.version}) in ${r.ms} ms${how}`);
+    return;
+  }
+  console.error(`baton: ${reply.error}`);
+  process.exit(EXIT_FAILED);
 });
 
 addTarget(program.command('stop').description('drain every generation and stop the supervisor')).action(async (o) => {

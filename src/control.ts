@@ -53,7 +53,8 @@ function answers(path: string): Promise<boolean> {
   });
 }
 
-export type ControlHandler = (req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient) => Promise<unknown>;
+/** `conn` is the client's connection itself: an upgrade carries it across the exec, to answer from the new image. */
+export type ControlHandler = (req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient, conn: Socket) => Promise<unknown>;
 
 /** Unsent output a `logs -f` client may leave queued before its lines are dropped instead. */
 const MAX_QUEUED_BYTES = 1 << 20;
@@ -65,17 +66,22 @@ export class ControlError extends Error {
   }
 }
 
-export async function serveControl(path: string, handler: ControlHandler): Promise<Server> {
-  const server = createServer((sock) => serveClient(sock, handler));
+/** On `where`: a path to bind, or (after a supervisor upgrade) the fd of the socket already bound there. */
+export async function serveControl(where: string | { fd: number }, handler: ControlHandler): Promise<Server> {
+  // Half-open: a client may shut its side once it has sent its request (`echo … | socat`);
+  // the answers still come, and the connection ends after the last one.
+  const server = createServer({ allowHalfOpen: true }, (sock) => serveClient(sock, handler));
   // Owner-only from the first instant: the umask covers the window between bind and chmod.
   const old = process.umask(0o177);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(path, () => {
+      const listening = (): void => {
         server.off('error', reject);
         resolve();
-      });
+      };
+      if (typeof where === 'string') server.listen(where, listening);
+      else server.listen(where, listening);
     });
   } finally {
     process.umask(old);
@@ -111,15 +117,25 @@ function serveClient(sock: Socket, handler: ControlHandler): void {
     /* credentials unavailable on this platform: file permissions still apply */
   }
   let buf = '';
+  let pending = 0;
+  let ended = false;
   sock.setEncoding('utf8');
   sock.on('error', () => sock.destroy());
+  sock.on('end', () => {
+    ended = true;
+    if (pending === 0) sock.end();
+  });
   sock.on('data', (chunk: string) => {
     buf += chunk;
     let nl: number;
     while ((nl = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, nl).trim();
       buf = buf.slice(nl + 1);
-      if (line) void handleLine(line, handler, write, client);
+      if (!line) continue;
+      pending++;
+      void handleLine(line, handler, write, client, sock).finally(() => {
+        if (--pending === 0 && ended) sock.end();
+      });
     }
     if (buf.length > MAX_CONTROL_LINE) {
       write({ ok: false, error: `request too long (over ${MAX_CONTROL_LINE} bytes without a newline)` });
@@ -128,7 +144,7 @@ function serveClient(sock: Socket, handler: ControlHandler): void {
   });
 }
 
-async function handleLine(line: string, handler: ControlHandler, write: (m: ControlReply | ControlEvent | LogEvent) => void, client: LogClient): Promise<void> {
+async function handleLine(line: string, handler: ControlHandler, write: (m: ControlReply | ControlEvent | LogEvent) => void, client: LogClient, conn: Socket): Promise<void> {
   let raw: unknown;
   try {
     raw = JSON.parse(line);
@@ -146,7 +162,7 @@ async function handleLine(line: string, handler: ControlHandler, write: (m: Cont
   }
   try {
     const withId: LogClient = { send: (e) => client.send({ ...e, id }), signal: client.signal };
-    const result = await handler(parsed.data, (state, message) => write({ id, event: 'progress', state, message, at: Date.now() }), withId);
+    const result = await handler(parsed.data, (state, message) => write({ id, event: 'progress', state, message, at: Date.now() }), withId, conn);
     write({ id, ok: true, result });
   } catch (e) {
     write({ id, ok: false, error: (e as Error).message, detail: (e as ControlError).detail });

@@ -4,16 +4,18 @@
 //
 //            new workers ready             old ones answered "stopped accepting"
 //  starting -------------------> transferring -------------------------------> done
-//     |   ^                           |
-//     |   +---------------------------+  rolling (--max-surge): next batch
-//     | a new worker exited / not ready in time / supervisor stopping
-//     v
+//     |   ^                           |   |
+//     |   +---------------------------+   |  rolling (--max-surge): next batch
+//     | a new worker exited / not ready   |  rolling: a new worker exited while
+//     | in time / supervisor stopping     |  old ones of its batch were retired
+//     v                                   v
 //  rolling-back --(new workers drained; old generation whole again)--> failed
 //
 // The old generation drains in the background after `done`; the supervisor tracks that,
 // so a long-lived connection never blocks the next deploy.
 import type { Generation } from './generation.js';
 import { StartError } from './generation.js';
+import type { Worker } from './worker.js';
 
 export type HandoffState = 'waiting' | 'starting' | 'rolling-back' | 'transferring' | 'done' | 'failed';
 
@@ -21,12 +23,12 @@ const TRANSITIONS: Record<HandoffState, readonly HandoffState[]> = {
   waiting: ['starting'],
   starting: ['transferring', 'rolling-back'],
   'rolling-back': ['failed'],
-  transferring: ['starting', 'done'],
+  transferring: ['starting', 'done', 'rolling-back'],
   done: [],
   failed: [],
 };
 
-export type HandoffTrigger = 'start' | 'reload' | 'signal' | 'restart';
+export type HandoffTrigger = 'start' | 'reload' | 'signal' | 'restart' | 'upgrade';
 
 export interface HandoffRecord {
   id: number;
@@ -94,9 +96,13 @@ export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise
   }
   const rolling = old !== null && plan.maxSurge !== null && plan.maxSurge < plan.workers;
   plan.onChange(rec, `starting generation ${next.number} with ${plan.workers} worker(s)${rolling ? `, ${plan.maxSurge} at a time` : ''}: ${rec.argv.join(' ')}`);
+  // Any new worker that dies before the handoff is over fails it, even one that was ready
+  // already (a pool's first worker while the rest start; a rolling batch while an old one
+  // drains): the version is not fit to take over, and the old generation is made whole again.
+  const crash = watchCrash(next);
   try {
-    if (rolling) await rollingStart(rec, plan, old);
-    else await next.start(plan.workers, plan.readyTimeoutMs);
+    if (rolling) await rollingStart(rec, plan, old, crash.died);
+    else await Promise.race([next.start(plan.workers, plan.readyTimeoutMs), crash.died]);
   } catch (e) {
     rec.error = (e as Error).message;
     rec.output = e instanceof StartError ? e.output : [];
@@ -107,6 +113,8 @@ export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise
     if (old && rolling) await old.whenSized(plan.readyTimeoutMs);
     enter(rec, 'failed', plan, old ? `generation ${old.number} keeps serving` + (rolling ? '' : ', untouched') : 'no generation serves');
     return rec;
+  } finally {
+    crash.dispose();
   }
   rec.readyMs ??= Date.now() - rec.requestedAt;
   if (!rolling) enter(rec, 'transferring', plan, `generation ${next.number} ready in ${rec.readyMs} ms` + (old ? `; generation ${old.number} stops accepting` : ''));
@@ -135,23 +143,38 @@ export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise
  * then retire K old ones and wait until they have exited. Ready capacity never drops below
  * N and no more than N + K workers are alive at once.
  */
-async function rollingStart(rec: HandoffRecord, plan: HandoffPlan, old: Generation): Promise<void> {
+async function rollingStart(rec: HandoffRecord, plan: HandoffPlan, old: Generation, died: Promise<never>): Promise<void> {
   const { next, workers } = plan;
   const k = plan.maxSurge!;
   for (let first = 0; first < workers; first += k) {
     const slots = Array.from({ length: Math.min(k, workers - first) }, (_, i) => first + i);
     if (first > 0) enter(rec, 'starting', plan, `starting worker(s) ${slots.join(', ')} of generation ${next.number}`);
-    await next.startSlots(slots, plan.readyTimeoutMs);
+    await Promise.race([next.startSlots(slots, plan.readyTimeoutMs), died]);
     rec.readyMs ??= Date.now() - rec.requestedAt;
     const last = first + k >= workers;
     // The last batch leaves the old generation's remaining workers to the common transfer below.
     enter(rec, 'transferring', plan, `worker(s) ${slots.join(', ')} of generation ${next.number} ready` + (last ? `; generation ${old.number} stops accepting` : `; retiring the same of generation ${old.number}`));
     if (last) break;
     const t0 = Date.now();
-    await old.retire(slots, plan.drainTimeoutMs);
+    await Promise.race([old.retire(slots, plan.drainTimeoutMs), died]);
     rec.transferMs = (rec.transferMs ?? 0) + Date.now() - t0;
   }
   next.markServing(workers);
+}
+
+/** Rejects when a worker of `g` exits while `g` is still starting (not yet serving). */
+function watchCrash(g: Generation): { died: Promise<never>; dispose(): void } {
+  let onExit: (w: Worker) => void = () => {};
+  const died = new Promise<never>((_, reject) => {
+    onExit = (w) => {
+      if (g.state !== 'starting') return;
+      const when = w.readyAt === null ? 'before it was ready' : 'after it was ready, before the handoff was over';
+      reject(new StartError(`worker ${w.index} of generation ${g.number} ${w.describeExit()} ${when}`, w.output.slice(-20)));
+    };
+    g.on('worker-exit', onExit);
+  });
+  died.catch(() => {}); // a rejection nobody awaits any more (the handoff is over) is not an error
+  return { died, dispose: () => g.off('worker-exit', onExit) };
 }
 
 /** Time spent in each state, summed (a rolling handoff passes through starting and transferring once per batch). */

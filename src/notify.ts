@@ -55,6 +55,14 @@ function notifyDir(otherUser: boolean): string {
   return dir;
 }
 
+/**
+ * The directory of this process's notify sockets, if made. A supervisor upgrade hands it to
+ * the new image, which removes it: the exec closes the sockets without running 'exit'.
+ */
+export function notifyDirectory(): string | null {
+  return dir ?? null;
+}
+
 // Loaded on first use: `baton status` and the other clients never need the native addon.
 function dgramSocket(): DgramSocket {
   const addon = createRequire(import.meta.url)('node-unix-socket') as typeof import('node-unix-socket');

@@ -105,6 +105,14 @@ export const ControlRequest = z.discriminatedUnion('cmd', [
   z.strictObject({ id: z.number().int().optional(), cmd: z.literal('stop') }),
   z.strictObject({
     id: z.number().int().optional(),
+    cmd: z.literal('upgrade'),
+    /** The new baton's entry point (default: the running one's dist/src/cli.js, as installed now). */
+    exec: z.string().startsWith('/').max(4096).optional(),
+    /** Also replace the workers: a fresh generation, as a reload (default: adopt them as they are). */
+    restartWorkers: z.boolean().optional(),
+  }),
+  z.strictObject({
+    id: z.number().int().optional(),
     cmd: z.literal('logs'),
     /** Lines from the end of the ring to send first. */
     lines: z.number().int().min(0).max(LOG_RING_LINES).optional(),

@@ -102,6 +102,8 @@ const stateV1 = z.strictObject({
     /** Upgrades this supervisor has been through, this one included. */
     upgrades: count,
   }),
+  /** Files of the old image that only the new one can remove (the notify sockets' directory). */
+  leftovers: z.array(z.string()),
   /** The handoff records of `baton status`, as they are. */
   history: z.array(z.looseObject({ id: z.number().int(), from: z.number().int().nullable(), to: z.number().int(), state: z.string(), drainedMs: ms.nullable() })),
   generations: z.array(generation),

@@ -1,7 +1,8 @@
 // The long-lived baton process: owns the listeners, runs one handoff at a time (coalescing
 // the reload requests that arrive meanwhile), tracks the generations still draining,
 // answers the control socket, and stops gracefully.
-import type { Server } from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { rmSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { closeListeners, describe, inodeOf, openListeners, type Listener, type ListenSpec } from './listeners.js';
 import type { InheritedSocket } from './activation.js';
@@ -15,6 +16,7 @@ import { log, ring } from './log.js';
 import { serveLogs, type LogClient } from './logring.js';
 import { reportDrain } from './inflight.js';
 import { rssBytes } from './proc.js';
+import { upgrade, type Resumed, type SupervisorInternals } from './upgrade.js';
 
 export interface ServiceOptions {
   name: string;
@@ -52,6 +54,8 @@ export interface SupervisorEvents {
   handoff: [HandoffRecord, string];
   'reload-rejected': [string];
   stopping: [];
+  /** No handoff runs and none is queued. */
+  idle: [];
 }
 
 /** Reload requests waiting for their handoff; those arriving during one are merged into the next. */
@@ -83,7 +87,8 @@ export class Supervisor {
   private nextGeneration = 1;
   private nextHandoff = 1;
   private stopping: Promise<void> | null = null;
-  readonly startedAt = Date.now();
+  /** Set again by an upgrade: the service's start, not this image's. */
+  startedAt = Date.now();
   /** Resolves once a stop (signal, control request, failed start) has finished. */
   readonly stopped: Promise<void>;
   private markStopped!: () => void;
@@ -98,12 +103,9 @@ export class Supervisor {
     await prepareControlPath(this.opts.controlPath);
     this.listeners = openListeners(this.opts.listen, this.opts.backlog, this.opts.inherited);
     for (const l of this.listeners) log.info(`listening on ${describe(l)}`, { name: l.name, fd: l.fd });
-    if (this.opts.distribution === 'round-robin') {
-      this.roundRobin = new RoundRobin(() => this.generations.flatMap((g) => g.workers.filter((w) => w.state === 'ready')));
-      this.roundRobin.start(this.listeners, this.opts.backlog);
-    }
+    this.startRoundRobin();
     try {
-      this.control = await serveControl(this.opts.controlPath, (req, emit, client) => this.handle(req, emit, client));
+      this.control = await serveControl(this.opts.controlPath, (req, emit, client, conn) => this.handle(req, emit, client, conn));
     } catch (e) {
       closeListeners(this.listeners);
       throw e;
@@ -115,6 +117,52 @@ export class Supervisor {
       const out = rec.output.length ? `\n${rec.output.map((l) => `  | ${l}`).join('\n')}` : '';
       throw new Error(`generation 1 did not start: ${rec.error}${out}`);
     }
+  }
+
+  private startRoundRobin(): void {
+    if (this.opts.distribution !== 'round-robin') return;
+    this.roundRobin = new RoundRobin(() => this.generations.flatMap((g) => g.workers.filter((w) => w.state === 'ready')));
+    this.roundRobin.start(this.listeners, this.opts.backlog);
+  }
+
+  /** Supervisor upgrade, old image (src/upgrade.ts): what is carried over to the new image. */
+  get internals(): SupervisorInternals {
+    return {
+      options: this.opts,
+      listeners: this.listeners,
+      control: this.control,
+      generations: this.generations,
+      serving: this.serving,
+      history: this.history,
+      nextGeneration: this.nextGeneration,
+      nextHandoff: this.nextHandoff,
+      startedAt: this.startedAt,
+      roundRobin: this.roundRobin,
+      busy: this.stopping ? 'the supervisor is stopping' : this.current || this.pending ? 'a reload is in progress' : null,
+    };
+  }
+
+  /** Supervisor upgrade, new image (src/upgrade.ts): take over what the old image ran, instead of start(). */
+  async resume(r: Resumed): Promise<void> {
+    this.listeners = r.listeners;
+    for (const l of this.listeners) log.info(`listening on ${describe(l)} (taken over)`, { name: l.name, fd: l.fd });
+    this.startedAt = r.startedAt;
+    this.nextGeneration = r.nextGeneration;
+    this.nextHandoff = r.nextHandoff;
+    this.history.push(...r.history);
+    for (const s of r.generations) {
+      const g = new Generation(s.number, s.argv, s.cwd, this.template());
+      this.track(g);
+      r.adopt(g, s);
+    }
+    this.serving = this.generations.find((g) => g.number === r.serving) ?? null;
+    // Slots whose worker died before the exec (or during it) get a new one now.
+    if (this.serving?.state === 'serving') this.serving.resize(this.opts.workers);
+    this.startRoundRobin();
+    this.control = await serveControl({ fd: r.controlFd }, (req, emit, client, conn) => this.handle(req, emit, client, conn));
+    // Bound by an earlier image, the path is not unlinked by close(): stop removes it as start's would.
+    const path = this.opts.controlPath;
+    this.control.once('close', () => rmSync(path, { force: true }));
   }
 
   get listenerList(): readonly Listener[] {
@@ -149,6 +197,8 @@ export class Supervisor {
     if (this.current) {
       if (!this.pending) log.info('reload requested during a handoff: queued, merged with any others', { during: this.current.id });
       this.pending = ticket;
+      // Said at once, so the caller knows its request is in (a storm of them is merged).
+      req.watch?.('queued', `handoff ${this.current.id} is running: queued, merged with the ${ticket.waiters.length - 1} other request(s) made meanwhile`);
     } else void this.runTicket(ticket);
     return done;
   }
@@ -195,7 +245,7 @@ export class Supervisor {
     this.current = null;
     for (const w of ticket.waiters) w.resolve(rec);
     const queued = this.pending as Ticket | null;
-    if (!queued) return;
+    if (!queued) return void this.events.emit('idle');
     if (this.stopping) for (const w of queued.waiters) w.reject(new Error('the supervisor is stopping'));
     else void this.runTicket(queued);
   }
@@ -218,7 +268,7 @@ export class Supervisor {
     this.generations.push(g);
     this.events.emit('generation', g);
     g.on('worker-start', (w: Worker) => {
-      log.info(`worker ${g.number}.${w.index} started`, { pid: w.pid });
+      log.info(`worker ${g.number}.${w.index} ${w.adopted ? 'adopted' : 'started'}`, { pid: w.pid });
       w.once('ready', () => {
         log.info(`worker ${g.number}.${w.index} ready`, { pid: w.pid, ms: (w.readyAt ?? 0) - w.startedAt });
         this.roundRobin?.flush();
@@ -294,7 +344,7 @@ export class Supervisor {
     });
   }
 
-  private async handle(req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient): Promise<unknown> {
+  private async handle(req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient, conn: Socket): Promise<unknown> {
     switch (req.cmd) {
       case 'status':
         return this.status();
@@ -316,6 +366,8 @@ export class Supervisor {
       case 'stop':
         await this.stop();
         return { stopped: true };
+      case 'upgrade':
+        return upgrade(this, req, emit, conn);
     }
   }
 
@@ -327,8 +379,12 @@ export class Supervisor {
     if (!Number.isInteger(target) || target < 1 || target > 1024) throw new Error(`cannot scale to ${target} workers: use 1-1024`);
     this.opts.workers = target;
     log.info(`scaling to ${target} worker(s)`, { from: base });
+    // During a handoff the answer waits until it is over (and any reload queued behind it):
+    // the size applies to whichever generation serves then, and is reported for that one.
+    while (this.current) await new Promise<void>((resolve) => this.events.once('idle', resolve));
+    if (this.stopping) throw new Error('the supervisor is stopping');
     const g = this.serving;
-    if (!g || this.current) return { target, ready: g?.readyCount ?? 0, generation: g?.number ?? null };
+    if (!g) return { target, ready: 0, generation: null };
     g.resize(target);
     await g.whenSized(this.opts.readyTimeoutMs);
     return { target, ready: g.readyCount, generation: g.number };

@@ -62,7 +62,7 @@ test('Python example, ready by READY=1: 20 reloads under load lose nothing', { t
   t.after(() => b.dispose());
   const { report, records } = await reloadUnderLoad(b);
   assertNothingLost(report);
-  assert.ok(report.ok > 1000, `too little load to prove anything: ${report.ok}`);
+  assert.ok(report.ok > 500, `too little load to prove anything: ${report.ok}`);
   const gens = Object.keys(report.bodies).filter((k) => k.startsWith('gen='));
   assert.ok(gens.length >= 15, `only ${gens.length} generations answered: ${gens.join(' ')}`);
   assert.deepEqual(records.map((r) => r.state), Array(20).fill('done'));
@@ -79,7 +79,7 @@ test('Python example, ready after --ready-after: 20 reloads under load lose noth
   t.after(() => b.dispose());
   const { report, records } = await reloadUnderLoad(b);
   assertNothingLost(report);
-  assert.ok(report.ok > 1000, `too little load to prove anything: ${report.ok}`);
+  assert.ok(report.ok > 500, `too little load to prove anything: ${report.ok}`);
   // Declared ready by the timer: never before it ran out (READY=1 does not count in listen mode).
   for (const r of records) assert.ok(r.readyMs! >= 300, `ready after ${r.readyMs} ms, before --ready-after`);
   assert.equal((await b.status()).serving, 21);

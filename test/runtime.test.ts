@@ -23,6 +23,8 @@ const WRAPPER = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"';
 const BACKLOG = 1000;
 /** Per test: a failure shows up as a failure, not as a hang of the whole file. */
 const T = { timeout: 20_000 };
+/** undici waits 300 s by default: a failing test must not hold the file that long. */
+const LIMITS = { headersTimeout: 15_000, bodyTimeout: 15_000 };
 const WARN = (what: string): string => `baton: ${what} is not one of baton's listeners; bound directly, it will not survive a reload`;
 
 /* ------------------------------------------------------------------ */
@@ -203,7 +205,7 @@ async function requestOn(client: Client, p = '/'): Promise<Reply> {
 
 /** One request on a connection of its own, closed afterwards. */
 async function get(where: number | string, p = '/'): Promise<Reply> {
-  const client = typeof where === 'number' ? new Client(`http://127.0.0.1:${where}`) : new Client('http://localhost', { socketPath: where });
+  const client = typeof where === 'number' ? new Client(`http://127.0.0.1:${where}`, LIMITS) : new Client('http://localhost', { socketPath: where, ...LIMITS });
   try {
     return await requestOn(client, p);
   } finally {
@@ -289,7 +291,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
       assert.deepEqual(listening.map((m) => m.type === 'listening' && m.listener), ['web']);
       assert.ok(w.messages.indexOf(listening[0]!) < w.messages.findIndex((m) => m.type === 'ready'));
 
-      const client = new Client(`http://127.0.0.1:${port}`);
+      const client = new Client(`http://127.0.0.1:${port}`, LIMITS);
       t.after(() => client.destroy());
       const r = await requestOn(client);
       assert.equal(r.status, 200);
@@ -323,21 +325,21 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
   }
 
   for (const which of ['free', 'zero'] as const) {
-  test(`a port baton does not own (${which === 'zero' ? 'port 0' : 'a free port'}) is bound directly, with a warning`, T, async (t) => {
-    const h = harness(t);
-    const web = h.tcp();
-    const asked = which === 'zero' ? 0 : await freePort();
-    const w = h.start('http.mjs', [web], { EXTRA_PORT: String(asked) });
-    await w.message('ready');
-    const warning = await w.message('warning');
-    const extra = Number(JSON.parse((await w.output(/extra (.*)/))[1]!).port); // ready waits for baton's listeners only
-    if (asked !== 0) assert.equal(extra, asked);
-    assert.equal(warning.message, WARN(`port ${asked}`));
-    assert.equal(w.stderr.trim(), WARN(`port ${asked}`));
-    assert.equal((await get(extra)).status, 200);
-    assert.equal((await get(portOf(web))).status, 200);
-    await drainsCleanly(t, w);
-  });
+    test(`a port baton does not own (${which === 'zero' ? 'port 0' : 'a free port'}) is bound directly, with a warning`, T, async (t) => {
+      const h = harness(t);
+      const web = h.tcp();
+      const asked = which === 'zero' ? 0 : await freePort();
+      const w = h.start('http.mjs', [web], { EXTRA_PORT: String(asked) });
+      await w.message('ready');
+      const warning = await w.message('warning');
+      const extra = Number(JSON.parse((await w.output(/extra (.*)/))[1]!).port); // ready waits for baton's listeners only
+      if (asked !== 0) assert.equal(extra, asked);
+      assert.equal(warning.message, WARN(`port ${asked}`));
+      assert.equal(w.stderr.trim(), WARN(`port ${asked}`));
+      assert.equal((await get(extra)).status, 200);
+      assert.equal((await get(portOf(web))).status, 200);
+      await drainsCleanly(t, w);
+    });
   }
 
   test('unix socket listener: served, address() is the path', T, async (t) => {
@@ -406,7 +408,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     for (let i = 0; i < 20; i++) assert.equal((await get(port)).body.trim(), `gen=1 pid=${w.pid}`);
     assert.equal(passed, 20);
 
-    const client = new Client(`http://127.0.0.1:${port}`);
+    const client = new Client(`http://127.0.0.1:${port}`, LIMITS);
     t.after(() => client.destroy());
     assert.equal((await requestOn(client)).headers.connection, 'keep-alive');
     w.drain(10_000);
@@ -438,8 +440,8 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     await w.message('ready');
 
     const origin = `http://127.0.0.1:${port}`;
-    const a = new Client(origin);
-    const b = new Client(origin);
+    const a = new Client(origin, LIMITS);
+    const b = new Client(origin, LIMITS);
     t.after(() => Promise.all([a.destroy(), b.destroy()]));
     const first = await requestOn(b); // b: keep-alive connection, idle from now on
     assert.equal(first.headers.connection, 'keep-alive');
@@ -476,7 +478,8 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     assert.deepEqual(await w.exited, { code: 0, signal: null });
     const progress = w.messages.filter((m) => m.type === 'drain-progress');
     assert.ok(progress.length >= 1 && progress[0]!.type === 'drain-progress' && progress[0]!.connections >= 1, JSON.stringify(progress));
-    for (let i = 1; i < progress.length; i++) assert.ok(progress[i]!.at - progress[i - 1]!.at >= 90, 'progress throttled');
+    // At most one per 100 ms (counted, not timed: a busy test process receives them in bursts).
+    assert.ok(progress.length <= (drained.at - sent) / 100 + 2, `${progress.length} drain-progress in ${(drained.at - sent).toFixed(0)} ms`);
     await drainsCleanly(t, next);
   });
 
@@ -507,7 +510,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     const w = h.start('ignore-drain.mjs', [web]);
     await w.message('ready');
     const never = await idleConnection(port);
-    const client = new Client(`http://127.0.0.1:${port}`);
+    const client = new Client(`http://127.0.0.1:${port}`, LIMITS);
     t.after(() => client.destroy());
     const hang = requestOn(client, '/hang').then(
       () => 'answered',

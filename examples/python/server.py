@@ -71,6 +71,12 @@ class Server(ThreadingHTTPServer):
 
 
 def main():
+    # Blocked in every thread (threads inherit the mask) and taken by sigwait() below: a
+    # Python-level handler would run only when the main thread next runs bytecode, which a
+    # main thread asleep in a lock never does if the kernel delivered the signal elsewhere.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+
     sock = inherited_socket()
     if sock is None:
         server = Server(("", int(os.environ.get("PORT", "8080"))), Handler)
@@ -78,13 +84,11 @@ def main():
         server = Server(sock.getsockname()[:2], Handler, bind_and_activate=False)
         server.socket = sock  # already bound and listening: never bind again
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: (draining.set(), stop.set()))
-    signal.signal(signal.SIGINT, lambda *_: (draining.set(), stop.set()))
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}).start()
     notify(f"READY=1\nSTATUS=serving generation {GENERATION}")
 
-    stop.wait()
+    signal.sigwait(stop_signals)
+    draining.set()
     notify("STOPPING=1")
     server.shutdown()  # stop accepting; what the kernel queued goes to the next version
     server.server_close()  # close our copy of the listener, wait for every handler thread

@@ -1,6 +1,7 @@
 // Makes an unmodified app's `server.listen(port | path | options)` serve the listener baton
 // passed in (fds 3, 4, ...) instead of binding a socket of its own. Patching
 // net.Server.prototype.listen covers http, https, Express, Fastify, Koa: they all end there.
+import { closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as net from 'node:net';
 import { resolve } from 'node:path';
@@ -34,6 +35,11 @@ export interface ListenHooks {
   /** `s` now serves baton's listener `l` (its 'listening' event has fired). */
   served(l: ListenerInfo, s: net.Server): void;
   warn(message: string): void;
+  /**
+   * Round-robin: whether some server waits for connections over IPC. It then has no
+   * socket of its own to keep the process alive; the IPC channel must.
+   */
+  holdChannel(hold: boolean): void;
   /** True once the worker drains: a server closed then will not listen again. */
   draining(): boolean;
 }
@@ -70,12 +76,17 @@ export function patchListen(
   listeners: ListenerInfo[],
   { backlog, roundRobin }: ListenOptions,
   hooks: ListenHooks,
-): { deliver(listener: string, socket: net.Socket): void } {
+): { deliver(listener: string, socket: net.Socket): void; release(): void } {
   const slots: Slot[] = listeners.map((info) => ({ info, pending: [], spare: info.fd, server: null, held: -1 }));
   const origListen = net.Server.prototype.listen;
   const origClose = net.Server.prototype.close;
+  let waiting = 0; // round-robin servers open
 
   net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
+    if (virtuals.get(this)?.open) {
+      // What Node throws for a server with a handle; without one Node would bind for real.
+      throw Object.assign(new Error('Listen method has been called more than once without closing.'), { code: 'ERR_SERVER_ALREADY_LISTEN' });
+    }
     if (virtuals.get(this)?.open === false) {
       // Listening again after a virtual listen was closed: back to Node's own getters.
       virtuals.delete(this);
@@ -111,8 +122,10 @@ export function patchListen(
       return listenVirtually(this, () => primary.address(), cb, () => {});
     }
     if (roundRobin) {
+      if (waiting++ === 0) hooks.holdChannel(true);
       listenVirtually(this, () => addressOf(slot.info), cb, () => {
         if (slot.server === this) slot.server = null;
+        if (--waiting === 0) hooks.holdChannel(false);
       });
       take(slot, this, -1);
       hooks.server(this);
@@ -190,8 +203,23 @@ export function patchListen(
     deliver(listener, socket) {
       const slot = slots.find((s) => s.info.name === listener);
       if (!slot) return void socket.destroy();
-      if (slot.server && virtuals.get(slot.server)?.open) slot.server.emit('connection', socket);
+      if (slot.server?.listening) slot.server.emit('connection', socket);
       else slot.pending.push(socket); // ready() said before listen(), or between a close and a listen
+    },
+    // Draining: close the descriptors no server uses (a listener the app never listened on,
+    // every one in round-robin mode, a spare kept after a close). Each keeps its socket in
+    // LISTEN, queueing connections nobody here will accept; and once baton is gone, a
+    // restarted baton could not bind the port until this process exits.
+    release() {
+      for (const slot of slots) {
+        if (slot.spare === null) continue;
+        try {
+          closeSync(slot.spare);
+        } catch {
+          /* not open (the app closed it itself) */
+        }
+        slot.spare = null;
+      }
     },
   };
 }

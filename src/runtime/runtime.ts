@@ -67,7 +67,7 @@ export function start(): void {
 
   const served = new Set<number>();
   const roundRobin = process.env[E.distribution] === 'round-robin';
-  const { deliver } = patchListen(listeners, { backlog, roundRobin }, {
+  const { deliver, release } = patchListen(listeners, { backlog, roundRobin }, {
     server: (s) => drain.track(s),
     served: (l) => {
       if (served.has(l.fd)) return;
@@ -76,6 +76,7 @@ export function start(): void {
       if (mode === 'listen' && served.size === listeners.length) sendReady();
     },
     warn,
+    holdChannel: (hold) => (hold ? process.channel?.ref() : process.channel?.unref()),
     draining: () => drain.started,
   });
   if (mode === 'listen' && listeners.length === 0) setImmediate(sendReady);
@@ -91,13 +92,17 @@ export function start(): void {
     if (msg?.baton !== 1) return;
     if (msg.type === 'drain') {
       drain.start(typeof msg.timeoutMs === 'number' && msg.timeoutMs >= 0 ? msg.timeoutMs : drainTimeoutMs);
+      release();
     } else if (msg.type === 'connection' && typeof msg.listener === 'string' && handle) {
       deliver(msg.listener, handle as net.Socket);
     }
   });
   // The channel closes when baton dies: nobody will say drain, and a worker left serving
   // outside baton would hold connections no reload can reach. Leave on our own.
-  process.on('disconnect', () => drain.start(drainTimeoutMs));
+  process.on('disconnect', () => {
+    drain.start(drainTimeoutMs);
+    release();
+  });
   // Listening for 'message'/'disconnect' refs the channel; it must not keep an app alive
   // that would otherwise exit.
   process.channel?.unref();

@@ -1,0 +1,100 @@
+// The documentation is checked against the program: every command and option that
+// `--help` lists is in docs/cli.md (in that command's section), every config key in
+// docs/config.md, every control request in docs/control-protocol.md, and every page is
+// linked from the index with no link to a page that does not exist.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { CONFIG_KEYS } from '../src/config.js';
+import { ControlRequest } from '../src/protocol.js';
+import { createConnection } from 'node:net';
+import { ROOT, runCli, startBaton, FIXTURES } from './helpers/baton.js';
+
+const DOCS = join(ROOT, 'docs');
+const read = (page: string): string => readFileSync(join(DOCS, page), 'utf8');
+
+/** The commands `baton --help` lists, and the flags (`-x`, `--long`) each command's help lists. */
+async function cliSurface(): Promise<Map<string, string[]>> {
+  const top = await runCli(['--help']);
+  assert.equal(top.code, 0, top.stderr);
+  const commands = [...top.stdout.split('Commands:')[1]!.matchAll(/^ {2}([a-z][a-z-]*)/gm)].map((m) => m[1]!).filter((c) => c !== 'help');
+  assert.ok(commands.includes('start') && commands.includes('reload'), top.stdout);
+  const surface = new Map<string, string[]>();
+  for (const c of commands) {
+    const help = await runCli([c, '--help']);
+    assert.equal(help.code, 0, help.stderr);
+    // Option lines start with two spaces and a dash; descriptions may mention other flags, not these.
+    const flags = [...help.stdout.split('Options:')[1]!.matchAll(/^ {2}(-\w)?(?:, )?(--[a-z][a-z-]*)?/gm)].flatMap((m) => [m[1], m[2]].filter((f): f is string => !!f));
+    surface.set(
+      c,
+      flags.filter((f) => f !== '-h' && f !== '--help'),
+    );
+  }
+  return surface;
+}
+
+/** The part of cli.md under `## baton <command>`, up to the next `## `. */
+function section(md: string, command: string): string {
+  const start = md.indexOf(`\n## baton ${command}\n`);
+  assert.ok(start >= 0, `docs/cli.md has no "## baton ${command}" section`);
+  const end = md.indexOf('\n## ', start + 1);
+  return md.slice(start, end < 0 ? undefined : end);
+}
+
+test('docs/cli.md documents every command and every option of the CLI\'s own --help', async () => {
+  const md = read('cli.md');
+  const shared = section(md, 'start').includes('[Finding the service]') ? md.slice(md.indexOf('## Finding the service'), md.indexOf('\n## baton ')) : '';
+  for (const [command, flags] of await cliSurface()) {
+    // Every word inside `code` in the section: `-l, --listen <spec>` documents -l and --listen.
+    const named = new Set([...section(md, command).replace(/```[^]*?```/g, '').matchAll(/`([^`]+)`/g)].flatMap((m) => m[1]!.split(/[\s,]+/)));
+    assert.ok(flags.length > 0, `no options parsed for ${command}`);
+    for (const flag of flags) {
+      assert.ok(named.has(flag), `docs/cli.md, "baton ${command}": ${flag} is not documented`);
+      // The options every command shares are described once, and named in each section.
+      if (['--name', '--control', '--config'].includes(flag)) assert.match(shared, new RegExp(`\`${flag} `), `${flag} is not described under "Finding the service"`);
+    }
+  }
+});
+
+test('docs/config.md documents every config key; docs/control-protocol.md every request', () => {
+  const config = read('config.md');
+  for (const key of CONFIG_KEYS) assert.match(config, new RegExp(`^\\| \`${key}\` \\|`, 'm'), `config key ${key} is not in the table of docs/config.md`);
+  const protocol = read('control-protocol.md');
+  for (const option of ControlRequest.options) {
+    const cmd = option.shape.cmd.value;
+    assert.match(protocol, new RegExp(`^\\| \`${cmd}\` \\|`, 'm'), `request ${cmd} is not in docs/control-protocol.md`);
+  }
+});
+
+test('the docs index links every page, and no link in docs/ points to a missing file', () => {
+  const index = read('README.md');
+  const pages = readdirSync(DOCS).filter((f) => f.endsWith('.md') && f !== 'README.md');
+  assert.ok(pages.length >= 8, pages.join(' '));
+  for (const p of pages) assert.ok(index.includes(`](${p})`), `docs/README.md does not link ${p}`);
+  for (const p of [...pages, 'README.md']) {
+    for (const [, target] of read(p).matchAll(/\]\(([^)#\s]+)(#[^)]*)?\)/g)) {
+      if (/^[a-z]+:/.test(target!)) continue;
+      assert.ok(existsSync(resolve(dirname(join(DOCS, p)), target!)), `docs/${p} links ${target}, which does not exist`);
+    }
+  }
+});
+
+test('the control protocol as the docs use it: a shell client that half-closes still gets every answer', async (t) => {
+  const b = await startBaton({ argv: ['node', join(FIXTURES, 'ops.mjs')] });
+  t.after(() => b.dispose());
+  // What `echo '…' | socat - UNIX-CONNECT:…` does: write the requests, shut the write side, read to the end.
+  const lines = await new Promise<string[]>((resolve, reject) => {
+    const s = createConnection(b.control);
+    let buf = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => (buf += d));
+    s.on('end', () => resolve(buf.trim().split('\n')));
+    s.on('error', reject);
+    s.end('{"id":1,"cmd":"reload"}\n{"id":2,"cmd":"logs","lines":1}\n');
+  });
+  const msgs = lines.map((l) => JSON.parse(l) as { id?: number; ok?: boolean; event?: string; result?: { state?: string } });
+  assert.ok(msgs.some((m) => m.id === 1 && m.event === 'progress'));
+  assert.equal(msgs.find((m) => m.id === 1 && 'ok' in m)?.result?.state, 'done', 'the reload answer came after the client shut its side');
+  assert.equal(msgs.find((m) => m.id === 2 && 'ok' in m)?.ok, true);
+});

@@ -1,0 +1,134 @@
+// What every fault case shares: a bounded load that counts every request (keep-alive and
+// new-connection clients), a way to count what a process holds before it dies, and the
+// record each case leaves for docs/reliability.md.
+//
+// Each test file starts with its table of expected outcomes (`cases({...})`), written
+// before the assertions; a case's result carries its expected text, so the report
+// (bench/reliability-report.ts) renders the matrix from the suite's own output. With
+// BATON_RELIABILITY_OUT=<dir> set, each case appends one JSON line to <dir>/faults.jsonl.
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startLoad, type LoadHandle, type LoadReport } from '../../bench/load.js';
+import { heldConnections } from '../../src/proc.js';
+import type { Baton } from '../helpers/baton.js';
+import { FIXTURES } from '../helpers/baton.js';
+
+export const FAULTY = join(FIXTURES, 'faulty.mjs');
+export const faulty = (...args: string[]): string[] => ['node', FAULTY, ...args];
+
+export interface CaseSpec {
+  /** What the case does to baton. */
+  fault: string;
+  /** The outcome, written before the test: what the assertions check. */
+  expected: string;
+}
+
+/** The table a test file starts with; `id`s name the rows of the matrix. */
+export function cases<K extends string>(table: Record<K, CaseSpec>): Record<K, CaseSpec & { id: K }> {
+  return Object.fromEntries(Object.entries(table).map(([id, c]) => [id, { ...(c as CaseSpec), id }])) as Record<K, CaseSpec & { id: K }>;
+}
+
+export interface CaseResult {
+  id: string;
+  fault: string;
+  expected: string;
+  observed: string;
+  requests: number;
+  failed: number;
+  /** Connections the killed process held (counted frozen), where one was killed with work. */
+  held?: number;
+  errors?: Record<string, number>;
+  at?: string;
+}
+
+/** Keep-alive (undici, http.Agent) and a new connection per request: the three behaviours a drain meets. */
+export const MIXED = [
+  { kind: 'undici' as const, concurrency: 3 },
+  { kind: 'agent' as const, concurrency: 3 },
+  { kind: 'fresh' as const, concurrency: 2 },
+];
+
+/** Bounded load: at most 200k requests and 60 s; every case stops it as soon as it is done. */
+export function load(port: number, path = '/'): LoadHandle {
+  return startLoad({ target: { host: '127.0.0.1', port }, clients: MIXED, path, maxRequests: 200_000, maxDurationMs: 60_000 });
+}
+
+/** Every kind of client got answers: the case really ran under keep-alive and new-connection load. */
+export function assertLoaded(r: LoadReport): void {
+  for (const kind of ['undici', 'agent', 'fresh'] as const) assert.ok(r.byKind[kind].ok > 0, `no ${kind} request succeeded: ${JSON.stringify(r.byKind)}`);
+}
+
+export function assertNoneFailed(r: LoadReport, b?: Baton): void {
+  assert.equal(r.failed, 0, `failed requests: ${JSON.stringify(r.errors)}${b ? `\n${b.out.slice(-4000)}` : ''}`);
+}
+
+/** Until the load has answered `n` more requests: proof that traffic flows at this point. */
+export async function flowing(l: LoadHandle, n = 50, timeoutMs = 20_000): Promise<void> {
+  const want = l.snapshot().ok + n;
+  const until = Date.now() + timeoutMs;
+  while (l.snapshot().ok < want) {
+    if (Date.now() > until) throw new Error(`load stalled at ${l.snapshot().ok} answers (wanted ${want})`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** Until at most `n` requests are in flight (after a stop(): the ones stuck on a hung process), bounded. */
+export async function settled(l: LoadHandle, n: number, timeoutMs = 10_000): Promise<void> {
+  const inFlight = (): number => {
+    const s = l.snapshot();
+    return s.requests - s.ok - s.failed;
+  };
+  await until(`at most ${n} requests are in flight`, () => inFlight() <= n, timeoutMs).catch(() => undefined);
+}
+
+/**
+ * Freeze `pid` (SIGSTOP) and count the client connections it holds on `port`: frozen, it can
+ * neither accept nor finish one, so the count cannot change before the process dies.
+ */
+export function freezeAndCount(pid: number, port: number): number {
+  process.kill(pid, 'SIGSTOP');
+  return heldConnections(pid, [{ kind: 'tcp', name: 'x', host: '127.0.0.1', port, fd: -1 }]);
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie still answers kill(0); it serves nothing.
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Polls a condition the kernel alone knows (a process gone, a port free), bounded. */
+export async function until(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<number> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return Date.now() - t0;
+}
+
+/** Leave the case's result for the report (only with BATON_RELIABILITY_OUT). */
+export function record(spec: CaseSpec & { id: string }, r: Omit<CaseResult, 'id' | 'fault' | 'expected' | 'requests' | 'failed' | 'errors'>, rep: LoadReport | { requests: number; failed: number; errors?: Record<string, number> }): void {
+  const dir = process.env.BATON_RELIABILITY_OUT;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  const line: CaseResult = {
+    id: spec.id,
+    fault: spec.fault,
+    expected: spec.expected,
+    ...r,
+    requests: rep.requests,
+    failed: rep.failed,
+    errors: rep.errors ?? {},
+    at: new Date().toISOString(),
+  };
+  appendFileSync(join(dir, 'faults.jsonl'), JSON.stringify(line) + '\n');
+}
