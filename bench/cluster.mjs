@@ -5,9 +5,9 @@ import { fileURLToPath } from 'node:url';
 
 if (cluster.isPrimary) {
   cluster.setupPrimary({ exec: fileURLToPath(new URL('../examples/hello/v1.js', import.meta.url)) });
-  for (let i = 0; i < Number(process.env.WORKERS ?? 2); i++) cluster.fork();
-  process.on('SIGTERM', () => {
-    for (const w of Object.values(cluster.workers ?? {})) w?.kill();
-    process.exit(0);
-  });
+  const workers = Array.from({ length: Number(process.env.WORKERS ?? 2) }, () => cluster.fork());
+  // Exit only once every worker has: the next measurement must not share the CPU with them.
+  let left = workers.length;
+  cluster.on('exit', () => --left === 0 && process.exit(0));
+  process.on('SIGTERM', () => workers.forEach((w) => w.kill()));
 }

@@ -1,186 +1,189 @@
-// `npm run bench:overhead -- [--rounds 2] [--seconds 3]`
+// `npm run build && node dist/bench/overhead.js [--rounds 3] [--seconds 3]`
 //
-// Is baton out of the data path? The same app, side by side in one run, alternating:
-//   bare node (1 process) | baton shared / round-robin, 1 worker
-//   node cluster (scheduling none / rr), 2 workers | baton shared / round-robin, 2 workers
-// under keep-alive (undici) and new-connection-per-request clients. Reports req/s, p50/p99,
-// the ratio to the matching baseline, and how evenly connections spread over the workers
-// (share per worker and Jain's fairness index: 1 = perfectly even, 1/n = one worker takes all).
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// Is baton out of the data path? The example app, under keep-alive (undici) and
+// new-connection-per-request clients, in pairs measured back to back:
+//   bare node (1 process)       vs baton shared / round-robin, 1 worker
+//   node cluster, shared handle vs baton shared, 2 workers
+//   node cluster, round-robin   vs baton round-robin, 2 workers
+// Each pair runs in the order AB in even rounds and BA in odd ones, so a machine that gets
+// busier or quieter during the run favours neither side; the figure is the median over the
+// rounds of the ratio within a pair. Reports req/s, p50/p99, and how evenly requests spread
+// over the workers (share per worker and Jain's fairness index: 1 = perfectly even, 1/n = one
+// worker serves everything).
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { controlRequest } from '../src/control.js';
-import type { StatusReport } from '../src/supervisor.js';
-import { startLoad, type ClientKind } from './load.js';
+import { startLoad, type ClientKind, type LoadReport } from './load.js';
+import { APPS, Baton, Child, LoadWatch, ROOT, freePorts, isMain, median, round, runMain, spawnBare, table, type Section } from './harness.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'dist/src/cli.js');
-const APP = join(ROOT, 'examples/hello/v1.js');
 const CLUSTER = join(ROOT, 'bench/cluster.mjs');
-
-const { values: o } = parseArgs({ options: { rounds: { type: 'string', default: '2' }, seconds: { type: 'string', default: '3' } } });
+/** Load before each measurement, not counted: both sides start cold (JIT, connection pool). */
+const WARMUP_MS = 500;
 
 interface Target {
   name: string;
   workers: number;
-  baseline: string | null;
-  start(dir: string): Promise<{ port: number; stop(): Promise<void> }>;
+  start(): Promise<{ port: number; stop(): Promise<void> }>;
 }
-
-function until(p: ChildProcess, re: RegExp): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const t = setTimeout(() => reject(new Error(`no ${re} in 20 s:\n${out}`)), 20_000);
-    const on = (d: Buffer): void => {
-      out += d;
-      if (re.test(out)) {
-        clearTimeout(t);
-        resolve();
-      }
-    };
-    p.stdout!.on('data', on);
-    p.stderr!.on('data', on);
-  });
-}
-
-async function end(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  const e = new Promise((r) => p.once('exit', r));
-  p.kill('SIGTERM');
-  await e;
-}
-
-const freePort = (): number => 20000 + Math.floor(Math.random() * 30000);
 
 const bare: Target = {
   name: 'bare node',
   workers: 1,
-  baseline: null,
   async start() {
-    const port = freePort();
-    const p = spawn(process.execPath, [APP], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
-    await until(p, /listening/);
-    return { port, stop: () => end(p) };
+    const [port] = await freePorts(1);
+    const c = spawnBare(APPS.hello, port!);
+    await c.waitFor(/listening/);
+    return { port: port!, stop: () => c.end() };
   },
 };
 
 function cluster(policy: 'none' | 'rr'): Target {
   return {
-    name: `node cluster ${policy}`,
+    name: `node cluster ${policy === 'rr' ? 'round-robin' : 'shared'}`,
     workers: 2,
-    baseline: null,
     async start() {
-      const port = freePort();
-      const p = spawn(process.execPath, [CLUSTER], {
-        env: { ...process.env, PORT: String(port), WORKERS: '2', NODE_CLUSTER_SCHED_POLICY: policy },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      await until(p, /(listening[\s\S]*){2}/);
-      return { port, stop: () => end(p) };
+      const [port] = await freePorts(1);
+      const env = { ...process.env, PORT: String(port), WORKERS: '2', NODE_CLUSTER_SCHED_POLICY: policy };
+      const c = new Child(spawn(process.execPath, [CLUSTER], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+      await c.waitFor(/(listening[\s\S]*){2}/);
+      return { port: port!, stop: () => c.end() };
     },
   };
 }
 
-function baton(distribution: 'shared' | 'round-robin', workers: number, baseline: string): Target {
+function baton(distribution: 'shared' | 'round-robin', workers: number): Target {
   return {
-    name: `baton ${distribution} w${workers}`,
+    name: `baton ${distribution}, ${workers} worker${workers > 1 ? 's' : ''}`,
     workers,
-    baseline,
-    async start(dir) {
-      const control = join(dir, `${Math.random().toString(36).slice(2)}.sock`);
-      const p = spawn(
-        process.execPath,
-        [CLI, 'start', '--listen', '127.0.0.1:0', '--control', control, '--workers', String(workers), '--distribution', distribution, '--', 'node', APP],
-        { stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      await until(p, /generation 1 serves/);
-      const s = (await controlRequest(control, { cmd: 'status' })) as { result: StatusReport };
-      const a = s.result.listeners[0]!.address;
-      return { port: Number(a.slice(a.lastIndexOf(':') + 1)), stop: () => end(p) };
+    async start() {
+      const b = await Baton.start({ argv: ['node', APPS.hello], workers, distribution });
+      return { port: await b.port(), stop: () => b.stop() };
     },
   };
 }
 
-const TARGETS: Target[] = [
-  bare,
-  baton('shared', 1, 'bare node'),
-  baton('round-robin', 1, 'bare node'),
-  cluster('none'),
-  cluster('rr'),
-  baton('shared', 2, 'node cluster none'),
-  baton('round-robin', 2, 'node cluster rr'),
+/** [baseline, baton]; `bar`: the ratio baton must reach (null: reported only). */
+const PAIRS: { base: Target; baton: Target; bar: number | null }[] = [
+  { base: bare, baton: baton('shared', 1), bar: 0.97 },
+  { base: bare, baton: baton('round-robin', 1), bar: null },
+  { base: cluster('none'), baton: baton('shared', 2), bar: 0.97 },
+  { base: cluster('rr'), baton: baton('round-robin', 2), bar: 1 },
 ];
 const LOADS: { name: string; kind: ClientKind; concurrency: number }[] = [
   { name: 'keep-alive', kind: 'undici', concurrency: 32 },
-  { name: 'new conn', kind: 'fresh', concurrency: 16 },
+  { name: 'new connection', kind: 'fresh', concurrency: 16 },
 ];
 
-interface Result { rps: number[]; p50: number[]; p99: number[]; jain: number[]; shares: string[] }
+interface Run {
+  rps: number;
+  p50: number;
+  p99: number;
+  failed: number;
+  /** ok requests per worker pid */
+  perWorker: number[];
+}
 
-function jain(xs: number[]): number {
+export function jain(xs: number[]): number {
   const sum = xs.reduce((a, b) => a + b, 0);
   const sq = xs.reduce((a, b) => a + b * b, 0);
   return xs.length && sq ? (sum * sum) / (xs.length * sq) : 1;
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+async function measure(port: number, kind: ClientKind, concurrency: number, ms: number, workers: number): Promise<Run> {
+  const byPid = new Map<string, number>();
+  const r: LoadReport = await startLoad({
+    target: { host: '127.0.0.1', port },
+    clients: [{ kind, concurrency }],
+    maxRequests: 50_000_000,
+    maxDurationMs: ms,
+    sampleLatencies: 0,
+    expect: (status, body) => {
+      const pid = /pid=(\d+)/.exec(body)?.[1] ?? '?';
+      byPid.set(pid, (byPid.get(pid) ?? 0) + 1);
+      return status === 200;
+    },
+  }).done;
+  const perWorker = [...byPid.values()];
+  while (perWorker.length < workers) perWorker.push(0);
+  return { rps: r.rps, p50: r.latency.p50, p99: r.latency.p99, failed: r.failed, perWorker };
+}
 
-async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'baton-overhead-'));
-  const results = new Map<string, Result>();
-  for (let round = 0; round < Number(o.rounds); round++) {
-    for (const load of LOADS) {
-      for (const t of TARGETS) {
-        const s = await t.start(dir);
-        const byPid = new Map<string, number>();
-        const r = await startLoad({
-          target: { host: '127.0.0.1', port: s.port },
-          clients: [{ kind: load.kind, concurrency: load.concurrency }],
-          maxRequests: 50_000_000,
-          maxDurationMs: Number(o.seconds) * 1000,
-          expect: (status, body) => {
-            const pid = /pid=(\d+)/.exec(body)?.[1] ?? '?';
-            byPid.set(pid, (byPid.get(pid) ?? 0) + 1);
-            return status === 200;
-          },
-        }).done;
-        await s.stop();
-        const key = `${load.name}|${t.name}`;
-        const res = results.get(key) ?? { rps: [], p50: [], p99: [], jain: [], shares: [] };
-        const counts = [...byPid.values()];
-        while (counts.length < t.workers) counts.push(0);
-        const total = counts.reduce((a, b) => a + b, 0);
-        res.rps.push(r.rps);
-        res.p50.push(r.latency.p50);
-        res.p99.push(r.latency.p99);
-        res.jain.push(jain(counts));
-        res.shares.push(counts.map((c) => `${Math.round((100 * c) / total)}%`).join('/'));
-        results.set(key, res);
-        console.error(`round ${round + 1} ${key}: ${Math.round(r.rps)} req/s, p99 ${r.latency.p99.toFixed(1)} ms, ${r.failed} failed`);
-      }
-    }
-  }
-  rmSync(dir, { recursive: true, force: true });
-  console.log(`\n${new Date().toISOString()}  node ${process.version}  rounds ${o.rounds} × ${o.seconds} s, alternating\n`);
-  console.log('| load | target | req/s (median) | vs baseline | p50 ms | p99 ms | share per worker | Jain |');
-  console.log('|---|---|---|---|---|---|---|---|');
-  for (const load of LOADS) {
-    for (const t of TARGETS) {
-      const r = results.get(`${load.name}|${t.name}`)!;
-      const base = t.baseline ? results.get(`${load.name}|${t.baseline}`) : undefined;
-      const ratio = base ? (median(r.rps) / median(base.rps)).toFixed(3) + `× ${t.baseline}` : '—';
-      console.log(
-        `| ${load.name} | ${t.name} | ${Math.round(median(r.rps))} | ${ratio} | ${median(r.p50).toFixed(1)} | ${median(r.p99).toFixed(1)} | ` +
-          `${r.shares.at(-1)} | ${t.workers > 1 ? median(r.jain).toFixed(3) : '—'} |`,
-      );
-    }
+/** Start the target, warm it up, run every load on it, stop it. */
+async function runTarget(t: Target, seconds: number): Promise<Map<string, Run>> {
+  const s = await t.start();
+  try {
+    await measure(s.port, 'undici', 8, WARMUP_MS, t.workers);
+    const out = new Map<string, Run>();
+    for (const l of LOADS) out.set(l.name, await measure(s.port, l.kind, l.concurrency, seconds * 1000, t.workers));
+    return out;
+  } finally {
+    await s.stop();
   }
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+export interface OverheadOptions {
+  rounds: number;
+  seconds: number;
+}
+
+export async function overhead(o: OverheadOptions): Promise<Section> {
+  const watch = new LoadWatch();
+  // results[pair][load] = one { base, baton } per round
+  const results = PAIRS.map(() => new Map<string, { base: Run; baton: Run }[]>());
+  for (let round = 0; round < o.rounds; round++) {
+    for (const [i, p] of PAIRS.entries()) {
+      const order = round % 2 === 0 ? [p.base, p.baton] : [p.baton, p.base];
+      const [first, second] = [await runTarget(order[0]!, o.seconds), await runTarget(order[1]!, o.seconds)];
+      const [base, under] = round % 2 === 0 ? [first, second] : [second, first];
+      for (const l of LOADS) {
+        const pair = { base: base.get(l.name)!, baton: under.get(l.name)! };
+        results[i]!.set(l.name, [...(results[i]!.get(l.name) ?? []), pair]);
+        console.error(`round ${round + 1} ${l.name}: ${p.base.name} ${Math.round(pair.base.rps)} req/s | ${p.baton.name} ${Math.round(pair.baton.rps)} req/s (${(pair.baton.rps / pair.base.rps).toFixed(3)})`);
+      }
+    }
+  }
+  const load = watch.stop();
+
+  const rows: (string | number)[][] = [];
+  const verdicts: Section['verdicts'] = [];
+  const describe = (runs: Run[]): (string | number)[] => {
+    const last = runs.at(-1)!;
+    const total = last.perWorker.reduce((a, b) => a + b, 0);
+    return [
+      Math.round(median(runs.map((r) => r.rps))),
+      round(median(runs.map((r) => r.p50)), 1),
+      round(median(runs.map((r) => r.p99)), 1),
+      runs.reduce((n, r) => n + r.failed, 0),
+      last.perWorker.length > 1 ? last.perWorker.map((c) => `${Math.round((100 * c) / total)}%`).join(' / ') : '—',
+      last.perWorker.length > 1 ? round(median(runs.map((r) => jain(r.perWorker))), 3) : '—',
+    ];
+  };
+  for (const l of LOADS) {
+    for (const [i, p] of PAIRS.entries()) {
+      const runs = results[i]!.get(l.name)!;
+      const ratios = runs.map((r) => r.baton.rps / r.base.rps);
+      const ratio = median(ratios);
+      const spread = `${round(ratio, 3)} (${round(Math.min(...ratios), 2)}–${round(Math.max(...ratios), 2)})`;
+      rows.push([l.name, p.base.name, ...describe(runs.map((r) => r.base)), '']);
+      rows.push([l.name, p.baton.name, ...describe(runs.map((r) => r.baton)), `${spread} × ${p.base.name}`]);
+      if (p.bar !== null) {
+        verdicts.push({
+          bar: `${p.baton.name}, ${l.name}: req/s ≥ ${p.bar}× ${p.base.name}`,
+          measured: `${round(ratio, 3)}× (rounds ${ratios.map((r) => round(r, 2)).join(', ')})`,
+          met: ratio >= p.bar,
+        });
+      }
+    }
+  }
+  const markdown = [
+    `${o.rounds} rounds × ${o.seconds} s per load, pairs alternating AB / BA; ${LOADS.map((l) => `${l.name}: ${l.concurrency} clients`).join(', ')}; \`examples/hello/v1.js\`.`,
+    '',
+    table(['load', 'target', 'req/s (median)', 'p50 ms', 'p99 ms', 'failed', 'share per worker (last round)', 'Jain', 'baton / baseline, median of rounds (min–max)'], rows),
+  ].join('\n');
+  return { title: 'Overhead: throughput under baton vs bare', command: `node dist/bench/overhead.js --rounds ${o.rounds} --seconds ${o.seconds}`, load, markdown, verdicts };
+}
+
+if (isMain(import.meta.url)) {
+  const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '3' } } });
+  runMain(() => overhead({ rounds: Number(values.rounds), seconds: Number(values.seconds) }));
+}

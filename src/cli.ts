@@ -107,6 +107,7 @@ addTarget(
     .addOption(new Option('--stop-timeout <duration>', 'a stop ends within this, killing what still runs (set it below a container\'s grace period)').argParser(arg(parseDuration)))
     .addOption(new Option('--user <user>', 'run workers as this user (name or uid); baton binds first, as root'))
     .addOption(new Option('--group <group>', 'run workers with this group (default: the user\'s)'))
+    .addOption(new Option('--handoff <mode>', 'overlap: new workers accept as soon as ready; exclusive: only once every old one stopped accepting').choices(['overlap', 'exclusive']).default('overlap'))
     .addOption(new Option('--distribution <mode>', 'shared: workers accept from the kernel queue; round-robin: baton accepts and deals connections out evenly').choices(['shared', 'round-robin']).default('shared'))
     .addOption(new Option('--ready-timeout <duration>', 'how long a new generation may take to be ready').argParser(arg(parseDuration)).default(30_000, '30s'))
     .addOption(new Option('--drain-timeout <duration>', 'how long an old generation may take to finish').argParser(arg(parseDuration)).default(30_000, '30s'))
@@ -126,6 +127,8 @@ addTarget(
   const command = given.length ? given : (file?.command ?? []);
   if (command.length === 0) usage('missing command: baton start --listen 8080 -- node app.js');
   if (!o.listen?.length && !host.inherited.length) usage('missing --listen: baton start --listen 8080 -- node app.js');
+  // A rolling reload runs both versions side by side by design.
+  if (o.handoff === 'exclusive' && o.maxSurge) usage('--max-surge cannot be combined with --handoff exclusive');
   setLogFormat(o.logFormat);
   const sup = new Supervisor({
     name: o.name ?? 'baton',
@@ -139,6 +142,7 @@ addTarget(
     backlog: o.backlog,
     readyMode: o.ready,
     distribution: o.distribution,
+    handoff: o.handoff,
     readyTimeoutMs: o.readyTimeout,
     drainTimeoutMs: o.drainTimeout,
     maxSurge: o.maxSurge ?? null,

@@ -120,6 +120,7 @@ const schemaFor = (dir: string) =>
     user: z.string(expected('a user name or uid')).min(1, expected('a user name or uid')).optional(),
     group: z.string(expected('a group name or gid')).min(1, expected('a group name or gid')).optional(),
     distribution: z.enum(['shared', 'round-robin'], expected('"shared" or "round-robin"')).optional(),
+    handoff: z.enum(['overlap', 'exclusive'], expected('"overlap" or "exclusive"')).optional(),
     readyTimeout: duration.optional(),
     drainTimeout: duration.optional(),
     maxSurge: count(1024, true).optional(),
@@ -246,10 +247,9 @@ const RELOADABLE = {
   maxDraining: 'maxDraining',
 } as const satisfies Partial<Record<keyof FileOptions, keyof Reconfigurable>>;
 /** Fixed for the life of the supervisor: the sockets, its name, its own outputs. */
-const FIXED = ['name', 'control', 'listen', 'backlog', 'distribution', 'readyAfter', 'watchdog', 'drainSignal', 'stopTimeout', 'user', 'group', 'logFormat', 'metrics'] as const;
+const FIXED = ['name', 'control', 'listen', 'backlog', 'distribution', 'handoff', 'readyAfter', 'watchdog', 'drainSignal', 'stopTimeout', 'user', 'group', 'logFormat', 'metrics'] as const;
 
 export interface StartConfig {
-  path: string;
   /** The command from the file, unless one was given after `--`. */
   command: string[] | null;
   cwd: string;
@@ -278,7 +278,6 @@ export async function applyConfigFile(cmd: Command, commandGiven: boolean): Prom
   const cwdOf = (f: FileOptions): string => f.cwd ?? (commandGiven ? process.cwd() : dirname(path));
   const envOf = (f: FileOptions): NodeJS.ProcessEnv => ({ ...process.env, ...f.env });
   return {
-    path,
     command: commandGiven ? null : (first.command ?? null),
     cwd: cwdOf(first),
     // Read when the supervisor is made: by then baton's own systemd variables are out of process.env.

@@ -35,6 +35,8 @@ export class Generation extends EventEmitter {
   private readonly retired: Worker[] = [];
   /** Slots this generation should fill while it serves. */
   target = 0;
+  /** Its workers may accept (overlap mode: from the start; exclusive: once the old generation stopped). */
+  accepting: boolean;
   startedAt = Date.now();
   readyAt: number | null = null;
   drainStartedAt: number | null = null;
@@ -54,6 +56,7 @@ export class Generation extends EventEmitter {
     private readonly template: WorkerTemplate,
   ) {
     super();
+    this.accepting = template.handoff === 'overlap';
   }
 
   /** Start `count` workers at once; resolves when all are ready, rejects on the first that dies or at the timeout. */
@@ -102,7 +105,9 @@ export class Generation extends EventEmitter {
         });
         w.once('exit', () => {
           if (pending > 0 && w.readyAt === null) {
-            fail(new StartError(`worker ${w.index} of generation ${this.number} ${w.describeExit()} before it was ready`, w.output.slice(-20)));
+            // Drained by a stop while it started: baton ended it, not a fault of its own.
+            if (this.state !== 'starting') fail(new StartError(`generation ${this.number} was stopped while starting`, []));
+            else fail(new StartError(`worker ${w.index} of generation ${this.number} ${w.describeExit()} before it was ready`, w.output.slice(-20)));
           }
         });
       }
@@ -179,6 +184,15 @@ export class Generation extends EventEmitter {
     return this.streak[index] ?? 0;
   }
 
+  /**
+   * Exclusive handoff: let every worker accept now (and any that becomes ready later);
+   * resolves once the ready ones confirmed.
+   */
+  startAccepting(): Promise<void> {
+    this.accepting = true;
+    return Promise.all(this.workers.filter((w) => w.state === 'ready').map((w) => w.accept())).then(() => undefined);
+  }
+
   /** Workers of this generation that are ready to serve. */
   get readyCount(): number {
     return this.workers.filter((w) => w.state === 'ready').length;
@@ -223,7 +237,11 @@ export class Generation extends EventEmitter {
     this.restarts[index] ??= 0;
     this.emit('worker-start', w);
     w.once('exit', () => this.onWorkerExit(w));
-    w.once('ready', () => this.emit('change'));
+    w.once('ready', () => {
+      // A worker replaced or added while the generation accepts: same version, no wait.
+      if (this.accepting) void w.accept();
+      this.emit('change');
+    });
     return w;
   }
 

@@ -11,6 +11,10 @@
 //     v                                   v
 //  rolling-back --(new workers drained; old generation whole again)--> failed
 //
+// --handoff exclusive: in `transferring`, the new workers accept only after every old one
+// answered (or, silent past the transfer timeout, was killed): connections wait in the
+// kernel queue meanwhile, and no two versions ever accept at once.
+//
 // The old generation drains in the background after `done`; the supervisor tracks that,
 // so a long-lived connection never blocks the next deploy.
 import type { Generation } from './generation.js';
@@ -62,6 +66,8 @@ export interface HandoffPlan {
   drainTimeoutMs: number;
   /** How long to wait for the old generation's "stopped accepting" before calling it done anyway. */
   transferTimeoutMs: number;
+  /** Exclusive: the new generation accepts only once the old one has stopped (never two versions at once). */
+  exclusive: boolean;
   /** Rolling: start at most this many new workers at a time (null: all at once). */
   maxSurge: number | null;
   /** Resolves once fewer old generations drain than the cap allows (null: room now). */
@@ -127,13 +133,21 @@ export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise
     ]);
     clearTimeout(timer);
     rec.transferMs = (rec.transferMs ?? 0) + Date.now() - t0;
-    if (!answered) plan.onChange(rec, `generation ${old.number} did not confirm it stopped accepting within ${plan.transferTimeoutMs} ms; it is killed at its drain deadline`);
+    if (!answered && plan.exclusive) {
+      // Never two versions accepting: a generation that cannot confirm is stopped hard.
+      plan.onChange(rec, `generation ${old.number} did not confirm it stopped accepting within ${plan.transferTimeoutMs} ms; killing it`);
+      old.kill();
+      await old.whenExited();
+    } else if (!answered) {
+      plan.onChange(rec, `generation ${old.number} did not confirm it stopped accepting within ${plan.transferTimeoutMs} ms; it is killed at its drain deadline`);
+    }
     void old.whenExited().then(() => {
       rec.drainedMs = Date.now() - rec.requestedAt;
       rec.cut = old.cut;
       plan.onChange(rec, `generation ${old.number} exited` + (rec.cut ? `; ${rec.cut} connection(s) cut at the drain deadline` : ''));
     });
   }
+  if (plan.exclusive) await next.startAccepting();
   enter(rec, 'done', plan, `generation ${next.number} serves`);
   return rec;
 }

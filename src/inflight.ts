@@ -7,7 +7,7 @@ import type { Worker } from './worker.js';
 const FIRST_COUNT_MS = 250;
 
 /** Open connections of the generation's live workers; null when none of them reports (not Node). */
-export function inFlight(g: Generation): number | null {
+function inFlight(g: Generation): number | null {
   const counts = g.live.map((w) => w.connections);
   return counts.some((c) => c !== null) ? counts.reduce<number>((n, c) => n + (c ?? 0), 0) : null;
 }

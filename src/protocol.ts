@@ -38,6 +38,7 @@ export const ENV = {
   worker: 'BATON_WORKER',
   drainTimeout: 'BATON_DRAIN_TIMEOUT_MS', // used when the supervisor vanishes
   distribution: 'BATON_DISTRIBUTION', // Distribution
+  handoff: 'BATON_HANDOFF', // HandoffMode: 'exclusive' = accept only when told
 } as const;
 
 /* ------------------------------------------------------------------ */
@@ -48,7 +49,12 @@ export type ToWorker =
   /** Stop accepting, answer `accepting-stopped`, finish in-flight work, exit by `timeoutMs`. */
   | { baton: 1; type: 'drain'; timeoutMs: number }
   /** Round-robin mode: the connection passed with this message was accepted on `listener`. */
-  | { baton: 1; type: 'connection'; listener: string };
+  | { baton: 1; type: 'connection'; listener: string }
+  /** Exclusive handoff: the old generation has stopped accepting; start now (answer `accepting`). */
+  | { baton: 1; type: 'accept' };
+
+/** overlap: new workers accept from the moment they listen; exclusive: only once the old ones stopped. */
+export type HandoffMode = 'overlap' | 'exclusive';
 
 /** shared: every worker accepts from the inherited listener; round-robin: the supervisor accepts and hands out. */
 export type Distribution = 'shared' | 'round-robin';
@@ -63,6 +69,8 @@ export type FromWorker =
   | { baton: 1; type: 'listening'; listener: string }
   | { baton: 1; type: 'ready' }
   | { baton: 1; type: 'accepting-stopped' }
+  /** Exclusive handoff: the deferred listens are real now. */
+  | { baton: 1; type: 'accepting' }
   | { baton: 1; type: 'drain-progress'; connections: number }
   /** Sent just before exit; `cut` counts connections destroyed at the deadline. */
   | { baton: 1; type: 'drained'; cut: number }

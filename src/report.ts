@@ -14,7 +14,7 @@ function pad(s: string, n: number): string {
   return s.length >= n ? s.slice(0, n) : s + ' '.repeat(n - s.length);
 }
 
-export function formatBytes(n: number | null): string {
+function formatBytes(n: number | null): string {
   if (n === null) return '-';
   if (n < 1024 * 1024) return `${Math.round(n / 1024)} KiB`;
   return `${(n / (1024 * 1024)).toFixed(1)} MiB`;

@@ -11,6 +11,9 @@ export class RoundRobin {
   private readonly servers: net.Server[] = [];
   private readonly waiting: { listener: string; socket: net.Socket }[] = [];
   private turn = 0;
+  /** Connections given to a worker whose send has not completed yet. */
+  private sending = 0;
+  private onIdle: (() => void)[] = [];
 
   constructor(private readonly candidates: () => Worker[]) {}
 
@@ -32,6 +35,27 @@ export class RoundRobin {
     }
   }
 
+  /**
+   * Supervisor upgrade: stop accepting (the kernel queues what comes meanwhile) and resolve
+   * true once every connection accepted here is in a worker's hands; false after timeoutMs.
+   * start() again resumes, should the upgrade not happen.
+   */
+  handOver(timeoutMs: number): Promise<boolean> {
+    for (const s of this.servers.splice(0)) s.close();
+    if (this.idle) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.onIdle.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  private get idle(): boolean {
+    return this.waiting.length === 0 && this.sending === 0;
+  }
+
   /** Stop accepting (stop of the service); connections still waiting are closed. */
   close(): void {
     for (const s of this.servers) s.close();
@@ -45,8 +69,11 @@ export class RoundRobin {
       return;
     }
     const w = ws[this.turn++ % ws.length]!;
+    this.sending++;
     w.sendConnection(listener, socket, (ok) => {
+      this.sending--;
       if (!ok) this.dispatch(listener, socket, tried + 1);
+      if (this.idle) for (const f of this.onIdle.splice(0)) f();
     });
   }
 }

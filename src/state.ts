@@ -11,6 +11,7 @@ import { z } from 'zod';
 import type { Listener } from './listeners.js';
 import type { HandoffRecord } from './handoff.js';
 import type { ServiceOptions } from './supervisor.js';
+import type { LogEntry } from './protocol.js';
 
 export const STATE_FORMAT = 1;
 export const OLDEST_FORMAT = 1;
@@ -107,9 +108,11 @@ const stateV1 = z.strictObject({
   /** The handoff records of `baton status`, as they are. */
   history: z.array(z.looseObject({ id: z.number().int(), from: z.number().int().nullable(), to: z.number().int(), state: z.string(), drainedMs: ms.nullable() })),
   generations: z.array(generation),
+  /** What `baton logs` shows: the supervisor's ring of recent lines, oldest first. */
+  logs: z.array(z.looseObject({ at: ms, level: z.enum(['info', 'warn', 'error']), msg: z.string() })),
 });
 
-export type State = Omit<z.infer<typeof stateV1>, 'service' | 'history'> & { service: ServiceOptions; history: HandoffRecord[] };
+export type State = Omit<z.infer<typeof stateV1>, 'service' | 'history' | 'logs'> & { service: ServiceOptions; history: HandoffRecord[]; logs: LogEntry[] };
 export type GenerationState = z.infer<typeof generation>;
 export type WorkerSnapshot = z.infer<typeof worker>;
 

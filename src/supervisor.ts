@@ -10,7 +10,7 @@ import { Generation, type WorkerTemplate } from './generation.js';
 import type { Worker } from './worker.js';
 import { newRecord, runHandoff, type HandoffRecord, type HandoffTrigger } from './handoff.js';
 import { ControlError, prepareControlPath, serveControl } from './control.js';
-import type { ControlRequest, Distribution, ReadyMode } from './protocol.js';
+import type { ControlRequest, Distribution, HandoffMode, ReadyMode } from './protocol.js';
 import { RoundRobin } from './roundrobin.js';
 import { log, ring } from './log.js';
 import { serveLogs, type LogClient } from './logring.js';
@@ -29,6 +29,7 @@ export interface ServiceOptions {
   backlog: number;
   readyMode: ReadyMode;
   distribution: Distribution;
+  handoff: HandoffMode;
   readyTimeoutMs: number;
   drainTimeoutMs: number;
   /** Rolling reloads: at most this many extra workers at a time (null: all at once). */
@@ -121,7 +122,8 @@ export class Supervisor {
 
   private startRoundRobin(): void {
     if (this.opts.distribution !== 'round-robin') return;
-    this.roundRobin = new RoundRobin(() => this.generations.flatMap((g) => g.workers.filter((w) => w.state === 'ready')));
+    // Adopted workers (supervisor upgrade) cannot be passed connections: see adopt.ts.
+    this.roundRobin = new RoundRobin(() => this.generations.flatMap((g) => g.accepting ? g.workers.filter((w) => w.state === 'ready' && !w.adopted) : []));
     this.roundRobin.start(this.listeners, this.opts.backlog);
   }
 
@@ -226,6 +228,7 @@ export class Supervisor {
       drainTimeoutMs: o.drainTimeoutMs,
       transferTimeoutMs: TRANSFER_TIMEOUT_MS,
       maxSurge: o.maxSurge,
+      exclusive: o.handoff === 'exclusive',
       drainSlot: (async () => {
         while (draining().length >= o.maxDraining) await Promise.race(draining().map((g) => g.whenExited()));
       })(),
@@ -257,6 +260,7 @@ export class Supervisor {
       backlog: o.backlog,
       readyMode: o.readyMode,
       distribution: o.distribution,
+      handoff: o.handoff,
       drainTimeoutMs: o.drainTimeoutMs,
       preloadUrl: PRELOAD_URL,
       ...this.opts.launch,

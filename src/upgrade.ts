@@ -24,7 +24,7 @@ import type { ControlEvent, ControlReply } from './protocol.js';
 import type { RoundRobin } from './roundrobin.js';
 import type { ServiceOptions, Supervisor } from './supervisor.js';
 import { notifyDirectory } from './notify.js';
-import { log } from './log.js';
+import { log, ring } from './log.js';
 
 /** The entry point of this baton: what `baton upgrade` runs when not told otherwise. */
 export const DEFAULT_ENTRY = fileURLToPath(new URL('./cli.js', import.meta.url));
@@ -39,6 +39,8 @@ export const CHECK_OK = 'baton upgrade check: ok';
 const CHECK_TIMEOUT_MS = 30_000;
 /** Lines of the check's output kept for the reason of a refusal. */
 const CHECK_LINES = 20;
+/** Round-robin: how long connections already accepted may take to reach a worker before the exec. */
+const HANDOVER_TIMEOUT_MS = 5000;
 
 /**
  * The environment baton was started with, before anything took its own variables out of it
@@ -120,8 +122,19 @@ export async function upgrade(sup: Supervisor, req: UpgradeRequest, emit: Emit, 
     emit('exec', `check passed; pid ${process.pid} becomes ${entry}`);
     // The event must be out before the exec: a line cut in half would garble the reply.
     if (conn) await flushed(conn);
-    refuse(sup, req); // a reload or a stop may have begun during the check
-    become(sup, req, conn, requestedAt, entry, mem);
+    // Round-robin: a connection accepted here but not yet passed on would close with this image.
+    const { roundRobin: rr, listeners, options } = sup.internals;
+    if (rr && !(await rr.handOver(HANDOVER_TIMEOUT_MS))) {
+      rr.start(listeners, options.backlog);
+      throw new Error(`upgrade refused: connections accepted in round-robin mode found no ready worker within ${HANDOVER_TIMEOUT_MS} ms; the running supervisor carries on`);
+    }
+    try {
+      refuse(sup, req); // a reload or a stop may have begun meanwhile
+      become(sup, req, conn, requestedAt, entry, mem);
+    } catch (e) {
+      rr?.start(listeners, options.backlog);
+      throw e;
+    }
   } finally {
     upgrading = false;
     sys.closeFd(mem);
@@ -199,7 +212,8 @@ function snapshot(sup: Supervisor, req: UpgradeRequest, conn: Socket | null, req
     format: STATE_FORMAT,
     writtenBy: { version: VERSION, entry: process.argv[1] ?? DEFAULT_ENTRY, pid: process.pid },
     writtenAt: Date.now(),
-    request: { reply: conn ? { fd: sys.handleFd(conn), id: req.id ?? null } : null, restartWorkers: req.restartWorkers === true, requestedAt },
+    // A client that left needs no answer.
+    request: { reply: conn && !conn.destroyed ? { fd: sys.handleFd(conn), id: req.id ?? null } : null, restartWorkers: req.restartWorkers === true, requestedAt },
     // JSON only: what is computed (the config file's re-reader) the new image makes itself.
     service: JSON.parse(JSON.stringify(i.options)) as ServiceOptions,
     listeners: i.listeners.map((l) => ({ ...l })),
@@ -228,6 +242,7 @@ function snapshot(sup: Supervisor, req: UpgradeRequest, conn: Socket | null, req
         restarts: Array.from(g.restarts, (n) => n ?? 0),
         workers: g.live.map((w) => ({ ...w.snapshot(), retired: !g.workers.includes(w), fds: processFds(w.process) })),
       })),
+    logs: ring.tail(ring.size),
   };
 }
 
@@ -273,6 +288,7 @@ function flushed(conn: Socket): Promise<void> {
 export async function resume(sup: Supervisor, stateFd: number): Promise<void> {
   const state = readState(stateFd);
   sys.closeFd(stateFd);
+  for (const e of state.logs) ring.push(e);
   // They were left open for this image only: workers spawned from now on must not inherit them.
   for (const fd of carriedFds(state)) sys.setCloexec(fd, true);
   upgrades = state.supervisor.upgrades;
@@ -346,7 +362,8 @@ function followDrains(sup: Supervisor, history: HandoffRecord[]): void {
 
 /** The control connection the upgrade was asked on, carried across the exec: answered here. */
 function answerOn(to: { fd: number; id: number | null }): { event: Emit; ok(result: UpgradeResult): void; fail(error: string, detail?: unknown): void } {
-  const sock = new Socket({ fd: to.fd, readable: true, writable: true });
+  // Half-open allowed: a client that shut its side after asking (socat, `nc -N`) still gets the answer.
+  const sock = new Socket({ fd: to.fd, readable: true, writable: true, allowHalfOpen: true });
   sock.on('error', () => sock.destroy());
   sock.resume(); // nothing more is expected from the client; read to notice it leaving
   const id = to.id ?? undefined;

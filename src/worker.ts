@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
-import { ENV, ENV_UDP, isFromWorker, type Distribution, type ReadyMode, type ToWorker } from './protocol.js';
+import { ENV, ENV_UDP, isFromWorker, type Distribution, type HandoffMode, type ReadyMode, type ToWorker } from './protocol.js';
 import { udpWorkerInfo, workerInfo, type Listener } from './listeners.js';
 import { heldConnections } from './proc.js';
 import { WorkerNotify, type Credentials, type NotifyOptions } from './notify.js';
@@ -22,6 +22,7 @@ export interface WorkerOptions {
   backlog: number;
   readyMode: ReadyMode;
   distribution: Distribution;
+  handoff: HandoffMode;
   drainTimeoutMs: number;
   preloadUrl: string;
   /** Each line of the worker's stdout/stderr, already split. */
@@ -69,6 +70,8 @@ export class Worker extends EventEmitter {
   /** Connections cut at the drain deadline (reported by the runtime, or counted at SIGKILL). */
   cut = 0;
   killedAtDeadline = false;
+  /** Exclusive handoff: the worker confirmed its listens are real (from the start in overlap mode). */
+  accepting: boolean;
   /** True once the baton runtime has spoken: drain goes over IPC, else by signal. */
   hasRuntime = false;
   /** What the worker last said with STATUS= on its NOTIFY_SOCKET. */
@@ -82,6 +85,7 @@ export class Worker extends EventEmitter {
     super();
     this.generation = opts.generation;
     this.index = opts.index;
+    this.accepting = opts.handoff === 'overlap';
     const fds = opts.listeners.map((l) => l.fd);
     const env: NodeJS.ProcessEnv = {
       ...opts.env,
@@ -94,6 +98,7 @@ export class Worker extends EventEmitter {
       [ENV.worker]: String(opts.index),
       [ENV.drainTimeout]: String(opts.drainTimeoutMs),
       [ENV.distribution]: opts.distribution,
+      [ENV.handoff]: opts.handoff,
       NODE_OPTIONS: [opts.env.NODE_OPTIONS, `--import=${opts.preloadUrl}`].filter(Boolean).join(' '),
     };
     // The common `listen(process.env.PORT)` convention: the first TCP port, else the first
@@ -174,6 +179,29 @@ export class Worker extends EventEmitter {
       this.markAcceptingStopped();
       this.deadline = setTimeout(() => this.killAtDeadline(), timeoutMs);
     }
+  }
+
+  /**
+   * Exclusive handoff: the old generation stopped accepting, this worker may start. A
+   * worker without the runtime cannot defer its accept: it accepted since it listened.
+   */
+  accept(): Promise<void> {
+    if (this.accepting || this.state === 'exited') return Promise.resolve();
+    const acked = new Promise<void>((resolve) => {
+      const done = (): void => {
+        this.off('accepting', done);
+        this.off('exit', done);
+        resolve();
+      };
+      this.on('accepting', done);
+      this.on('exit', done);
+    });
+    if (this.hasRuntime && this.child.connected) this.send({ baton: 1, type: 'accept' });
+    else {
+      this.accepting = true;
+      this.emit('accepting');
+    }
+    return acked;
   }
 
   /** Round-robin: hand over a connection the supervisor accepted. `done(false)`: try another worker. */
@@ -259,6 +287,10 @@ export class Worker extends EventEmitter {
         break;
       case 'accepting-stopped':
         this.markAcceptingStopped();
+        break;
+      case 'accepting':
+        this.accepting = true;
+        this.emit('accepting');
         break;
       case 'drain-progress':
         this.connections = m.connections;

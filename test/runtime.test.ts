@@ -80,7 +80,10 @@ class Worker {
       this.stdout += d.toString();
       this.ev.emit('change');
     });
-    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.child.stderr!.on('data', (d: Buffer) => {
+      this.stderr += d.toString();
+      this.ev.emit('change');
+    });
     // Exit plus the end of its output. Not the child's 'close' event: after the parent
     // disconnects the IPC channel, Node 20 never emits it (seen here).
     const ended = (s: NodeJS.ReadableStream): Promise<unknown> => new Promise((resolve) => s.once('close', resolve));
@@ -107,8 +110,9 @@ class Worker {
     return this.until(() => this.messages.find((m) => m.type === type) as Extract<Msg, { type: T }> | undefined, `'${type}'`, timeoutMs);
   }
 
-  output(re: RegExp, timeoutMs = 15_000): Promise<RegExpExecArray> {
-    return this.until(() => re.exec(this.stdout) ?? undefined, `stdout ${re}`, timeoutMs);
+  /** Waits until the stream's output so far matches. */
+  output(re: RegExp, stream: 'stdout' | 'stderr' = 'stdout', timeoutMs = 15_000): Promise<RegExpExecArray> {
+    return this.until(() => re.exec(this[stream]) ?? undefined, `${stream} ${re}`, timeoutMs);
   }
 
   /** Sends drain; returns when it was sent. */
@@ -301,8 +305,8 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
       assert.deepEqual(listeningInodes(port), [inodeOf(web.fd)]);
       assert.equal(backlogOf(port), BACKLOG, 'BATON_BACKLOG applied (Node would reset it to 511)');
       if (fixture === 'fastify-dualstack.cjs') {
-        await w.output(/bindings=/);
-        assert.match(w.stdout, new RegExp(`bindings=\\[.*"127\\.0\\.0\\.1".*"127\\.0\\.0\\.1"`), 'the secondary reports the primary address');
+        // The secondary server reports the primary's address.
+        await w.output(new RegExp(`bindings=\\[.*"127\\.0\\.0\\.1".*"127\\.0\\.0\\.1".*\\]`));
         assert.ok(await refused(port, '::1'), 'fastify secondary listen on [::1] must not bind');
       }
       assert.doesNotMatch(w.stderr, /baton:/);
@@ -332,9 +336,10 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
       const w = h.start('http.mjs', [web], { EXTRA_PORT: String(asked) });
       await w.message('ready');
       const warning = await w.message('warning');
-      const extra = Number(JSON.parse((await w.output(/extra (.*)/))[1]!).port); // ready waits for baton's listeners only
+      const extra = Number(JSON.parse((await w.output(/extra (.*)\n/))[1]!).port); // ready waits for baton's listeners only
       if (asked !== 0) assert.equal(extra, asked);
       assert.equal(warning.message, WARN(`port ${asked}`));
+      await w.output(/\n/, 'stderr'); // (stderr and IPC arrive in either order)
       assert.equal(w.stderr.trim(), WARN(`port ${asked}`));
       assert.equal((await get(extra)).status, 200);
       assert.equal((await get(portOf(web))).status, 200);
@@ -361,7 +366,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
       const w = h.start('manual-ready.mjs', [h.tcp()], { BATON_READY: 'manual', READY_DELAY_MS: '500', READY_VIA: via });
       const listening = await w.message('listening');
       const ready = await w.message('ready');
-      assert.match(w.stdout, /calling ready isBaton=true/);
+      await w.output(/calling ready isBaton=true/); // (stdout and IPC arrive in either order)
       assert.ok(ready.at - listening.at >= 400, `ready ${(ready.at - listening.at).toFixed(0)} ms after listening`);
       assert.equal(w.messages.filter((m) => m.type === 'ready').length, 1);
       await drainsCleanly(t, w);
@@ -374,11 +379,11 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     const port = portOf(web);
     const w = h.start('relisten.mjs', [web]);
     await w.message('ready');
-    assert.match(w.stdout, /listening server=1 koffi=false/);
+    await w.output(/listening server=1 koffi=false/);
     assert.match((await get(port)).body, /server=1/);
     assert.match((await get(port, '/relisten')).body, /server=1/);
     await w.output(/listening server=2 koffi=true/);
-    assert.match(w.stdout, /relistened koffi=true/);
+    await w.output(/relistened koffi=true/);
     assert.match((await get(port)).body, /server=2/);
     assert.deepEqual(listeningInodes(port), [inodeOf(web.fd)]);
     assert.equal(w.messages.filter((m) => m.type === 'ready').length, 1);
@@ -393,7 +398,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     const w = h.start('http.cjs', [web], { BATON_DISTRIBUTION: 'round-robin' });
     await w.message('ready');
     assert.deepEqual(w.messages[0] && { ...w.messages[0], at: 0 }, { baton: 1, type: 'hello', pid: w.pid, at: 0 });
-    assert.match(w.stdout, new RegExp(`listening \\{"address":"127\\.0\\.0\\.1","family":"IPv4","port":${port}\\}`));
+    await w.output(new RegExp(`listening \\{"address":"127\\.0\\.0\\.1","family":"IPv4","port":${port}\\}`));
 
     // The supervisor's side, as src/roundrobin.ts does it: accept, pass the socket on.
     let passed = 0;

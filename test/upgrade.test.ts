@@ -238,8 +238,10 @@ test('the check mode reads states: this format, a newer one (999), an older one 
     listeners: [{ name: 'tcp-1', kind: 'tcp', host: '127.0.0.1', port: 1, fd: 9 }],
     control: { path: '/tmp/x.sock', fd: 10 },
     supervisor: { startedAt: 1, nextGeneration: 2, nextHandoff: 2, serving: 1, upgrades: 1 },
+    leftovers: [],
     history: [],
     generations: [],
+    logs: [],
   };
   const checkWith = async (content: string): Promise<{ code: number | null; out: string }> => {
     const file = join(dir, 'state.json');
@@ -312,14 +314,20 @@ test('after an upgrade a reload and a scale work exactly as before; new workers 
   const rel2 = await b.reload(v1);
   assert.ok(rel2.ok, JSON.stringify(rel2));
 
-  // A worker spawned by the new image shares no socket or pipe with the supervisor but the listener.
+  // A worker spawned by the new image shares no socket or pipe with the supervisor but the
+  // listener (and what this test process itself inherited, which everything here inherits).
   const after = await b.status();
   assert.equal(after.pid, pid);
   const fresh = after.generations.find((x) => x.number === after.serving)!.workers[0]!.pid;
-  const listener = [...inodes(pid)].filter((i) => after.listeners.some((x) => x.inode === Number(i)));
-  const shared = [...inodes(fresh)].filter((i) => inodes(pid).has(i) && !listener.includes(i));
+  const expected = new Set([...inodes(process.pid), ...after.listeners.map((x) => String(x.inode))]);
+  const shared = [...inodes(fresh)].filter((i) => inodes(pid).has(i) && !expected.has(i));
   assert.deepEqual(shared, [], `worker ${fresh} inherited supervisor fds:\n${fds(fresh).join('\n')}`);
   assert.deepEqual(historyOf(after).map((h) => h.replace(/^#\d+ /, '')), ['start -->1 done', 'reload 1->2 done', 'reload 2->3 done']);
+
+  // `baton logs` still has what the first image logged.
+  const logs = await runCli(['logs', '--control', b.control, '--lines', '2000']);
+  assert.equal(logs.code, 0, logs.stderr);
+  assert.match(logs.stdout, /handoff 1: generation 1 serves[\s\S]*upgraded in place[\s\S]*handoff 3: generation 3 serves/);
 
   const report = await l.stop();
   assertNothingLost(report, b.out);
@@ -352,11 +360,22 @@ test('--restart-workers: a fresh generation takes over, the adopted one drains; 
   assert.equal(await b.stop(), 0);
 });
 
-test('round-robin: adopting is refused with the way out; the supervisor carries on', async (t) => {
-  const b = await startBaton({ argv: v1, args: ['--distribution', 'round-robin'] });
+test('round-robin: adopting is refused with the way out; --restart-workers works, 0 failed', async (t) => {
+  const b = await startBaton({ argv: v1, args: ['--distribution', 'round-robin', '--workers', '2'] });
   t.after(() => b.dispose());
+  const l = load(await b.port());
   const r = await upgradeCli(b);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /upgrade refused: with --distribution round-robin .* use baton upgrade --restart-workers; the running supervisor carries on/);
-  assert.equal((await b.status()).pid, b.proc.pid);
+  for (let i = 0; i < 2; i++) {
+    const up = await upgradeCli(b, '--restart-workers');
+    assert.equal(up.code, 0, `${up.stderr}\n${b.out}`);
+  }
+  const report = await l.stop();
+  assertNothingLost(report, b.out);
+  const s = await b.status();
+  assert.equal(s.pid, b.proc.pid);
+  assert.equal(s.serving, 3);
+  // Round-robin spreads evenly: both new workers answered.
+  assert.ok(Object.keys(report.bodies).includes('gen=3'), JSON.stringify(report.bodies));
 });

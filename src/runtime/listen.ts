@@ -27,6 +27,12 @@ export interface ListenOptions {
    * (deliver()); this process must never accept on the inherited sockets itself.
    */
   roundRobin: boolean;
+  /**
+   * Exclusive handoff: listen() reports success at once (so the app and readiness go on)
+   * but the real listen on the inherited socket waits for accept(): until the old
+   * generation has stopped accepting, connections stay in the kernel queue.
+   */
+  deferAccept: boolean;
 }
 
 export interface ListenHooks {
@@ -74,13 +80,15 @@ const virtuals = new WeakMap<net.Server, Virtual>();
 /** Patches listen() and close(); returns how round-robin connections reach the app's server. */
 export function patchListen(
   listeners: ListenerInfo[],
-  { backlog, roundRobin }: ListenOptions,
+  { backlog, roundRobin, deferAccept }: ListenOptions,
   hooks: ListenHooks,
-): { deliver(listener: string, socket: net.Socket): void; release(): void } {
+): { deliver(listener: string, socket: net.Socket): void; release(): void; accept(): void } {
   const slots: Slot[] = listeners.map((info) => ({ info, pending: [], spare: info.fd, server: null, held: -1 }));
   const origListen = net.Server.prototype.listen;
   const origClose = net.Server.prototype.close;
   let waiting = 0; // round-robin servers open
+  let accepting = false; // exclusive handoff: told to accept
+  const deferred: { server: net.Server; slot: Slot }[] = [];
 
   net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
     if (virtuals.get(this)?.open) {
@@ -122,10 +130,24 @@ export function patchListen(
       return listenVirtually(this, () => primary.address(), cb, () => {});
     }
     if (roundRobin) {
-      if (waiting++ === 0) hooks.holdChannel(true);
+      if (waiting++ === 0 && deferred.length === 0) hooks.holdChannel(true);
       listenVirtually(this, () => addressOf(slot.info), cb, () => {
         if (slot.server === this) slot.server = null;
-        if (--waiting === 0) hooks.holdChannel(false);
+        if (--waiting === 0 && deferred.length === 0) hooks.holdChannel(false);
+      });
+      take(slot, this, -1);
+      hooks.server(this);
+      return this;
+    }
+
+    if (deferAccept && !accepting) {
+      const entry = { server: this, slot };
+      // No socket of its own yet: the IPC channel keeps the process alive meanwhile.
+      if (deferred.push(entry) === 1) hooks.holdChannel(true);
+      listenVirtually(this, () => addressOf(slot.info), cb, () => {
+        deferred.splice(deferred.indexOf(entry), 1);
+        if (deferred.length === 0 && waiting === 0) hooks.holdChannel(false);
+        if (slot.server === this) slot.server = null;
       });
       take(slot, this, -1);
       hooks.server(this);
@@ -197,7 +219,32 @@ export function patchListen(
     return Reflect.apply(origClose, this, args) as net.Server;
   } as net.Server['close'];
 
+  /** Exclusive handoff: do the listens deferred so far, for real; later ones are immediate. */
+  function accept(): void {
+    accepting = true;
+    const real = deferred.splice(0);
+    if (real.length && waiting === 0) hooks.holdChannel(false);
+    for (const { server, slot } of real) {
+      virtuals.delete(server);
+      delete (server as { listening?: boolean }).listening;
+      delete (server as { address?: unknown }).address;
+      const fd = slot.spare;
+      if (fd === null) continue;
+      // The app already saw 'listening' (virtually); the real one must not surprise it again.
+      const emit = server.emit;
+      server.emit = function (this: net.Server, event: string | symbol, ...rest: unknown[]): boolean {
+        if (event !== 'listening') return Reflect.apply(emit, this, [event, ...rest]) as boolean;
+        server.emit = emit;
+        return true;
+      } as net.Server['emit'];
+      Reflect.apply(origListen, server, [{ fd }, backlog]);
+      slot.spare = null;
+      slot.held = fd;
+    }
+  }
+
   return {
+    accept,
     // As Node's own cluster round-robin does in its workers: the accepted socket is given
     // to the server as if it had accepted it (http sets up its parser on 'connection').
     deliver(listener, socket) {

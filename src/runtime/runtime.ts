@@ -17,6 +17,7 @@ const E: typeof ENV = {
   worker: 'BATON_WORKER',
   drainTimeout: 'BATON_DRAIN_TIMEOUT_MS',
   distribution: 'BATON_DISTRIBUTION',
+  handoff: 'BATON_HANDOFF',
 };
 
 const DEFAULT_BACKLOG = 511;
@@ -67,7 +68,8 @@ export function start(): void {
 
   const served = new Set<number>();
   const roundRobin = process.env[E.distribution] === 'round-robin';
-  const { deliver, release } = patchListen(listeners, { backlog, roundRobin }, {
+  const deferAccept = process.env[E.handoff] === 'exclusive';
+  const { deliver, release, accept } = patchListen(listeners, { backlog, roundRobin, deferAccept }, {
     server: (s) => drain.track(s),
     served: (l) => {
       if (served.has(l.fd)) return;
@@ -93,12 +95,19 @@ export function start(): void {
     if (msg.type === 'drain') {
       drain.start(typeof msg.timeoutMs === 'number' && msg.timeoutMs >= 0 ? msg.timeoutMs : drainTimeoutMs);
       release();
+    } else if (msg.type === 'accept') {
+      accept();
+      send({ baton: 1, type: 'accepting' });
     } else if (msg.type === 'connection' && typeof msg.listener === 'string' && handle) {
       deliver(msg.listener, handle as net.Socket);
     }
   });
   // The channel closes when baton dies: nobody will say drain, and a worker left serving
   // outside baton would hold connections no reload can reach. Leave on our own.
+  // baton reads our stdout and stderr: once it is gone, the next write fails with EPIPE, and
+  // an 'error' nobody handles would kill the process with the requests it is finishing.
+  // (Registered now: a write can fail before 'disconnect' is emitted.)
+  for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
   process.on('disconnect', () => {
     drain.start(drainTimeoutMs);
     release();

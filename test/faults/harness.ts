@@ -7,7 +7,7 @@
 // (bench/reliability-report.ts) renders the matrix from the suite's own output. With
 // BATON_RELIABILITY_OUT=<dir> set, each case appends one JSON line to <dir>/faults.jsonl.
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { startLoad, type LoadHandle, type LoadReport } from '../../bench/load.js';
 import { heldConnections } from '../../src/proc.js';
@@ -38,6 +38,8 @@ export interface CaseResult {
   failed: number;
   /** Connections the killed process held (counted frozen), where one was killed with work. */
   held?: number;
+  /** Of those, with a request it had not read. */
+  unread?: number;
   errors?: Record<string, number>;
   at?: string;
 }
@@ -82,13 +84,54 @@ export async function settled(l: LoadHandle, n: number, timeoutMs = 10_000): Pro
   await until(`at most ${n} requests are in flight`, () => inFlight() <= n, timeoutMs).catch(() => undefined);
 }
 
+export interface Held {
+  /** Connections it holds with work possible in them (src/proc.ts heldConnections: what baton reports as cut). */
+  held: number;
+  /** Of those, the ones with a request it has not even read: each of these fails for sure. */
+  unread: number;
+}
+
 /**
  * Freeze `pid` (SIGSTOP) and count the client connections it holds on `port`: frozen, it can
  * neither accept nor finish one, so the count cannot change before the process dies.
+ *
+ * What a killed process costs is exactly the requests in flight on its connections. From
+ * outside, the kernel shows the connections (`held`) and which have a request not yet read
+ * (`unread`); a request read but not answered, and an idle keep-alive connection that its
+ * client will not reuse, look the same. So failures are bounded: unread <= failed <= held.
  */
-export function freezeAndCount(pid: number, port: number): number {
+export function freezeAndCount(pid: number, port: number): Held {
   process.kill(pid, 'SIGSTOP');
-  return heldConnections(pid, [{ kind: 'tcp', name: 'x', host: '127.0.0.1', port, fd: -1 }]);
+  const held = heldConnections(pid, [{ kind: 'tcp', name: 'x', host: '127.0.0.1', port, fd: -1 }]);
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  let unread = 0;
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || !inodes.has(f[9]!) || parseInt(f[1]!.split(':')[1]!, 16) !== port) continue;
+    if (f[3] !== '0A' && parseInt(f[4]!.split(':')[1]!, 16) > 0) unread++;
+  }
+  return { held, unread };
+}
+
+/**
+ * The requests that failed are those the killed process held: every connection with an
+ * unread request (plus `known`, requests the test itself knows were in it) failed, and
+ * nothing failed beyond what it held.
+ */
+export function assertHeldFailed(failed: number, c: Held, known = 0, why = ''): void {
+  assert.ok(failed <= c.held && failed >= c.unread + known, `failed ${failed}, but held ${c.held} of which ${c.unread} unread (+${known} known in flight) ${why}`);
+}
+
+export function describeHeld(failed: number, c: Held): string {
+  return `failed ${failed}: held ${c.held} connection(s), ${c.unread} with a request unread` + (c.held > failed ? `, ${c.held - failed} idle keep-alive` : '');
 }
 
 export function alive(pid: number): boolean {
@@ -113,6 +156,22 @@ export async function until(what: string, cond: () => boolean, timeoutMs = 20_00
     await new Promise((r) => setTimeout(r, 10));
   }
   return Date.now() - t0;
+}
+
+/** LISTEN sockets on `port` (any process), and the connections queued in them that nobody accepted yet. */
+export function listenState(port: number): { listening: number; queued: number } {
+  let listening = 0;
+  let queued = 0;
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || f[3] !== '0A' || parseInt(f[1]!.split(':').at(-1)!, 16) !== port) continue;
+      listening++;
+      // For a listening socket, rx_queue is the accept queue's length.
+      queued += parseInt(f[4]!.split(':')[1]!, 16);
+    }
+  }
+  return { listening, queued };
 }
 
 /** Leave the case's result for the report (only with BATON_RELIABILITY_OUT). */

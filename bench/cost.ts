@@ -1,0 +1,132 @@
+// `npm run build && node dist/bench/cost.js [--seconds 5] [--reloads 5]`
+//
+// What the supervisor itself costs, read from /proc/<pid>/stat (utime + stime) and
+// /proc/<pid>/status (VmRSS, and its anonymous / file-backed parts) while it runs
+// examples/hello/v1.js:
+//   idle: nothing happens;
+//   under load: keep-alive clients saturating the app (shared: the supervisor is not in the
+//     data path; round-robin: it accepts every connection and passes it on);
+//   during reloads: back to back under the same load; CPU per reload.
+// RSS is sampled every 100 ms and its maximum kept. Next to it, the floor any Node.js
+// process has here: `node -e` idle, measured in the same run. Bars: RSS < 60 MB; CPU under
+// load near 0 in shared mode.
+import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import { startLoad } from './load.js';
+import { APPS, Baton, Child, LoadWatch, cpuShare, isMain, procSample, round, runMain, table, type ProcSample, type Section } from './harness.js';
+
+/** "Near 0": what the supervisor may use of one core while a saturated app serves in shared mode. */
+const NEAR_ZERO = 0.01;
+const RSS_BAR = 60 * 1024 * 1024;
+const MB = 1024 * 1024;
+
+export interface CostOptions {
+  seconds: number;
+  reloads: number;
+}
+
+interface Phase {
+  config: string;
+  phase: string;
+  cpu: number;
+  /** CPU ms per reload, for the reload phase */
+  perReload: number | null;
+  rssMax: number;
+  anon: number;
+  file: number;
+}
+
+/** RSS split as the kernel counts it: anonymous (the process's own) and file-backed (the node binary, shared). */
+function rssParts(pid: number): { anon: number; file: number } {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB$`, 'm').exec(s)?.[1] ?? 0) * 1024;
+  return { anon: kb('RssAnon'), file: kb('RssFile') };
+}
+
+/** Run `during` while sampling the process every 100 ms; CPU share over the whole, RSS at its maximum. */
+async function observe(pid: number, config: string, phase: string, during: () => Promise<number | void>): Promise<Phase> {
+  let max: ProcSample = procSample(pid);
+  let parts = rssParts(pid);
+  const first = max;
+  const timer = setInterval(() => {
+    const s = procSample(pid);
+    if (s.rss >= max.rss) [max, parts] = [s, rssParts(pid)];
+  }, 100);
+  const reloads = await during();
+  clearInterval(timer);
+  const last = procSample(pid);
+  if (last.rss >= max.rss) [max, parts] = [last, rssParts(pid)];
+  return { config, phase, cpu: cpuShare(first, last), perReload: reloads ? (last.cpuMs - first.cpuMs) / reloads : null, rssMax: max.rss, ...parts };
+}
+
+async function phases(distribution: 'shared' | 'round-robin', o: CostOptions): Promise<Phase[]> {
+  const config = `${distribution}, 1 worker`;
+  const b = await Baton.start({ argv: ['node', APPS.hello], distribution });
+  const ms = o.seconds * 1000;
+  try {
+    const port = await b.port();
+    await sleep(1000); // start-up settles (its CPU is not idle time)
+    const out = [await observe(b.pid, config, 'idle', () => sleep(ms))];
+    const load = startLoad({ target: { host: '127.0.0.1', port }, clients: [{ kind: 'undici', concurrency: 16 }], maxRequests: 50_000_000, maxDurationMs: 10 * ms + o.reloads * 30_000, sampleLatencies: 0 });
+    await sleep(500);
+    out.push(await observe(b.pid, config, 'under load', () => sleep(ms)));
+    out.push(
+      await observe(b.pid, config, `${o.reloads} reloads under load`, async () => {
+        for (let i = 0; i < o.reloads; i++) {
+          const r = await b.request({ cmd: 'reload' });
+          if (!r.ok) throw new Error(`reload failed: ${r.error}`);
+        }
+        return o.reloads;
+      }),
+    );
+    const report = await load.stop();
+    if (report.failed) console.error(`cost: ${report.failed} failed requests: ${JSON.stringify(report.errors)}`);
+    return out;
+  } finally {
+    await b.stop();
+  }
+}
+
+/** The same observation of a Node.js process that does nothing: the floor under any supervisor written in Node. */
+async function nodeFloor(): Promise<Phase> {
+  const c = new Child(spawn(process.execPath, ['-e', 'console.log("up"); setTimeout(() => {}, 60_000)'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  await c.waitFor(/up/);
+  await sleep(1000);
+  try {
+    return await observe(c.pid, '`node -e` (floor)', 'idle', () => sleep(1000));
+  } finally {
+    c.proc.kill('SIGKILL');
+    await c.exited;
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function cost(o: CostOptions): Promise<Section> {
+  const watch = new LoadWatch();
+  const all = [await nodeFloor(), ...(await phases('shared', o)), ...(await phases('round-robin', o))];
+  const load = watch.stop();
+  const rows = all.map((p) => [
+    p.config, p.phase, `${round(p.cpu * 100, 1)} %`, p.perReload === null ? '—' : round(p.perReload), round(p.rssMax / MB, 1), round(p.anon / MB, 1), round(p.file / MB, 1),
+  ]);
+  const batonPhases = all.slice(1);
+  const worst = batonPhases.reduce((a, p) => (p.rssMax > a.rssMax ? p : a));
+  const sharedLoad = all.find((p) => p.config.startsWith('shared') && p.phase === 'under load')!;
+  const verdicts: Section['verdicts'] = [
+    { bar: 'supervisor RSS < 60 MB (idle, under load, during reloads)', measured: `max ${round(worst.rssMax / MB, 1)} MB (${worst.config}, ${worst.phase}); anonymous ${round(worst.anon / MB, 1)} MB; a bare \`node -e\`: ${round(all[0]!.rssMax / MB, 1)} MB`, met: worst.rssMax < RSS_BAR },
+    { bar: 'supervisor CPU under load near 0 in shared mode (< 1 % of a core)', measured: `${round(sharedLoad.cpu * 100, 2)} % of a core`, met: sharedLoad.cpu < NEAR_ZERO },
+  ];
+  const markdown = [
+    `\`examples/hello/v1.js\`, 1 worker; each phase ${o.seconds} s (reloads: ${o.reloads} back to back); load: 16 keep-alive clients, no pause. ` +
+      `CPU: share of one core (utime + stime, 10 ms ticks); RSS: VmRSS, its maximum over the phase, split into anonymous memory (the process's own) and file-backed pages (mostly the node binary, shared with every Node process).`,
+    '',
+    table(['supervisor', 'phase', 'CPU', 'CPU ms per reload', 'RSS max MB', 'anonymous MB', 'file-backed MB'], rows),
+  ].join('\n');
+  return { title: 'Supervisor cost: CPU and memory', command: `node dist/bench/cost.js --seconds ${o.seconds} --reloads ${o.reloads}`, load, markdown, verdicts };
+}
+
+if (isMain(import.meta.url)) {
+  const { values: v } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, reloads: { type: 'string', default: '5' } } });
+  runMain(() => cost({ seconds: Number(v.seconds), reloads: Number(v.reloads) }));
+}

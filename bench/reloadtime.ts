@@ -1,0 +1,124 @@
+// `npm run build && node dist/bench/reloadtime.js [--rounds 5] [--apps hello,express] [--workers 1,4]`
+//
+// How long a reload takes next to the app's own start-up. For each app and pool size, in
+// alternating rounds with no client load:
+//   bare start-up: the app run bare, as many processes as the pool has workers, spawned at
+//     once on ports of their own; from spawn to the first 200 of the last one (polled every 5 ms);
+//   reload on the control socket (waiting until the old generation exited), from the handoff
+//     record: request -> new generation ready, -> done (old one stopped accepting), -> old one exited;
+//   `baton reload` from the command line: the wall time a user waits, CLI start-up included.
+// Bars: ready ≤ bare start-up + 100 ms; with 4 workers, start-up in parallel (ready well under
+// 4× the start-up of one).
+import { execFile } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import type { HandoffRecord } from '../src/handoff.js';
+import { APPS, Baton, CLI, LoadWatch, firstOk, freePorts, isMain, median, round, runMain, spawnBare, table, type AppName, type Section } from './harness.js';
+
+/** What the bar allows on top of the app's start-up. */
+const SLACK_MS = 100;
+
+export interface ReloadTimeOptions {
+  rounds: number;
+  apps: AppName[];
+  workers: number[];
+}
+
+interface Config {
+  app: AppName;
+  workers: number;
+  bare: number[];
+  records: HandoffRecord[];
+  cli: number[];
+}
+
+/** `n` bare processes at once: ms from spawn until every one has answered 200. */
+async function bareStart(app: AppName, n: number): Promise<number> {
+  const ports = await freePorts(n);
+  const t0 = performance.now();
+  const kids = ports.map((p) => spawnBare(APPS[app], p));
+  try {
+    const at = await Promise.all(ports.map((p) => firstOk(p)));
+    return Math.max(...at) - t0;
+  } finally {
+    await Promise.all(kids.map((k) => k.end()));
+  }
+}
+
+function cliReload(control: string): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) =>
+    execFile(process.execPath, [CLI, 'reload', '--control', control, '--wait-drained', '--quiet'], (e, _out, err) => (e ? reject(new Error(`baton reload: ${err}`)) : resolve(performance.now() - t0))),
+  );
+}
+
+async function measure(app: AppName, workers: number, rounds: number): Promise<Config> {
+  const c: Config = { app, workers, bare: [], records: [], cli: [] };
+  const b = await Baton.start({ argv: ['node', APPS[app]], workers });
+  try {
+    for (let i = 0; i < rounds; i++) {
+      c.bare.push(await bareStart(app, workers));
+      const reply = await b.request({ cmd: 'reload', wait: 'drained' });
+      if (!reply.ok) throw new Error(`reload of ${app} failed: ${reply.error}`);
+      c.records.push(reply.result as HandoffRecord);
+      c.cli.push(await cliReload(b.control));
+    }
+  } finally {
+    await b.stop();
+  }
+  console.error(`reload time ${app} × ${workers}: bare ${round(median(c.bare))} ms, ready ${round(median(c.records.map((r) => r.readyMs!)))} ms`);
+  return c;
+}
+
+export async function reloadTime(o: ReloadTimeOptions): Promise<Section> {
+  const watch = new LoadWatch();
+  const configs: Config[] = [];
+  for (const app of o.apps) for (const w of o.workers) configs.push(await measure(app, w, o.rounds));
+  const load = watch.stop();
+
+  const rows = configs.map((c) => {
+    const bare = median(c.bare);
+    const ready = median(c.records.map((r) => r.readyMs!));
+    return [
+      c.app, c.workers, round(bare), round(ready), `**${ready - bare >= 0 ? '+' : ''}${round(ready - bare)}**`,
+      round(median(c.records.map((r) => r.totalMs!))), round(median(c.records.map((r) => r.drainedMs!))), round(median(c.cli)),
+    ];
+  });
+  const verdicts: Section['verdicts'] = configs.map((c) => {
+    const bare = median(c.bare);
+    const ready = median(c.records.map((r) => r.readyMs!));
+    return { bar: `${c.app}, ${c.workers} worker(s): ready ≤ bare start-up + ${SLACK_MS} ms`, measured: `${round(ready)} ms vs ${round(bare)} ms (${ready - bare >= 0 ? '+' : ''}${round(ready - bare)} ms)`, met: ready <= bare + SLACK_MS };
+  });
+  for (const app of o.apps) {
+    const one = configs.find((c) => c.app === app && c.workers === 1);
+    for (const many of configs.filter((c) => c.app === app && c.workers > 1)) {
+      if (!one) continue;
+      const r1 = median(one.records.map((r) => r.readyMs!));
+      const rn = median(many.records.map((r) => r.readyMs!));
+      verdicts.push({
+        bar: `${app}, ${many.workers} workers start in parallel, not ${many.workers}× serial`,
+        measured: `ready ${round(rn)} ms = ${round(rn / r1, 2)}× the ready time of 1 worker (${round(r1)} ms)`,
+        met: rn < (many.workers / 2) * r1,
+      });
+    }
+  }
+  const markdown = [
+    `Median of ${o.rounds} rounds, no client load; bare start-up: spawn to the first 200 (polled every 5 ms), as many processes as workers, all spawned at once; ` +
+      `ready / done / old exited: from the handoff record (the supervisor's clock, from the request's arrival); \`baton reload\`: wall time of \`baton reload --wait-drained\`, CLI start-up included.`,
+    '',
+    table(['app', 'workers', 'bare start-up ms', 'reload: ready ms', 'ready − bare ms', 'done ms', 'old exited ms', '`baton reload` ms'], rows),
+  ].join('\n');
+  return {
+    title: 'Reload time vs the app’s own start-up',
+    command: `node dist/bench/reloadtime.js --rounds ${o.rounds} --apps ${o.apps.join(',')} --workers ${o.workers.join(',')}`,
+    load,
+    markdown,
+    verdicts,
+  };
+}
+
+if (isMain(import.meta.url)) {
+  const { values: v } = parseArgs({
+    options: { rounds: { type: 'string', default: '5' }, apps: { type: 'string', default: 'hello,express' }, workers: { type: 'string', default: '1,4' } },
+  });
+  runMain(() => reloadTime({ rounds: Number(v.rounds), apps: v.apps!.split(',') as AppName[], workers: v.workers!.split(',').map(Number) }));
+}
