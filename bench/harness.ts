@@ -27,6 +27,26 @@ export type AppName = keyof typeof APPS;
 const KEEP_OUTPUT = 64 * 1024;
 
 /**
+ * How every server a benchmark starts is spawned: in a session of its own, as baton starts
+ * its workers. The kernel's autogroup scheduling (on here: /proc/sys/kernel/sched_autogroup_enabled)
+ * shares the CPU out per session; 16 bare processes left in the benchmark's session took
+ * 2.5× as long to start on the busy machine as the same 16 in sessions of their own.
+ */
+function serverProcess(argv: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  return spawn(process.execPath, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+}
+
+export function spawnServer(argv: string[], env: NodeJS.ProcessEnv = {}): Child {
+  return new Child(serverProcess(argv, env));
+}
+
+/** Children still running, killed by pid if the benchmark dies: detached, nothing else would. */
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const p of live) p.kill('SIGKILL');
+});
+
+/**
  * A child whose stdout and stderr are read continuously: a supervisor writes its log to a
  * pipe synchronously, so a pipe nobody reads would stall it and falsify every figure.
  */
@@ -36,6 +56,8 @@ export class Child {
   private waiters: { re: RegExp; resolve(): void }[] = [];
 
   constructor(readonly proc: ChildProcess) {
+    live.add(proc);
+    proc.once('exit', () => live.delete(proc));
     const on = (d: Buffer): void => {
       this.out = (this.out + d.toString()).slice(-KEEP_OUTPUT);
       for (const w of [...this.waiters]) if (w.re.test(this.out)) w.resolve();
@@ -113,7 +135,7 @@ export class Baton extends Child {
     const control = join(dir, 'ctl.sock');
     const listen = (opts.listen ?? ['127.0.0.1:0']).flatMap((l) => ['--listen', l]);
     const args = [CLI, 'start', '--control', control, ...listen, '--workers', String(opts.workers ?? 1), '--distribution', opts.distribution ?? 'shared', ...(opts.args ?? []), '--', ...opts.argv];
-    super(spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+    super(serverProcess(args, opts.env));
     this.dir = dir;
     this.control = control;
   }
@@ -152,31 +174,37 @@ export class Baton extends Child {
 
 /** The app run bare (`node app`) on `port`, as without baton. */
 export function spawnBare(app: string, port: number, env: NodeJS.ProcessEnv = {}): Child {
-  return new Child(spawn(process.execPath, [app], { cwd: ROOT, env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] }));
+  return spawnServer([app], { ...env, PORT: String(port) });
 }
 
-/** One GET / on 127.0.0.1:port: true on a 200 with its body read, false on any error. */
-export function get200(port: number, timeoutMs = 2000): Promise<boolean> {
+/** One GET / on 127.0.0.1:port, on a new connection: the body of a 200, null on anything else. */
+export function get200(port: number, timeoutMs = 2000): Promise<string | null> {
   return new Promise((resolve) => {
     const req = request({ host: '127.0.0.1', port, path: '/', agent: false, timeout: timeoutMs }, (res) => {
-      res.resume();
-      res.once('end', () => resolve(res.statusCode === 200));
-      res.once('error', () => resolve(false));
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.once('end', () => resolve(res.statusCode === 200 ? body : null));
+      res.once('error', () => resolve(null));
     });
     req.once('timeout', () => req.destroy());
-    req.once('error', () => resolve(false));
+    req.once('error', () => resolve(null));
     req.end();
   });
 }
 
-/** Poll until the port answers 200 (every `everyMs`); resolves with performance.now() of that answer. */
-export async function firstOk(port: number, timeoutMs = 30_000, everyMs = 5): Promise<number> {
+/**
+ * Poll until the port answers 200 with a body `accept` takes (every `everyMs`); resolves
+ * with performance.now() of that answer.
+ */
+export async function firstOk(port: number, accept: (body: string) => boolean = () => true, timeoutMs = 60_000, everyMs = 5): Promise<number> {
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
-    if (await get200(port)) return performance.now();
+    const body = await get200(port);
+    if (body !== null && accept(body)) return performance.now();
     await new Promise((r) => setTimeout(r, everyMs));
   }
-  throw new Error(`127.0.0.1:${port} did not answer 200 within ${timeoutMs} ms`);
+  throw new Error(`127.0.0.1:${port} did not answer as expected within ${timeoutMs} ms`);
 }
 
 /* ------------------------------------------------------------------ */

@@ -10,11 +10,10 @@
 // rounds of the ratio within a pair. Reports req/s, p50/p99, and how evenly requests spread
 // over the workers (share per worker and Jain's fairness index: 1 = perfectly even, 1/n = one
 // worker serves everything).
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startLoad, type ClientKind, type LoadReport } from './load.js';
-import { APPS, Baton, Child, LoadWatch, ROOT, freePorts, isMain, median, round, runMain, spawnBare, table, type Section } from './harness.js';
+import { APPS, Baton, LoadWatch, ROOT, freePorts, isMain, median, round, runMain, spawnBare, spawnServer, table, type Section } from './harness.js';
 
 const CLUSTER = join(ROOT, 'bench/cluster.mjs');
 /** Load before each measurement, not counted: both sides start cold (JIT, connection pool). */
@@ -43,8 +42,7 @@ function cluster(policy: 'none' | 'rr'): Target {
     workers: 2,
     async start() {
       const [port] = await freePorts(1);
-      const env = { ...process.env, PORT: String(port), WORKERS: '2', NODE_CLUSTER_SCHED_POLICY: policy };
-      const c = new Child(spawn(process.execPath, [CLUSTER], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+      const c = spawnServer([CLUSTER], { PORT: String(port), WORKERS: '2', NODE_CLUSTER_SCHED_POLICY: policy });
       await c.waitFor(/(listening[\s\S]*){2}/);
       return { port: port!, stop: () => c.end() };
     },

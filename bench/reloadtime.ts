@@ -4,11 +4,14 @@
 // alternating rounds with no client load:
 //   bare start-up: the app run bare, as many processes as the pool has workers, spawned at
 //     once on ports of their own; from spawn to the first 200 of the last one (polled every 5 ms);
-//   reload on the control socket (waiting until the old generation exited), from the handoff
-//     record: request -> new generation ready, -> done (old one stopped accepting), -> old one exited;
+//   reload on the control socket (waiting until the old generation exited): from sending the
+//     request to the first 200 of the new generation (polled every 5 ms on new connections, its
+//     generation read from the body): the same measure as the bare start-up; and from the
+//     handoff record: request -> new generation ready, -> done (old one stopped accepting),
+//     -> old one exited;
 //   `baton reload` from the command line: the wall time a user waits, CLI start-up included.
-// Bars: ready ≤ bare start-up + 100 ms; with 4 workers, start-up in parallel (ready well under
-// 4× the start-up of one).
+// Bars: first 200 of the new generation ≤ bare start-up + 100 ms; with 4 workers, start-up in
+// parallel: 4 serial start-ups would take 4× one; on 2 cores, 2× one is the floor.
 import { execFile } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import type { HandoffRecord } from '../src/handoff.js';
@@ -28,6 +31,8 @@ interface Config {
   workers: number;
   bare: number[];
   records: HandoffRecord[];
+  /** request sent -> first 200 from the new generation */
+  served: number[];
   cli: number[];
 }
 
@@ -52,20 +57,25 @@ function cliReload(control: string): Promise<number> {
 }
 
 async function measure(app: AppName, workers: number, rounds: number): Promise<Config> {
-  const c: Config = { app, workers, bare: [], records: [], cli: [] };
+  const c: Config = { app, workers, bare: [], records: [], served: [], cli: [] };
   const b = await Baton.start({ argv: ['node', APPS[app]], workers });
   try {
+    const port = await b.port();
     for (let i = 0; i < rounds; i++) {
       c.bare.push(await bareStart(app, workers));
+      const next = `gen=${(await b.status()).serving! + 1} `;
+      const t0 = performance.now();
+      const served = firstOk(port, (body) => body.startsWith(next));
       const reply = await b.request({ cmd: 'reload', wait: 'drained' });
       if (!reply.ok) throw new Error(`reload of ${app} failed: ${reply.error}`);
+      c.served.push((await served) - t0);
       c.records.push(reply.result as HandoffRecord);
       c.cli.push(await cliReload(b.control));
     }
   } finally {
     await b.stop();
   }
-  console.error(`reload time ${app} × ${workers}: bare ${round(median(c.bare))} ms, ready ${round(median(c.records.map((r) => r.readyMs!)))} ms`);
+  console.error(`reload time ${app} × ${workers}: bare ${round(median(c.bare))} ms, new generation's first 200 ${round(median(c.served))} ms`);
   return c;
 }
 
@@ -75,18 +85,23 @@ export async function reloadTime(o: ReloadTimeOptions): Promise<Section> {
   for (const app of o.apps) for (const w of o.workers) configs.push(await measure(app, w, o.rounds));
   const load = watch.stop();
 
+  const signed = (x: number): string => `${x >= 0 ? '+' : ''}${round(x)}`;
   const rows = configs.map((c) => {
     const bare = median(c.bare);
-    const ready = median(c.records.map((r) => r.readyMs!));
+    const served = median(c.served);
     return [
-      c.app, c.workers, round(bare), round(ready), `**${ready - bare >= 0 ? '+' : ''}${round(ready - bare)}**`,
+      c.app, c.workers, round(bare), round(served), `**${signed(served - bare)}**`, round(median(c.records.map((r) => r.readyMs!))),
       round(median(c.records.map((r) => r.totalMs!))), round(median(c.records.map((r) => r.drainedMs!))), round(median(c.cli)),
     ];
   });
   const verdicts: Section['verdicts'] = configs.map((c) => {
     const bare = median(c.bare);
-    const ready = median(c.records.map((r) => r.readyMs!));
-    return { bar: `${c.app}, ${c.workers} worker(s): ready ≤ bare start-up + ${SLACK_MS} ms`, measured: `${round(ready)} ms vs ${round(bare)} ms (${ready - bare >= 0 ? '+' : ''}${round(ready - bare)} ms)`, met: ready <= bare + SLACK_MS };
+    const served = median(c.served);
+    return {
+      bar: `${c.app}, ${c.workers} worker(s): reload to the new generation's first 200 ≤ bare start-up + ${SLACK_MS} ms`,
+      measured: `${round(served)} ms vs ${round(bare)} ms (${signed(served - bare)} ms)`,
+      met: served <= bare + SLACK_MS,
+    };
   });
   for (const app of o.apps) {
     const one = configs.find((c) => c.app === app && c.workers === 1);
@@ -94,18 +109,21 @@ export async function reloadTime(o: ReloadTimeOptions): Promise<Section> {
       if (!one) continue;
       const r1 = median(one.records.map((r) => r.readyMs!));
       const rn = median(many.records.map((r) => r.readyMs!));
+      // Halfway between the parallel floor on 2 cores (2×) and serial start-ups (n×).
+      const limit = (2 + many.workers) / 2;
       verdicts.push({
-        bar: `${app}, ${many.workers} workers start in parallel, not ${many.workers}× serial`,
-        measured: `ready ${round(rn)} ms = ${round(rn / r1, 2)}× the ready time of 1 worker (${round(r1)} ms)`,
-        met: rn < (many.workers / 2) * r1,
+        bar: `${app}, ${many.workers} workers start in parallel, not ${many.workers}× serial (ready < ${limit}× one worker's)`,
+        measured: `ready ${round(rn)} ms = ${round(rn / r1, 2)}× 1 worker's ${round(r1)} ms; ${many.workers} bare at once: ${round(median(many.bare))} ms`,
+        met: rn < limit * r1,
       });
     }
   }
   const markdown = [
-    `Median of ${o.rounds} rounds, no client load; bare start-up: spawn to the first 200 (polled every 5 ms), as many processes as workers, all spawned at once; ` +
-      `ready / done / old exited: from the handoff record (the supervisor's clock, from the request's arrival); \`baton reload\`: wall time of \`baton reload --wait-drained\`, CLI start-up included.`,
+    `Median of ${o.rounds} rounds, no client load. Bare start-up: spawn to the first 200 (polled every 5 ms), as many processes as workers, all spawned at once. ` +
+      `New generation's first 200: from sending the reload request, polled the same way. Ready / done / old exited: from the handoff record (the supervisor's clock, from the request's arrival). ` +
+      `\`baton reload\`: wall time of \`baton reload --wait-drained\`, CLI start-up included.`,
     '',
-    table(['app', 'workers', 'bare start-up ms', 'reload: ready ms', 'ready − bare ms', 'done ms', 'old exited ms', '`baton reload` ms'], rows),
+    table(['app', 'workers', 'bare start-up ms', 'reload: new generation’s first 200 ms', 'difference ms', 'ready ms', 'done ms', 'old exited ms', '`baton reload` ms'], rows),
   ].join('\n');
   return {
     title: 'Reload time vs the app’s own start-up',

@@ -40,6 +40,11 @@ function parseWorkers(v: string): number {
   return Number(v);
 }
 
+function parseThreads(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 64) throw new Error(`bad thread count '${v}': use 1-64`);
+  return Number(v);
+}
+
 function parseFd(v: string): number {
   if (!/^\d{1,9}$/.test(v)) throw new Error(`bad fd '${v}'`);
   return Number(v);
@@ -100,6 +105,7 @@ addTarget(
         .argParser((v: string, prev: ListenSpec[] | undefined) => [...(prev ?? []), arg(parseListen)(v)]),
     )
     .addOption(new Option('-w, --workers <n>', 'workers per generation, or auto (one per CPU)').argParser(arg(parseWorkers)).default(1))
+    .addOption(new Option('--threads <n>', 'copies of a Node.js app per worker, as worker_threads, each serving the listeners (1-64)').argParser(arg(parseThreads)).default(1))
     .addOption(new Option('--ready <mode>', 'when a worker is ready: listen (all listeners served), manual (the app calls ready()) or notify (it sends READY=1 to NOTIFY_SOCKET)').choices(['listen', 'manual', 'notify']).default('listen'))
     .addOption(new Option('--ready-after <duration>', 'also ready once a worker has stayed up this long (for programs that say nothing)').argParser(arg(parseDuration)))
     .addOption(new Option('--watchdog <duration>', 'restart a ready worker that sends no WATCHDOG=1 for this long (sets WATCHDOG_USEC)').argParser(arg(parseDuration)))
@@ -129,6 +135,9 @@ addTarget(
   if (!o.listen?.length && !host.inherited.length) usage('missing --listen: baton start --listen 8080 -- node app.js');
   // A rolling reload runs both versions side by side by design.
   if (o.handoff === 'exclusive' && o.maxSurge) usage('--max-surge cannot be combined with --handoff exclusive');
+  // The threads are started by baton's Node runtime inside the worker (runtime/threads.ts).
+  if (o.threads > 1 && o.ready === 'notify') usage('--threads needs baton\'s Node.js runtime in the worker, and --ready notify is for programs without it: use --ready listen or manual');
+  if (o.threads > 1 && o.distribution === 'round-robin') usage('--threads cannot be combined with --distribution round-robin: baton passes connections over a worker\'s IPC channel, which only its main thread has');
   setLogFormat(o.logFormat);
   const sup = new Supervisor({
     name: o.name ?? 'baton',
@@ -143,6 +152,7 @@ addTarget(
     readyMode: o.ready,
     distribution: o.distribution,
     handoff: o.handoff,
+    threads: o.threads,
     readyTimeoutMs: o.readyTimeout,
     drainTimeoutMs: o.drainTimeout,
     maxSurge: o.maxSurge ?? null,

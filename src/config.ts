@@ -112,6 +112,7 @@ const schemaFor = (dir: string) =>
     control: z.string(expected('a path')).min(1, expected('a path')).transform((p) => resolve(dir, p)).optional(),
     listen: z.array(listenEntry(dir), expected(`a list of listeners: ${LISTENER}`)).min(1, expected('at least one listener')).optional(),
     workers: count(1024, true).optional(),
+    threads: count(64, false).optional(),
     ready: z.enum(['listen', 'manual', 'notify'], expected('"listen", "manual" or "notify"')).optional(),
     readyAfter: duration.optional(),
     watchdog: duration.optional(),
@@ -247,7 +248,7 @@ const RELOADABLE = {
   maxDraining: 'maxDraining',
 } as const satisfies Partial<Record<keyof FileOptions, keyof Reconfigurable>>;
 /** Fixed for the life of the supervisor: the sockets, its name, its own outputs. */
-const FIXED = ['name', 'control', 'listen', 'backlog', 'distribution', 'handoff', 'readyAfter', 'watchdog', 'drainSignal', 'stopTimeout', 'user', 'group', 'logFormat', 'metrics'] as const;
+const FIXED = ['name', 'control', 'listen', 'backlog', 'distribution', 'handoff', 'threads', 'readyAfter', 'watchdog', 'drainSignal', 'stopTimeout', 'user', 'group', 'logFormat', 'metrics'] as const;
 
 export interface StartConfig {
   /** The command from the file, unless one was given after `--`. */

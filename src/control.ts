@@ -58,6 +58,12 @@ export type ControlHandler = (req: ControlRequest, emit: (state: string, message
 
 /** Unsent output a `logs -f` client may leave queued before its lines are dropped instead. */
 const MAX_QUEUED_BYTES = 1 << 20;
+/**
+ * Connections waiting to be accepted on the control socket. A full unix socket backlog
+ * refuses at once (EAGAIN), not after a retry as TCP does: with Node's 511, a burst of
+ * 1,000 scripted `baton status` saw ~5% refused. Capped by net.core.somaxconn.
+ */
+const CONTROL_BACKLOG = 4096;
 
 /** An error whose `detail` (e.g. the failed reload's record) goes to the client with the message. */
 export class ControlError extends Error {
@@ -80,7 +86,7 @@ export async function serveControl(where: string | { fd: number }, handler: Cont
         server.off('error', reject);
         resolve();
       };
-      if (typeof where === 'string') server.listen(where, listening);
+      if (typeof where === 'string') server.listen({ path: where, backlog: CONTROL_BACKLOG }, listening);
       else server.listen(where, listening);
     });
   } finally {

@@ -39,6 +39,7 @@ export const ENV = {
   drainTimeout: 'BATON_DRAIN_TIMEOUT_MS', // used when the supervisor vanishes
   distribution: 'BATON_DISTRIBUTION', // Distribution
   handoff: 'BATON_HANDOFF', // HandoffMode: 'exclusive' = accept only when told
+  threads: 'BATON_THREADS', // copies of the app per worker process, as worker_threads (runtime/threads.ts)
 } as const;
 
 /* ------------------------------------------------------------------ */

@@ -30,6 +30,8 @@ export interface ServiceOptions {
   readyMode: ReadyMode;
   distribution: Distribution;
   handoff: HandoffMode;
+  /** Copies of the app per worker process, as worker_threads (Node runtime only). */
+  threads: number;
   readyTimeoutMs: number;
   drainTimeoutMs: number;
   /** Rolling reloads: at most this many extra workers at a time (null: all at once). */
@@ -141,6 +143,7 @@ export class Supervisor {
       startedAt: this.startedAt,
       roundRobin: this.roundRobin,
       busy: this.stopping ? 'the supervisor is stopping' : this.current || this.pending ? 'a reload is in progress' : null,
+      stopping: this.stopping !== null,
     };
   }
 
@@ -261,6 +264,7 @@ export class Supervisor {
       readyMode: o.readyMode,
       distribution: o.distribution,
       handoff: o.handoff,
+      threads: o.threads,
       drainTimeoutMs: o.drainTimeoutMs,
       preloadUrl: PRELOAD_URL,
       ...this.opts.launch,

@@ -32,7 +32,7 @@ export const DEFAULT_ENTRY = fileURLToPath(new URL('./cli.js', import.meta.url))
 /** Hidden options of `baton start`: run as the new image of an upgrade, or only check that it could. */
 export const STATE_FLAG = '--upgrade-state-fd';
 export const CHECK_FLAG = '--upgrade-check';
-/** The first line a successful check prints. */
+/** The line a successful check prints. */
 export const CHECK_OK = 'baton upgrade check: ok';
 
 /** How long the new entry point may take to load and check the state. */
@@ -63,6 +63,7 @@ export interface SupervisorInternals {
   roundRobin: RoundRobin | null;
   /** Why no upgrade may start now (stopping, a reload running or queued), or null. */
   busy: string | null;
+  stopping: boolean;
 }
 
 /** What the supervisor takes over in the new image, instead of start(). */
@@ -124,15 +125,15 @@ export async function upgrade(sup: Supervisor, req: UpgradeRequest, emit: Emit, 
     if (conn) await flushed(conn);
     // Round-robin: a connection accepted here but not yet passed on would close with this image.
     const { roundRobin: rr, listeners, options } = sup.internals;
-    if (rr && !(await rr.handOver(HANDOVER_TIMEOUT_MS))) {
-      rr.start(listeners, options.backlog);
-      throw new Error(`upgrade refused: connections accepted in round-robin mode found no ready worker within ${HANDOVER_TIMEOUT_MS} ms; the running supervisor carries on`);
-    }
     try {
+      if (rr && !(await rr.handOver(HANDOVER_TIMEOUT_MS))) {
+        throw new Error(`upgrade refused: connections accepted in round-robin mode found no ready worker within ${HANDOVER_TIMEOUT_MS} ms; the running supervisor carries on`);
+      }
       refuse(sup, req); // a reload or a stop may have begun meanwhile
       become(sup, req, conn, requestedAt, entry, mem);
     } catch (e) {
-      rr?.start(listeners, options.backlog);
+      // A stop closes the listeners: there is nothing to accept on any more.
+      if (!sup.internals.stopping) rr?.start(listeners, options.backlog);
       throw e;
     }
   } finally {
@@ -196,7 +197,8 @@ function check(entry: string, mem: number): Promise<void> {
     });
     child.once('close', (code, signal) => {
       clearTimeout(timer);
-      if (code === 0 && stdout.startsWith(CHECK_OK)) return resolveCheck();
+      // Its own log lines may come first (stdout with --log-format json).
+      if (code === 0 && stdout.split('\n').some((l) => l.startsWith(CHECK_OK))) return resolveCheck();
       const how = signal === 'SIGKILL' ? `did not answer within ${CHECK_TIMEOUT_MS} ms` : signal ? `was killed by ${signal}` : `exited with code ${code}`;
       const out = lines.length ? `:\n${lines.map((l) => `  | ${l}`).join('\n')}` : '';
       reject(new Error(`upgrade refused: the new baton (${entry}) failed its check: it ${how}; the running supervisor carries on${out}`));
@@ -260,15 +262,26 @@ function become(sup: Supervisor, req: UpgradeRequest, conn: Socket | null, reque
   writeState(mem, state);
   // Node sets FD_CLOEXEC on 0-2 too: cleared, or the new image's output would go nowhere.
   const fds = [...new Set([0, 1, 2, mem, ...carriedFds(state)])];
-  const was = fds.map((fd) => [fd, sys.isCloexec(fd)] as const);
   const argv = [process.execPath, ...process.execArgv, entry, 'start', `${STATE_FLAG}=${mem}`, ...startArgs()];
   try {
+    return inheriting(fds, () => {
+      log.info(`upgrade: execve ${entry}`, { pid: process.pid, workers: state.generations.reduce((n, g) => n + g.workers.length, 0) });
+      return sys.execve(process.execPath, argv, BIRTH_ENV);
+    });
+  } catch (e) {
+    throw new Error(`upgrade failed: ${(e as Error).message}; the running supervisor carries on`);
+  }
+}
+
+/** Run `exec` with FD_CLOEXEC cleared on `fds`; should it return by throwing, every flag is put back as it was. */
+export function inheriting(fds: readonly number[], exec: () => never): never {
+  const was = fds.map((fd) => [fd, sys.isCloexec(fd)] as const);
+  try {
     for (const fd of fds) sys.setCloexec(fd, false);
-    log.info(`upgrade: execve ${entry}`, { pid: process.pid, workers: state.generations.reduce((n, g) => n + g.workers.length, 0) });
-    sys.execve(process.execPath, argv, BIRTH_ENV);
+    return exec();
   } catch (e) {
     for (const [fd, on] of was) sys.setCloexec(fd, on);
-    throw new Error(`upgrade failed: ${(e as Error).message}; the running supervisor carries on`);
+    throw e;
   }
 }
 

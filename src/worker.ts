@@ -23,6 +23,8 @@ export interface WorkerOptions {
   readyMode: ReadyMode;
   distribution: Distribution;
   handoff: HandoffMode;
+  /** Copies of the app in the process, as worker_threads run by baton's Node runtime (runtime/threads.ts). */
+  threads: number;
   drainTimeoutMs: number;
   preloadUrl: string;
   /** Each line of the worker's stdout/stderr, already split. */
@@ -99,6 +101,7 @@ export class Worker extends EventEmitter {
       [ENV.drainTimeout]: String(opts.drainTimeoutMs),
       [ENV.distribution]: opts.distribution,
       [ENV.handoff]: opts.handoff,
+      [ENV.threads]: String(opts.threads),
       NODE_OPTIONS: [opts.env.NODE_OPTIONS, `--import=${opts.preloadUrl}`].filter(Boolean).join(' '),
     };
     // The common `listen(process.env.PORT)` convention: the first TCP port, else the first
@@ -309,6 +312,11 @@ export class Worker extends EventEmitter {
   /** Ready: said by the runtime, by READY=1 (notify.ts), or by staying up for --ready-after. */
   markReady(): void {
     if (this.state !== 'starting') return;
+    if (this.opts.threads > 1 && !this.hasRuntime) {
+      // Ready by --ready-after, yet no runtime spoke: one copy runs, not the --threads asked for.
+      this.remember(`baton: --threads ${this.opts.threads} needs baton's Node runtime in the worker, and this program did not load it (a non-Node program, or Node started through another process)`);
+      return this.kill();
+    }
     this.state = 'ready';
     this.readyAt = Date.now();
     this.emit('ready');

@@ -112,29 +112,32 @@ describe('fdBoundTo', () => {
 
 describe('subreaper, reap and childrenWaitedFor', () => {
   test('as a subreaper, an orphaned grandchild is re-parented here; reap collects it; libuv children are known', TIMEOUT, async (t) => {
-    // In a child process: setting the subreaper flag must not leak into the test runner.
+    const fifo = path.join(tempDir(t), 'release');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    // In a child process: the subreaper flag must not leak into the test runner.
     const url = new URL('../src/sys.js', import.meta.url).href;
     const script = `
       import { spawn } from 'node:child_process';
-      import { readFileSync } from 'node:fs';
+      import { readFileSync, writeFileSync } from 'node:fs';
       const sys = await import(${JSON.stringify(url)});
+      const fifo = process.argv[1];
       const ours = sys.childrenWaitedFor();
       const before = sys.isChildSubreaper();
       sys.setChildSubreaper();
-      // sh forks a grandchild that waits for its stdin to close, prints its pid and exits at once.
-      const sh = spawn('/bin/sh', ['-c', '(read x; exit 3) & echo $!'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      // sh starts a grandchild that exits (code 3) once the fifo is written to, prints its pid, and exits.
+      const sh = spawn('/bin/sh', ['-c', '(read x < "$0"; exit 3) & echo $!', fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
       const known = ours.has(sh.pid);
       let orphan = 0;
       sh.stdout.on('data', (d) => (orphan = Number(String(d).trim())));
       sh.on('exit', async () => {
         const ppid = Number(/PPid:\\s+(\\d+)/.exec(readFileSync('/proc/' + orphan + '/status', 'utf8'))[1]);
         const running = sys.reap(orphan);
-        sh.stdin.end();
+        writeFileSync(fifo, 'go\\n');
         let status = null;
         while (!(status = sys.reap(orphan))) await new Promise((r) => setTimeout(r, 5));
         console.log(JSON.stringify({ before, after: sys.isChildSubreaper(), known, forgotten: !ours.has(sh.pid), adopted: ppid === process.pid, running, status }));
       });`;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
     t.after(() => child.kill('SIGKILL'));
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -183,8 +186,7 @@ describe('Node internals: stopReceiving', () => {
     const reader = dgram.createSocket('udp4');
     const client = dgram.createSocket('udp4');
     t.after(() => client.close());
-    reader.bind({ fd: sys.dup(fd) });
-    await once(reader, 'listening');
+    reader.bind({ fd: sys.dup(fd) }); // listening at once: bind({ fd }) has nothing to look up
     const got: string[] = [];
     reader.on('message', (m) => got.push(String(m)));
     client.send('one', port, '127.0.0.1');
@@ -204,6 +206,8 @@ describe('Node internals: stopReceiving', () => {
     next.bind({ fd: sys.dup(fd) });
     const [m] = await once(next, 'message');
     assert.equal(String(m), 'two');
-    assert.throws(() => sys.stopReceiving(dgram.createSocket('udp4')), /no UDP handle behind this dgram socket/);
+    const closed = dgram.createSocket('udp4');
+    closed.close();
+    assert.throws(() => sys.stopReceiving(closed), /no UDP handle behind this dgram socket/);
   });
 });

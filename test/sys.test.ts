@@ -506,6 +506,18 @@ describe('Node internals', () => {
     assert.throws(() => sys.handleFd(net.createServer()), /no OS file descriptor behind this server/);
   });
 
+  test('ipcFd: the parent end of a child\'s IPC channel (Node internal channel.fd), null once closed', TIMEOUT, async (t) => {
+    const child = spawn(process.execPath, ['-e', `process.on('message', () => process.disconnect())`], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    t.after(() => killChild(child));
+    const fd = sys.ipcFd(child);
+    assert.equal(typeof fd, 'number', `Node ${process.version} changed ChildProcess.channel.fd: update ipcFd() in src/sys.ts`);
+    assert.equal(fs.fstatSync(fd!).isSocket(), true);
+    const gone = once(child, 'disconnect');
+    child.send('bye');
+    await gone;
+    assert.equal(sys.ipcFd(child), null);
+  });
+
   test('peerCredentials names this process for its own connection', TIMEOUT, async (t) => {
     const { file, accepted } = await unixServer(t);
     const client = await connectClient(t, { path: file });

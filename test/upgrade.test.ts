@@ -10,6 +10,8 @@ import { startLoad, type LoadReport } from '../bench/load.js';
 import { CLI, EXAMPLES, ROOT, runCli, startBaton, tempDir, type Baton } from './helpers/baton.js';
 import type { HandoffRecord } from '../src/handoff.js';
 import type { StatusReport } from '../src/supervisor.js';
+import { inheriting } from '../src/upgrade.js';
+import * as sys from '../src/sys.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];
@@ -224,6 +226,26 @@ test('a broken new baton is refused: syntax error, missing file, older and newer
   assert.equal(ok.code, 0, ok.stderr);
   const report = await l.stop();
   assertNothingLost(report, b.out);
+});
+
+test('a failed execve puts every FD_CLOEXEC flag back as it was', () => {
+  const flagged = sys.memfd('flagged');
+  const plain = sys.memfd('plain');
+  sys.setCloexec(plain, false);
+  try {
+    assert.throws(
+      () =>
+        inheriting([flagged, plain], () => {
+          assert.deepEqual([sys.isCloexec(flagged), sys.isCloexec(plain)], [false, false]);
+          return sys.execve('/nonexistent/baton', ['baton'], process.env);
+        }),
+      { code: 'ENOENT' },
+    );
+    assert.deepEqual([sys.isCloexec(flagged), sys.isCloexec(plain)], [true, false]);
+  } finally {
+    sys.closeFd(flagged);
+    sys.closeFd(plain);
+  }
 });
 
 test('the check mode reads states: this format, a newer one (999), an older one and garbage', async (t) => {

@@ -56,8 +56,30 @@ function patchBind(slots: Slot[]): void {
       // The runtime registered itself on globalThis before the app's code ran.
       (globalThis as { [RUNTIME_KEY]?: BatonRuntime })[RUNTIME_KEY]?.onDrain(() => stopReading(slots));
     }
-    return Reflect.apply(original, this, cb ? [{ fd: slot.info.fd }, cb] : [{ fd: slot.info.fd }]) as dgram.Socket;
+    return bindAsync(this, () => Reflect.apply(original, this, cb ? [{ fd: slot.info.fd }, cb] : [{ fd: slot.info.fd }]));
   } as typeof original;
+}
+
+/**
+ * bind({ fd }) emits 'listening' (and calls bind's callback) before it returns, where
+ * bind(port) does so later, after its address lookup: apps that add their 'listening'
+ * handler just after bind() would miss it. Held back to the next tick, as Node's own.
+ */
+function bindAsync(socket: dgram.Socket, bind: () => unknown): dgram.Socket {
+  let listened = false;
+  const own = socket as dgram.Socket & { emit: dgram.Socket['emit'] };
+  own.emit = function emit(this: dgram.Socket, event: string | symbol, ...args: unknown[]): boolean {
+    if (event !== 'listening') return Reflect.apply(dgram.Socket.prototype.emit, this, [event, ...args]) as boolean;
+    listened = true;
+    return true;
+  };
+  try {
+    bind();
+  } finally {
+    delete (own as { emit?: unknown }).emit;
+  }
+  if (listened) process.nextTick(() => socket.emit('listening'));
+  return socket;
 }
 
 /** Reads bind()'s arguments the way Node does: (port, address, cb) or (options, cb). */

@@ -1,11 +1,15 @@
-// The worker runtime, started by ./preload.js inside the worker process baton spawned:
-// redirects listen() to the inherited listeners, says when the worker is ready, drains
-// when told to (or when baton is gone), and backs the SDK (../sdk.ts).
+// The worker runtime, started by ./preload.js inside the worker process baton spawned (and,
+// with --threads, in each thread it runs a copy of the app in: ./threads.ts): redirects
+// listen() to the inherited listeners, says when the worker is ready, drains when told to
+// (or when baton is gone), and backs the SDK (../sdk.ts).
 import type * as net from 'node:net';
-import type { ENV, FromWorker, ListenerInfo, ReadyMode } from '../protocol.js';
+import { isMainThread } from 'node:worker_threads';
+import type { ENV, ListenerInfo, ReadyMode } from '../protocol.js';
 import { RUNTIME_KEY, type BatonRuntime } from '../sdk.js';
 import { patchListen } from './listen.js';
 import { Drain } from './drain.js';
+import { ipcUplink } from './uplink.js';
+import { runThreads, threadUplink } from './threads.js';
 import './dgram.js'; // UDP listeners: patches dgram's bind() when baton passed any
 
 // Literal copies, type-checked against protocol.ts (importing its values would load zod).
@@ -18,6 +22,7 @@ const E: typeof ENV = {
   drainTimeout: 'BATON_DRAIN_TIMEOUT_MS',
   distribution: 'BATON_DISTRIBUTION',
   handoff: 'BATON_HANDOFF',
+  threads: 'BATON_THREADS',
 };
 
 const DEFAULT_BACKLOG = 511;
@@ -38,23 +43,17 @@ export function start(): void {
   const mode: ReadyMode = modeText === 'manual' || modeText === 'notify' ? modeText : 'listen';
   const drainTimeoutMs = num(process.env[E.drainTimeout], DEFAULT_DRAIN_TIMEOUT_MS);
 
-  const rawSend = process.send!;
-  // Always with a callback: without one, a send on a closing channel emits 'error' on
-  // process, which would crash an app that has no handler for it.
-  const send = (msg: FromWorker, done?: () => void): void => {
-    if (!process.connected) return done?.();
-    try {
-      Reflect.apply(rawSend, process, [msg, undefined, undefined, () => done?.()]);
-    } catch {
-      done?.();
-    }
-  };
+  // Who this copy of the app answers to: baton, or (in a thread) the process's main thread,
+  // which then speaks to baton for every copy.
+  const threads = isMainThread ? num(process.env[E.threads], 1) : 1;
+  const up = !isMainThread ? threadUplink() : threads > 1 ? runThreads(threads, listeners, ipcUplink(), drainTimeoutMs) : ipcUplink();
+  const send = up.send;
   const warn = (message: string): void => {
     process.stderr.write(`${message}\n`);
     send({ baton: 1, type: 'warning', message });
   };
 
-  const drain = new Drain({ send, warn, exit: () => process.exit(0) });
+  const drain = new Drain({ send, warn, exit: () => up.exit() });
 
   let readySent = false;
   const sendReady = (): void => {
@@ -78,18 +77,22 @@ export function start(): void {
       if (mode === 'listen' && served.size === listeners.length) sendReady();
     },
     warn,
-    holdChannel: (hold) => (hold ? process.channel?.ref() : process.channel?.unref()),
+    holdChannel: (hold) => up.hold(hold),
     draining: () => drain.started,
   });
   if (mode === 'listen' && listeners.length === 0) setImmediate(sendReady);
 
-  // PM2's convention for "ready": process.send('ready'). Passed on unchanged.
-  process.send = function (...args: unknown[]): boolean {
-    if (args[0] === 'ready') appReady();
-    return Reflect.apply(rawSend, process, args) as boolean;
-  } as typeof process.send;
+  // PM2's convention for "ready": process.send('ready'). Passed on unchanged. A thread has
+  // no process.send: its copy says ready through the SDK, or by listening.
+  const rawSend = process.send;
+  if (rawSend) {
+    process.send = function (...args: unknown[]): boolean {
+      if (args[0] === 'ready') appReady();
+      return Reflect.apply(rawSend, process, args) as boolean;
+    } as typeof process.send;
+  }
 
-  process.on('message', (m: unknown, handle: unknown) => {
+  up.receive((m: unknown, handle: unknown) => {
     const msg = m as { baton?: unknown; type?: unknown; timeoutMs?: unknown; listener?: unknown } | null;
     if (msg?.baton !== 1) return;
     if (msg.type === 'drain') {
@@ -101,20 +104,15 @@ export function start(): void {
     } else if (msg.type === 'connection' && typeof msg.listener === 'string' && handle) {
       deliver(msg.listener, handle as net.Socket);
     }
+  }, () => {
+    // Nobody left to say drain (baton died): leave on our own.
+    drain.start(drainTimeoutMs);
+    release();
   });
-  // The channel closes when baton dies: nobody will say drain, and a worker left serving
-  // outside baton would hold connections no reload can reach. Leave on our own.
   // baton reads our stdout and stderr: once it is gone, the next write fails with EPIPE, and
   // an 'error' nobody handles would kill the process with the requests it is finishing.
   // (Registered now: a write can fail before 'disconnect' is emitted.)
   for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
-  process.on('disconnect', () => {
-    drain.start(drainTimeoutMs);
-    release();
-  });
-  // Listening for 'message'/'disconnect' refs the channel; it must not keep an app alive
-  // that would otherwise exit.
-  process.channel?.unref();
 
   const rt: BatonRuntime = {
     ready: appReady,

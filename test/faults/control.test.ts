@@ -38,7 +38,7 @@ test(EXPECTED['reload-storm'].fault, async (t) => {
   const b = await startBaton({ argv: v1 });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l);
   const t0 = Date.now();
   const replies: Promise<ControlReply>[] = [];
@@ -86,7 +86,7 @@ test(EXPECTED['stop-during-handoff'].fault, async (t) => {
   const b = await startBaton({ argv: v1, args: ['--drain-timeout', '5s'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l);
   const reloading = b.reload(faulty('--tag=v2', '--start-delay=3000'));
   await b.waitFor(/worker 2\.0 started/);
@@ -116,7 +116,7 @@ test(EXPECTED['reload-during-stop'].fault, async (t) => {
   const b = await startBaton({ argv: v1 });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l);
   const slow = request(`http://127.0.0.1:${port}/slow?ms=1500`).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }));
   await b.waitFor(/\[1\.0\] slow-start/);
@@ -143,7 +143,7 @@ test(EXPECTED['scale-during-handoff'].fault, async (t) => {
   const b = await startBaton({ argv: v1 });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l);
   const reloading = b.reload(faulty('--tag=v2', '--start-delay=1500'));
   await b.waitFor(/worker 2\.0 started/);
@@ -191,7 +191,7 @@ test(EXPECTED['hostile-control'].fault, async (t) => {
   const pid = b.proc.pid!;
   const fds = (): number => readdirSync(`/proc/${pid}/fd`).length;
   const before = fds();
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l);
   // A client that connects and says nothing: it must not hold anyone else up.
   const silent = createConnection(b.control);

@@ -22,7 +22,7 @@ test(EXPECTED['ignore-drain'].fault, async (t) => {
   const b = await startBaton({ argv: faulty('--tag=v1'), args: ['--drain-timeout', '1s'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l);
   // From here the old worker cannot hear anything, the drain included.
   const blocked = request(`http://127.0.0.1:${port}/block`).then(
@@ -56,7 +56,7 @@ test(EXPECTED['crash-draining'].fault, async (t) => {
   const b = await startBaton({ argv: faulty('--tag=v1', '--crash-on-drain=300', '--block-before-crash=3000'), args: ['--drain-timeout', '20s'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l);
   // Work the old worker holds while it drains: it dies with it.
   const slow = request(`http://127.0.0.1:${port}/slow?ms=10000`).then(

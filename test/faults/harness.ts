@@ -51,9 +51,11 @@ export const MIXED = [
   { kind: 'fresh' as const, concurrency: 2 },
 ];
 
-/** Bounded load: at most 200k requests and 60 s; every case stops it as soon as it is done. */
-export function load(port: number, path = '/'): LoadHandle {
-  return startLoad({ target: { host: '127.0.0.1', port }, clients: MIXED, path, maxRequests: 200_000, maxDurationMs: 60_000 });
+/** Bounded load: at most 200k requests and 60 s; every case stops it as soon as it is done (a failed one at its end). */
+export function load(t: { after(fn: () => unknown): void }, port: number, path = '/'): LoadHandle {
+  const l = startLoad({ target: { host: '127.0.0.1', port }, clients: MIXED, path, maxRequests: 200_000, maxDurationMs: 60_000, graceMs: 3000 });
+  t.after(() => l.stop());
+  return l;
 }
 
 /** Every kind of client got answers: the case really ran under keep-alive and new-connection load. */

@@ -34,7 +34,7 @@ test(EXPECTED['start-exit'].fault, async (t) => {
   t.after(() => b.dispose());
   const port = await b.port();
   const pid = (await b.status()).generations[0]!.workers[0]!.pid;
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l);
   const reply = await b.reload(faulty('--tag=v2', '--exit-at-start'));
   assert.ok(!reply.ok);
@@ -56,7 +56,7 @@ test(EXPECTED['start-hang'].fault, async (t) => {
   t.after(() => b.dispose());
   const port = await b.port();
   const pid = (await b.status()).generations[0]!.workers[0]!.pid;
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l);
   const t0 = Date.now();
   const reply = await b.reload(['node', join(FIXTURES, 'never-ready.mjs')]);
@@ -82,7 +82,7 @@ test(EXPECTED['ready-then-crash'].fault, async (t) => {
   const b = await startBaton({ argv: v1 });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l);
   const reply = await b.reload(faulty('--tag=v2', '--crash-after-ready=300', `--marker=${marker}`, '--block-before-crash=3000'));
   assert.ok(reply.ok, JSON.stringify(reply));
@@ -120,7 +120,7 @@ test(EXPECTED['crash-mid-handoff'].fault, async (t) => {
     await b.waitFor(new RegExp(`(slow-start[\\s\\S]*){${i + 1}}`));
   }
   assert.ok(/\[1\.0\] slow-start/.test(b.out) && /\[1\.1\] slow-start/.test(b.out), 'both old workers hold a slow request');
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l);
   const reloading = b.reload(faulty('--tag=v2', '--crash-after-ready=300', `--marker=${marker}`, '--block-before-crash=3000'));
   const line = await b.waitFor(/\[2\.0\] about to crash \(after ready\) pid=\d+/);

@@ -23,7 +23,7 @@ for (const [id, mode] of [['supervisor-kill', 'shared'], ['supervisor-kill-rr', 
     t.after(() => b.dispose());
     const port = await b.port();
     const worker = (await b.status()).generations[0]!.workers[0]!.pid;
-    const l = load(port);
+    const l = load(t, port);
     await flowing(l);
     // Work it holds when baton dies; the first to finish logs to a pipe nobody reads any more.
     const slow = [3000, 4500].map((ms) =>

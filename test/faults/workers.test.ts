@@ -33,7 +33,7 @@ test(EXPECTED.sigkill.fault, async (t) => {
   const b = await startBaton({ argv: faulty('--tag=v1'), args: ['--workers', '2'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l, 200);
   const victim = serving(await b.status()).workers[0]!.pid;
   const c = freezeAndCount(victim, port);
@@ -55,7 +55,7 @@ test(EXPECTED.sigstop.fault, async (t) => {
   const b = await startBaton({ argv: faulty('--tag=v1'), args: ['--workers', '2', '--drain-timeout', '2s'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l, 200);
   const hung = serving(await b.status()).workers[0]!.pid;
   const c1 = freezeAndCount(hung, port);
@@ -100,7 +100,7 @@ test(EXPECTED.oom.fault, async (t) => {
   const b = await startBaton({ argv: ['node', '--max-old-space-size=32', FAULTY, '--tag=v1'], args: ['--workers', '2'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(port);
+  const l = load(t, port);
   await flowing(l, 200);
   const oom = request(`http://127.0.0.1:${port}/oom`).then(
     () => 'answered',

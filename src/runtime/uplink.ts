@@ -1,0 +1,47 @@
+// How one copy of the app talks to whoever runs it. A worker process talks to baton over
+// its IPC channel (ipcUplink); with --threads, each thread's copy talks to the process's
+// main thread over a MessagePort, and the main thread speaks for all of them (./threads.ts).
+// The runtime (./runtime.ts) and the drain (./drain.ts) only ever see this interface.
+import type { FromWorker } from '../protocol.js';
+
+export interface Uplink {
+  /** `done` always runs: once the message is out, or at once if it cannot be sent. */
+  send(msg: FromWorker, done?: () => void): void;
+  /**
+   * `onMessage` gets every message (with the handle passed along, if any); `onGone` runs
+   * once nobody can tell this copy to drain any more.
+   */
+  receive(onMessage: (msg: unknown, handle: unknown) => void, onGone: () => void): void;
+  /** Round-robin: keep this copy alive while a server waits for connections from the uplink. */
+  hold(on: boolean): void;
+  /** This copy has drained: it leaves. */
+  exit(): void;
+}
+
+/** The worker process baton spawned: its IPC channel. */
+export function ipcUplink(): Uplink {
+  const rawSend = process.send!;
+  return {
+    // Always with a callback: without one, a send on a closing channel emits 'error' on
+    // process, which would crash an app that has no handler for it.
+    send(msg, done) {
+      if (!process.connected) return done?.();
+      try {
+        Reflect.apply(rawSend, process, [msg, undefined, undefined, () => done?.()]);
+      } catch {
+        done?.();
+      }
+    },
+    receive(onMessage, onGone) {
+      process.on('message', onMessage);
+      // The channel closes when baton dies: nobody will say drain, and a worker left serving
+      // outside baton would hold connections no reload can reach. Leave on our own.
+      process.on('disconnect', onGone);
+      // Listening for 'message'/'disconnect' refs the channel; it must not keep an app alive
+      // that would otherwise exit.
+      process.channel?.unref();
+    },
+    hold: (on) => (on ? process.channel?.ref() : process.channel?.unref()),
+    exit: () => process.exit(0),
+  };
+}

@@ -1,0 +1,48 @@
+// The listen backlog overflows while the first generation is slow to start.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startLoad } from '../../bench/load.js';
+import { startBaton } from '../helpers/baton.js';
+import { cases, faulty, record } from './harness.js';
+
+const EXPECTED = cases({
+  'backlog-overflow': {
+    fault: '60 new connections at once while the first generation takes over 1 s to start, with --backlog 8',
+    expected: 'nothing refused, nothing failed: the kernel queues backlog + 1 connections, answered as soon as the worker accepts; for the others it drops the SYN, or the handshake\'s last ACK (tcp_abort_on_overflow = 0), and they complete on a resend (client SYN at 1 s, 3 s, 7 s; server SYN-ACK likewise): each waits for a resend, later than the queued ones',
+  },
+});
+
+test(EXPECTED['backlog-overflow'].fault, async (t) => {
+  const spec = EXPECTED['backlog-overflow'];
+  const BACKLOG = 8;
+  const N = 60;
+  const b = await startBaton({ argv: faulty('--tag=v1', '--start-delay=1200'), args: ['--backlog', String(BACKLOG)], waitReady: false });
+  t.after(() => b.dispose());
+  const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(await b.waitFor(/listening on 127\.0\.0\.1:\d+/))![1]);
+  const rep = await startLoad({
+    target: { host: '127.0.0.1', port },
+    clients: [{ kind: 'fresh', concurrency: N }],
+    maxRequests: N,
+    maxDurationMs: 30_000,
+    graceMs: 30_000,
+  }).done;
+  await b.waitFor(/handoff 1: generation 1 serves/);
+  assert.equal(rep.failed, 0, JSON.stringify(rep.errors));
+  assert.equal(rep.ok, N);
+  // All were sent at once. The backlog + 1 queued connections are answered as soon as the
+  // worker accepts; every other one waits for a resend of its SYN or SYN-ACK.
+  const ms = rep.samples.map((s) => s.ms).sort((a, b) => a - b);
+  const first = ms[0]!;
+  const withFirst = ms.filter((x) => x < first + 300).length;
+  const late = ms.slice(withFirst);
+  assert.ok(first >= 1200, `answered before the worker listened: ${ms.map(Math.round).join(' ')}`);
+  assert.ok(withFirst <= BACKLOG + 1, `${withFirst} answered with the first, but only ${BACKLOG + 1} fit the queue: ${ms.map(Math.round).join(' ')}`);
+  assert.ok(late.length >= N - BACKLOG - 1, `${late.length} waited: ${ms.map(Math.round).join(' ')}`);
+  record(
+    spec,
+    {
+      observed: `${rep.ok}/${N} answered, 0 refused; ${withFirst} (queued) answered at ${Math.round(first)}-${Math.round(ms[withFirst - 1]!)} ms, as the worker started; the other ${late.length} at ${Math.round(late[0] ?? 0)}-${Math.round(ms.at(-1)!)} ms, on a resent SYN / SYN-ACK`,
+    },
+    rep,
+  );
+});
