@@ -1,10 +1,12 @@
-// `npm run build && node dist/bench/overhead.js [--rounds 3] [--seconds 3]`
+// `npm run build && node dist/bench/overhead.js [--rounds 3] [--seconds 3] [--only threads]`
 //
 // Is baton out of the data path? The example app, under keep-alive (undici) and
 // new-connection-per-request clients, in pairs measured back to back:
 //   bare node (1 process)       vs baton shared / round-robin, 1 worker
 //   node cluster, shared handle vs baton shared, 2 workers
 //   node cluster, round-robin   vs baton round-robin, 2 workers
+//   baton, 2 workers × 1 thread vs baton, 1 worker × 2 threads (--threads; the app names its thread)
+// `--only TEXT` runs the pairs whose names contain TEXT.
 // Each pair runs in the order AB in even rounds and BA in odd ones, so a machine that gets
 // busier or quieter during the run favours neither side; the figure is the median over the
 // rounds of the ratio within a pair. Reports req/s, p50/p99, and how evenly requests spread
@@ -60,12 +62,25 @@ function baton(distribution: 'shared' | 'round-robin', workers: number): Target 
   };
 }
 
+/** Copies of the app as processes or as --threads; test/fixtures/threads.mjs answers `pid=P thread=T`. */
+function copies(workers: number, threads: number): Target {
+  return {
+    name: `baton shared, ${workers} worker${workers > 1 ? 's' : ''} × ${threads} thread${threads > 1 ? 's' : ''}`,
+    workers: workers * threads,
+    async start() {
+      const b = await Baton.start({ argv: ['node', join(ROOT, 'test/fixtures/threads.mjs')], workers, args: ['--threads', String(threads)] });
+      return { port: await b.port(), stop: () => b.stop() };
+    },
+  };
+}
+
 /** [baseline, baton]; `bar`: the ratio baton must reach (null: reported only). */
 const PAIRS: { base: Target; baton: Target; bar: number | null }[] = [
   { base: bare, baton: baton('shared', 1), bar: 0.97 },
   { base: bare, baton: baton('round-robin', 1), bar: null },
   { base: cluster('none'), baton: baton('shared', 2), bar: 0.97 },
   { base: cluster('rr'), baton: baton('round-robin', 2), bar: 1 },
+  { base: copies(2, 1), baton: copies(1, 2), bar: null },
 ];
 const LOADS: { name: string; kind: ClientKind; concurrency: number }[] = [
   { name: 'keep-alive', kind: 'undici', concurrency: 32 },
@@ -96,7 +111,7 @@ async function measure(port: number, kind: ClientKind, concurrency: number, ms: 
     maxDurationMs: ms,
     sampleLatencies: 0,
     expect: (status, body) => {
-      const pid = /pid=(\d+)/.exec(body)?.[1] ?? '?';
+      const pid = /pid=\d+(?: thread=\d+)?/.exec(body)?.[0] ?? '?'; // a thread counts as a worker
       byPid.set(pid, (byPid.get(pid) ?? 0) + 1);
       return status === 200;
     },
@@ -122,14 +137,17 @@ async function runTarget(t: Target, seconds: number): Promise<Map<string, Run>> 
 export interface OverheadOptions {
   rounds: number;
   seconds: number;
+  /** Only the pairs whose names contain this. */
+  only?: string;
 }
 
 export async function overhead(o: OverheadOptions): Promise<Section> {
   const watch = new LoadWatch();
   // results[pair][load] = one { base, baton } per round
-  const results = PAIRS.map(() => new Map<string, { base: Run; baton: Run }[]>());
+  const pairs = PAIRS.filter((p) => !o.only || `${p.base.name} ${p.baton.name}`.includes(o.only));
+  const results = pairs.map(() => new Map<string, { base: Run; baton: Run }[]>());
   for (let round = 0; round < o.rounds; round++) {
-    for (const [i, p] of PAIRS.entries()) {
+    for (const [i, p] of pairs.entries()) {
       const order = round % 2 === 0 ? [p.base, p.baton] : [p.baton, p.base];
       const [first, second] = [await runTarget(order[0]!, o.seconds), await runTarget(order[1]!, o.seconds)];
       const [base, under] = round % 2 === 0 ? [first, second] : [second, first];
@@ -157,7 +175,7 @@ export async function overhead(o: OverheadOptions): Promise<Section> {
     ];
   };
   for (const l of LOADS) {
-    for (const [i, p] of PAIRS.entries()) {
+    for (const [i, p] of pairs.entries()) {
       const runs = results[i]!.get(l.name)!;
       const ratios = runs.map((r) => r.baton.rps / r.base.rps);
       const ratio = median(ratios);
@@ -174,14 +192,14 @@ export async function overhead(o: OverheadOptions): Promise<Section> {
     }
   }
   const markdown = [
-    `${o.rounds} rounds × ${o.seconds} s per load, pairs alternating AB / BA; ${LOADS.map((l) => `${l.name}: ${l.concurrency} clients`).join(', ')}; \`examples/hello/v1.js\`.`,
+    `${o.rounds} rounds × ${o.seconds} s per load, pairs alternating AB / BA; ${LOADS.map((l) => `${l.name}: ${l.concurrency} clients`).join(', ')}; \`examples/hello/v1.js\` (the --threads pair: \`test/fixtures/threads.mjs\`).`,
     '',
     table(['load', 'target', 'req/s (median)', 'p50 ms', 'p99 ms', 'failed', 'share per worker (last round)', 'Jain', 'baton / baseline, median of rounds (min–max)'], rows),
   ].join('\n');
-  return { title: 'Overhead: throughput under baton vs bare', command: `node dist/bench/overhead.js --rounds ${o.rounds} --seconds ${o.seconds}`, load, markdown, verdicts };
+  return { title: 'Overhead: throughput under baton vs bare', command: `node dist/bench/overhead.js --rounds ${o.rounds} --seconds ${o.seconds}${o.only ? ` --only '${o.only}'` : ''}`, load, markdown, verdicts };
 }
 
 if (isMain(import.meta.url)) {
-  const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '3' } } });
-  runMain(() => overhead({ rounds: Number(values.rounds), seconds: Number(values.seconds) }));
+  const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '3' }, only: { type: 'string' } } });
+  runMain(() => overhead({ rounds: Number(values.rounds), seconds: Number(values.seconds), only: values.only }));
 }

@@ -48,20 +48,22 @@ export function takeInheritedSockets(env: NodeJS.ProcessEnv, pid = process.pid):
 }
 
 /**
- * The fd of the inherited socket for `spec`, or null: by name (LISTEN_FDNAMES equals the
- * spec's name), else by address. A wildcard host matches either wildcard, because
- * systemd's `ListenStream=8080` binds [::]:8080 (dual-stack) where `--listen 8080` says 0.0.0.0.
+ * The inherited socket for `spec`, or null: by name (LISTEN_FDNAMES equals the spec's
+ * name), else by address. A wildcard host matches either wildcard, because systemd's
+ * `ListenStream=8080` binds [::]:8080 (dual-stack) where `--listen 8080` says 0.0.0.0.
+ * Matched by name, the socket's own address is what counts, not the one the spec gives.
  */
-export function adopt(spec: ListenSpec, inherited: InheritedSocket[]): number | null {
+export function adopt(spec: ListenSpec, inherited: InheritedSocket[]): ListenSpec & { fd: number } | null {
   const free = inherited.filter((s) => !s.used && s.address.kind === spec.kind);
   const s = free.find((x) => x.name === spec.name) ?? free.find((x) => sameAddress(spec, x.address));
   if (!s) return null;
   if (spec.kind !== 'udp' && !s.listening) {
-    throw new Error(`socket activation: fd ${s.fd} (${s.name}) for --listen ${spec.name} is a stream socket that is not listening`);
+    throw new Error(`socket activation: fd ${s.fd} (${s.name}) for listener ${spec.name} is a stream socket that is not listening`);
   }
   s.used = true;
   log.info(`socket activation: listener ${spec.name} uses inherited fd ${s.fd} (${s.name}); not bound again`);
-  return s.fd;
+  const a = s.address;
+  return a.kind === 'unix' ? { name: spec.name, kind: 'unix', path: a.path, fd: s.fd } : { name: spec.name, kind: a.kind, host: a.host, port: a.port, fd: s.fd };
 }
 
 function sameAddress(spec: ListenSpec, a: InheritedSocket['address']): boolean {

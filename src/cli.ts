@@ -11,6 +11,8 @@ import { Supervisor, type StatusReport } from './supervisor.js';
 import { formatRecord, formatStatus } from './report.js';
 import { LOG_RING_LINES, type ControlReply, type ControlRequest, type LogEntry } from './protocol.js';
 import type { HandoffRecord } from './handoff.js';
+import { rmSync } from 'node:fs';
+import { requestTakeover } from './takeover.js';
 import { log, setLogFormat } from './log.js';
 import { applyConfigFile, parseMetricsAddress, targetOf } from './config.js';
 import { ReloadView } from './progress.js';
@@ -121,6 +123,7 @@ addTarget(
     .addOption(new Option('--max-draining <n>', 'a reload waits while n old generations are still draining').argParser(arg(parseWorkers)).default(4))
     .addOption(new Option('--backlog <n>', 'listen backlog (capped by net.core.somaxconn)').argParser(arg(parseBacklog)).default(4096))
     .addOption(new Option('--log-format <format>', 'text: prefixed lines; json: one JSON object per line (pino) on stdout').choices(['text', 'json']).default('text'))
+    .addOption(new Option('--takeover', 'take the listening sockets over from the supervisor running at --control/--name; it drains and exits once this one serves'))
     .addOption(new Option('--metrics <address>', 'serve Prometheus /metrics and /healthz on HOST:PORT (PORT alone: 127.0.0.1)').argParser(arg(parseMetricsAddress)))
     // `baton upgrade` runs the new baton with this same command line and one of these (upgrade.ts).
     .addOption(new Option(`${STATE_FLAG} <fd>`, 'take over a running service from the state at fd').hideHelp().argParser(arg(parseFd)))
@@ -130,6 +133,9 @@ addTarget(
   const file = await applyConfigFile(cmd, given.length > 0).catch((e: Error) => usage(e.message));
   // Then: it takes baton's own systemd variables out of the environment workers get.
   const host = await Promise.resolve().then(() => prepareHost(o)).catch((e: Error) => usage(e.message));
+  // Before anything else binds: the running supervisor's sockets, if we take over.
+  const takeover = o.takeover ? await Promise.resolve().then(() => requestTakeover(controlPath(o))).catch((e: Error) => fail(e.message)) : null;
+  if (takeover) host.inherited.push(...takeover.sockets);
   const command = given.length ? given : (file?.command ?? []);
   if (command.length === 0) usage('missing command: baton start --listen 8080 -- node app.js');
   if (!o.listen?.length && !host.inherited.length) usage('missing --listen: baton start --listen 8080 -- node app.js');
@@ -141,7 +147,7 @@ addTarget(
   setLogFormat(o.logFormat);
   const sup = new Supervisor({
     name: o.name ?? 'baton',
-    controlPath: controlPath(o),
+    controlPath: takeover?.controlPath ?? controlPath(o),
     listen: o.listen?.length ? o.listen : specsFromInherited(host.inherited),
     argv: command,
     cwd: file?.cwd ?? process.cwd(),
@@ -185,13 +191,21 @@ addTarget(
     // Before generation 1: /healthz answers 503 while it starts. Loaded only when asked for.
     if (o.metrics) await (await import('./metrics.js')).serveMetrics(sup, o.metrics);
     await (o.upgradeStateFd === undefined ? sup.start() : resume(sup, o.upgradeStateFd));
+    if (takeover) {
+      await takeover.commit();
+      sup.controlMoved(controlPath(o));
+      log.info(`takeover done: supervisor ${takeover.oldPid} exited; control socket ${controlPath(o)}`);
+    }
   } catch (e) {
+    takeover?.abort();
     log.error((e as Error).message);
     await sup.closeControl();
     process.exit(EXIT_FAILED);
   }
   await sup.stopped;
   await sup.closeControl();
+  // Node unlinks the path it bound; after a takeover that was the temporary one.
+  if (takeover) rmSync(controlPath(o), { force: true });
   process.exit(0);
 });
 
@@ -325,6 +339,11 @@ addTarget(
   }
   for (const e of (reply.result as { entries: LogEntry[] }).entries) print(e);
 });
+
+function fail(message: string): never {
+  console.error(`baton: ${message}`);
+  process.exit(EXIT_FAILED);
+}
 
 function usage(message: string): never {
   console.error(`error: ${message}`);

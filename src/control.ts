@@ -65,6 +65,9 @@ const MAX_QUEUED_BYTES = 1 << 20;
  */
 const CONTROL_BACKLOG = 4096;
 
+/** A handler that wrote its reply itself (e.g. with fds attached) returns this. */
+export const REPLIED = Symbol('replied');
+
 /** An error whose `detail` (e.g. the failed reload's record) goes to the client with the message. */
 export class ControlError extends Error {
   constructor(message: string, readonly detail?: unknown) {
@@ -150,7 +153,8 @@ function serveClient(sock: Socket, handler: ControlHandler): void {
   });
 }
 
-async function handleLine(line: string, handler: ControlHandler, write: (m: ControlReply | ControlEvent | LogEvent) => void, client: LogClient, conn: Socket): Promise<void> {
+/** One request line: exactly one reply (or error) is written for it, whatever it holds. Exported for the fuzzer. */
+export async function handleLine(line: string, handler: ControlHandler, write: (m: ControlReply | ControlEvent | LogEvent) => void, client: LogClient, conn: Socket): Promise<void> {
   let raw: unknown;
   try {
     raw = JSON.parse(line);
@@ -169,7 +173,7 @@ async function handleLine(line: string, handler: ControlHandler, write: (m: Cont
   try {
     const withId: LogClient = { send: (e) => client.send({ ...e, id }), signal: client.signal };
     const result = await handler(parsed.data, (state, message) => write({ id, event: 'progress', state, message, at: Date.now() }), withId, conn);
-    write({ id, ok: true, result });
+    if (result !== REPLIED) write({ id, ok: true, result });
   } catch (e) {
     write({ id, ok: false, error: (e as Error).message, detail: (e as ControlError).detail });
   }

@@ -102,9 +102,9 @@ export function openListeners(specs: ListenSpec[], backlog: number, inherited: I
   const opened: Listener[] = [];
   try {
     for (const s of specs) {
-      const fd = adopt(s, inherited);
-      if (fd !== null) {
-        opened.push(resolveAddress({ ...s, fd, inherited: true }));
+      const taken = adopt(s, inherited);
+      if (taken) {
+        opened.push({ ...taken, inherited: true });
         continue;
       }
       const own =

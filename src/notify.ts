@@ -85,13 +85,15 @@ export class WorkerNotify {
     owner: Credentials | null,
   ) {
     this.path = join(notifyDir(owner !== null), `${label}-${++sequence}.sock`);
+    // The fd the addon's socket is about to get, so that finding it below takes one look.
+    const likely = sys.lowestFreeFd();
     this.socket = dgramSocket();
     this.socket.on('data', (buf: Buffer) => this.onMessage(buf.toString('utf8')));
     this.socket.on('error', (e: Error) => log.warn(`notify socket of worker ${label}: ${e.message}`));
     this.socket.bind(this.path);
     // The addon opens its socket without FD_CLOEXEC: every worker spawned later would
     // inherit every other worker's notify socket. Synchronous, so no spawn comes between.
-    const fd = sys.fdBoundTo(this.path);
+    const fd = sys.fdBoundTo(this.path, likely);
     if (fd === null) {
       this.close();
       throw new Error(`cannot find the fd of notify socket ${this.path} to make it close-on-exec`);

@@ -112,6 +112,10 @@ export const ControlRequest = z.discriminatedUnion('cmd', [
     workers: z.union([z.number().int(), z.string().regex(/^[+-]\d{1,4}$/, 'expected a count or +N / -N')]),
   }),
   z.strictObject({ id: z.number().int().optional(), cmd: z.literal('stop') }),
+  /** An unrelated new baton asks for the listening sockets (passed with the reply, SCM_RIGHTS). */
+  z.strictObject({ id: z.number().int().optional(), cmd: z.literal('takeover') }),
+  /** Sent on the same connection once the new baton serves: drain and exit. */
+  z.strictObject({ id: z.number().int().optional(), cmd: z.literal('takeover-commit') }),
   z.strictObject({
     id: z.number().int().optional(),
     cmd: z.literal('upgrade'),

@@ -9,7 +9,8 @@ import type { InheritedSocket } from './activation.js';
 import { Generation, type WorkerTemplate } from './generation.js';
 import type { Worker } from './worker.js';
 import { newRecord, runHandoff, type HandoffRecord, type HandoffTrigger } from './handoff.js';
-import { ControlError, prepareControlPath, serveControl } from './control.js';
+import { ControlError, REPLIED, prepareControlPath, serveControl } from './control.js';
+import { offerSockets } from './takeover.js';
 import type { ControlRequest, Distribution, HandoffMode, ReadyMode } from './protocol.js';
 import { RoundRobin } from './roundrobin.js';
 import { log, ring } from './log.js';
@@ -81,6 +82,8 @@ export class Supervisor {
   private listeners: Listener[] = [];
   private control: Server | null = null;
   private roundRobin: RoundRobin | null = null;
+  /** The control connection of a new baton that holds our sockets and has not committed yet. */
+  private takeoverBy: Socket | null = null;
   /** Every generation not yet exited, oldest first. */
   private generations: Generation[] = [];
   private serving: Generation | null = null;
@@ -142,7 +145,7 @@ export class Supervisor {
       nextHandoff: this.nextHandoff,
       startedAt: this.startedAt,
       roundRobin: this.roundRobin,
-      busy: this.stopping ? 'the supervisor is stopping' : this.current || this.pending ? 'a reload is in progress' : null,
+      busy: this.stopping ? 'the supervisor is stopping' : this.current || this.pending ? 'a reload is in progress' : this.takeoverBy ? 'a takeover is in progress' : null,
       stopping: this.stopping !== null,
     };
   }
@@ -334,6 +337,11 @@ export class Supervisor {
     return this.stopping;
   }
 
+  /** After a takeover, the control socket was renamed onto the service's own path. */
+  controlMoved(path: string): void {
+    this.opts.controlPath = path;
+  }
+
   /** Stop now: no drain. For a second Ctrl-C. */
   kill(): void {
     for (const g of this.generations) g.kill();
@@ -376,7 +384,31 @@ export class Supervisor {
         return { stopped: true };
       case 'upgrade':
         return upgrade(this, req, emit, conn);
+      case 'takeover':
+        if (this.stopping || this.takeoverBy) throw new Error(this.stopping ? 'the supervisor is stopping' : 'another takeover is in progress');
+        offerSockets(conn, this.listeners);
+        this.takeoverBy = conn;
+        log.info('takeover: listening sockets passed to a new baton; serving on until it commits');
+        conn.once('close', () => {
+          if (this.takeoverBy === conn && !this.stopping) log.info('takeover abandoned: the new baton went away; serving on');
+          if (this.takeoverBy === conn) this.takeoverBy = null;
+        });
+        return REPLIED;
+      case 'takeover-commit':
+        if (this.takeoverBy !== conn) throw new Error('no takeover in progress on this connection');
+        void this.handOver(conn);
+        return { stopping: true };
     }
+  }
+
+  /** The new baton serves: drain everything, free the control path, then let it know. */
+  private async handOver(conn: Socket): Promise<void> {
+    log.info('takeover committed: draining every generation; the sockets stay open in the new baton');
+    // The sockets (and unix paths) are the new baton's now: close ours, unlink nothing.
+    for (const l of this.listeners) l.inherited = true;
+    await this.stop();
+    await this.closeControl();
+    conn.destroy();
   }
 
   /** Resize the serving generation (and every later one). Resolves once the new size is ready. */

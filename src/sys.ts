@@ -46,6 +46,10 @@ const FD_CLOEXEC = 1;
 const MFD_CLOEXEC = 1;
 const WNOHANG = 1;
 const MSG_NOSIGNAL = 0x4000;
+const MSG_CMSG_CLOEXEC = 0x40000000;
+const SCM_RIGHTS = 1;
+/** sizeof(struct cmsghdr) on LP64: size_t cmsg_len, int cmsg_level, int cmsg_type. */
+const CMSG_HDR = 16;
 const PR_SET_CHILD_SUBREAPER = 36;
 const PR_GET_CHILD_SUBREAPER = 37;
 /** sizeof(sun_path), including the terminating NUL. */
@@ -75,6 +79,8 @@ interface Libc {
   inet_pton: Fn;
   inet_ntop: (...args: any[]) => unknown;
   sendto: Fn;
+  sendmsg: Fn;
+  recvmsg: Fn;
   prctl: Fn;
   waitpid: Fn;
   memfd_create: Fn;
@@ -99,6 +105,11 @@ function c(): Libc {
     pw_gecos: 'char *', pw_dir: 'char *', pw_shell: 'char *',
   });
   koffi.struct('group', { gr_name: 'char *', gr_passwd: 'char *', gr_gid: 'uint32_t', gr_mem: 'void *' });
+  koffi.struct('iovec', { iov_base: 'void *', iov_len: 'size_t' });
+  koffi.struct('msghdr', {
+    msg_name: 'void *', msg_namelen: 'uint32_t', msg_iov: 'iovec *', msg_iovlen: 'size_t',
+    msg_control: 'void *', msg_controllen: 'size_t', msg_flags: 'int',
+  });
   // Buffers are passed as `void *`: koffi hands the C function a pointer into the
   // Buffer's own memory, so output parameters land in the Buffer.
   libc = {
@@ -121,6 +132,8 @@ function c(): Libc {
     // (ending with null) into one.
     execve: lib.func('int execve(const char *path, const char **argv, const char **envp)'),
     sendto: lib.func('intptr_t sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)'),
+    sendmsg: lib.func('intptr_t sendmsg(int fd, const msghdr *msg, int flags)'),
+    recvmsg: lib.func('intptr_t recvmsg(int fd, _Inout_ msghdr *msg, int flags)'),
     prctl: lib.func('int prctl(int option, ...)'),
     getpwnam: lib.func('passwd *getpwnam(const char *name)'),
     getpwuid: lib.func('passwd *getpwuid(uint32_t uid)'),
@@ -372,6 +385,73 @@ export function sendDatagram(address: string, data: string): void {
 }
 
 /* ------------------------------------------------------------------ */
+/* Passing fds to an unrelated process (SCM_RIGHTS): takeover          */
+/* ------------------------------------------------------------------ */
+
+/** A blocking, close-on-exec connection to a unix stream socket. */
+export function connectUnix(path: string): number {
+  const what = `cannot connect to ${path}`;
+  const addr = sockaddrUn(path, what);
+  const fd = check(c().socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), what, 'socket');
+  check(c().connect(fd, addr, addr.length), what, 'connect', fd);
+  return fd;
+}
+
+/** One sendmsg of `data` with `fds` attached. The socket may be Node's (non-blocking): the message is small. */
+export function sendWithFds(fd: number, data: string, fds: readonly number[]): void {
+  const what = 'cannot pass sockets';
+  const body = Buffer.from(data);
+  const len = CMSG_HDR + 4 * fds.length;
+  const control = Buffer.alloc(fds.length ? (len + 7) & ~7 : 0);
+  if (fds.length) {
+    control.writeBigUInt64LE(BigInt(len), 0);
+    control.writeInt32LE(SOL_SOCKET, 8);
+    control.writeInt32LE(SCM_RIGHTS, 12);
+    fds.forEach((f, i) => control.writeInt32LE(f, CMSG_HDR + 4 * i));
+  }
+  const msg = {
+    msg_name: null, msg_namelen: 0, msg_iov: [{ iov_base: body, iov_len: body.length }], msg_iovlen: 1,
+    msg_control: fds.length ? control : null, msg_controllen: control.length, msg_flags: 0,
+  };
+  const sent = check(Number(c().sendmsg(fd, msg, MSG_NOSIGNAL)), what, 'sendmsg');
+  if (sent !== body.length) throw sysError(what, 'sendmsg', E.EAGAIN, `only ${sent} of ${body.length} bytes went out`);
+}
+
+/**
+ * Blocking read until a newline: the bytes, and the fds that came with them (close-on-exec).
+ * For a short handshake only: it blocks the event loop while it waits.
+ */
+export function recvLineWithFds(fd: number, maxBytes = 1 << 20, maxFds = 1024): { line: string; fds: number[] } {
+  const what = 'cannot receive sockets';
+  const chunks: Buffer[] = [];
+  const fds: number[] = [];
+  let total = 0;
+  for (;;) {
+    const buf = Buffer.alloc(64 * 1024);
+    const control = Buffer.alloc(((CMSG_HDR + 4 * maxFds) + 7) & ~7);
+    const msg = {
+      msg_name: null, msg_namelen: 0, msg_iov: [{ iov_base: buf, iov_len: buf.length }], msg_iovlen: 1,
+      msg_control: control, msg_controllen: control.length, msg_flags: 0,
+    };
+    const n = check(Number(c().recvmsg(fd, msg, MSG_CMSG_CLOEXEC)), what, 'recvmsg');
+    for (let off = 0; off + CMSG_HDR <= Number(msg.msg_controllen); ) {
+      const len = Number(control.readBigUInt64LE(off));
+      if (len < CMSG_HDR) break;
+      if (control.readInt32LE(off + 8) === SOL_SOCKET && control.readInt32LE(off + 12) === SCM_RIGHTS) {
+        for (let p = off + CMSG_HDR; p + 4 <= off + len; p += 4) fds.push(control.readInt32LE(p));
+      }
+      off += (len + 7) & ~7;
+    }
+    if (n === 0) throw sysError(what, 'recvmsg', E.ECONNRESET, 'the other side closed the connection');
+    chunks.push(buf.subarray(0, n));
+    total += n;
+    const nl = buf.subarray(0, n).indexOf(10);
+    if (nl >= 0) return { line: Buffer.concat(chunks).toString('utf8', 0, total - n + nl), fds };
+    if (total > maxBytes) throw sysError(what, 'recvmsg', E.EMSGSIZE, `no newline in ${total} bytes`);
+  }
+}
+
+/* ------------------------------------------------------------------ */
 /* Inspecting and handling fds                                         */
 /* ------------------------------------------------------------------ */
 
@@ -473,13 +553,16 @@ export function reap(pid: number): ProcessExit | null {
 }
 
 /**
- * Replace this process's image (same pid): Node's own process.execve where it exists
- * (22.15+), libc's execve through koffi elsewhere. Fds without FD_CLOEXEC stay open in the
- * new image. Returns only by throwing, and then this process carries on unchanged.
+ * Replace this process's image (same pid). Fds without FD_CLOEXEC stay open in the new
+ * image. Returns only by throwing, and then this process carries on unchanged.
+ *
+ * Node's own process.execve (22.15+) is used only from Node 26 on: before that, a failed
+ * execve(2) aborted the process (and native AtExit callbacks ran first), which would take
+ * the running supervisor down with a failed upgrade (nodejs/node#62878 made it throw).
  */
 export function execve(path: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
   const native = (process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve;
-  if (typeof native === 'function') native(path, [...argv], env);
+  if (typeof native === 'function' && Number(process.versions.node.split('.')[0]) >= 26) native(path, [...argv], env);
   const pairs = Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));
   c().execve(path, [...argv, null], [...pairs, null]);
   throw sysError(`cannot execute ${path}`, 'execve', lastErrno());
@@ -490,18 +573,38 @@ export function execve(path: string, argv: readonly string[], env: NodeJS.Proces
  * library opened without telling its fd (node-unix-socket opens them without
  * FD_CLOEXEC, so every program spawned later would inherit them).
  */
-export function fdBoundTo(path: string): number | null {
+export function fdBoundTo(path: string, likely?: number): number | null {
+  const bound = (fd: number): boolean => {
+    const a = socketAddress(fd);
+    return a.kind === 'unix' && a.path === path;
+  };
+  // `likely` first (see lowestFreeFd): the scan costs a readlink and a getsockname per open
+  // fd, and a supervisor with many listeners and workers has hundreds, for every worker.
+  try {
+    if (likely !== undefined && bound(likely)) return likely;
+  } catch {
+    // not a socket: the guess was wrong
+  }
   for (const name of fs.readdirSync('/proc/self/fd')) {
     const fd = Number(name);
     try {
-      if (!fs.readlinkSync(`/proc/self/fd/${name}`).startsWith('socket:')) continue;
-      const a = socketAddress(fd);
-      if (a.kind === 'unix' && a.path === path) return fd;
+      if (fs.readlinkSync(`/proc/self/fd/${name}`).startsWith('socket:') && bound(fd)) return fd;
     } catch {
       // closed meanwhile (the readdir fd itself), or a family socketAddress does not read
     }
   }
   return null;
+}
+
+/**
+ * The fd the next socket or file this process opens will most likely get: POSIX hands out
+ * the lowest free one, found here with F_DUPFD (the probe is closed at once). Only a guess:
+ * another thread may open one first.
+ */
+export function lowestFreeFd(): number {
+  const fd = dup(0);
+  closeFd(fd);
+  return fd;
 }
 
 /* ------------------------------------------------------------------ */
