@@ -89,6 +89,7 @@ test('--workers 2 --threads 2: 4 copies serve, each thread on its own fd; reload
   await until('4 copies of generation 6 answering', () => (c.seen.get('6')?.size ?? 0) >= 4);
   const report = await load.stop();
   assert.equal(report.failed, 0, JSON.stringify(report.errors) + '\n' + b.out);
+  t.diagnostic(`${report.ok} ok across 5 reloads, by kind ${JSON.stringify(report.byKind)}`);
   assert.equal(c.seen.get('1')!.size, 4, JSON.stringify([...c.seen.get('1')!]));
   assert.equal(c.seen.get('6')!.size, 4, JSON.stringify([...c.seen.get('6')!]));
   // Two pids, two threads each: the main thread (0) and the one the runtime started (1).

@@ -30,7 +30,7 @@ test(EXPECTED['ignore-drain'].fault, async (t) => {
     (e: Error & { code?: string }) => e.code ?? e.message,
   );
   const pid = Number(/pid=(\d+)/.exec(await b.waitFor(/\[1\.0\] blocking pid=\d+/))![1]);
-  const c = freezeAndCount(pid, port);
+  const c = await freezeAndCount(pid, port);
   process.kill(pid, 'SIGCONT');
   const t0 = Date.now();
   const reply = await b.reload(faulty('--tag=v2'), 'drained');
@@ -67,7 +67,7 @@ test(EXPECTED['crash-draining'].fault, async (t) => {
   const reply = await b.reload(faulty('--tag=v2'));
   assert.ok(reply.ok, JSON.stringify(reply));
   const line = await b.waitFor(/\[1\.0\] about to crash \(draining\) pid=\d+/);
-  const c = freezeAndCount(Number(/pid=(\d+)/.exec(line)![1]), port);
+  const c = await freezeAndCount(Number(/pid=(\d+)/.exec(line)![1]), port);
   process.kill(Number(/pid=(\d+)/.exec(line)![1]), 'SIGCONT');
   await b.waitFor(/worker 1\.0 exited [^\n]*signal=SIGABRT/);
   await b.waitFor(/generation 1 exited/);

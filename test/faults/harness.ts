@@ -102,8 +102,11 @@ export interface Held {
  * (`unread`); a request read but not answered, and an idle keep-alive connection that its
  * client will not reuse, look the same. So failures are bounded: unread <= failed <= held.
  */
-export function freezeAndCount(pid: number, port: number): Held {
+export async function freezeAndCount(pid: number, port: number, settle?: () => Promise<void>): Promise<Held> {
   process.kill(pid, 'SIGSTOP');
+  // Frozen at a random moment, its clients may not have sent their next request yet: let
+  // them (the load moving on elsewhere is the sign), so `unread` is as close as it can be.
+  await settle?.();
   const held = heldConnections(pid, [{ kind: 'tcp', name: 'x', host: '127.0.0.1', port, fd: -1 }]);
   const inodes = new Set<string>();
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {

@@ -33,7 +33,7 @@ for (const [id, mode] of [['supervisor-kill', 'shared'], ['supervisor-kill-rr', 
     // Freeze both, so what is lost can be counted: connections the kernel queued that nobody
     // accepted, and (round-robin) those the supervisor had accepted but not passed on.
     process.kill(worker, 'SIGSTOP');
-    const supervisor = freezeAndCount(b.proc.pid!, port);
+    const supervisor = await freezeAndCount(b.proc.pid!, port);
     const pending = l.stop(); // no request starts once the service is down
     const queued = listenState(port).queued;
     b.proc.kill('SIGKILL');

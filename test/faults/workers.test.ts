@@ -36,7 +36,7 @@ test(EXPECTED.sigkill.fault, async (t) => {
   const l = load(t, port);
   await flowing(l, 200);
   const victim = serving(await b.status()).workers[0]!.pid;
-  const c = freezeAndCount(victim, port);
+  const c = await freezeAndCount(victim, port, () => flowing(l, 100));
   process.kill(victim, 'SIGKILL');
   await b.waitFor(/worker 1\.0 killed by SIGKILL while serving/);
   await b.waitFor(/worker 1\.0 ready[\s\S]*worker 1\.0 ready/);
@@ -58,7 +58,7 @@ test(EXPECTED.sigstop.fault, async (t) => {
   const l = load(t, port);
   await flowing(l, 200);
   const hung = serving(await b.status()).workers[0]!.pid;
-  const c1 = freezeAndCount(hung, port);
+  const c1 = await freezeAndCount(hung, port, () => flowing(l, 100));
   // Service goes on through the other worker: new connections are all its own.
   await flowing(l, 200);
   assert.ok(alive(hung), 'a hung worker is left alone while it serves');
@@ -73,7 +73,7 @@ test(EXPECTED.sigstop.fault, async (t) => {
   await flowing(l, 200);
   // The same during a stop: it ends within the drain deadline.
   const hung2 = serving(await b.status()).workers[1]!.pid;
-  const c2 = freezeAndCount(hung2, port);
+  const c2 = await freezeAndCount(hung2, port, () => flowing(l, 100));
   await flowing(l, 100);
   // Stop starting requests, and let those not stuck on the hung worker finish first: a stop
   // refuses what comes after it (see the stop cases).
@@ -109,7 +109,7 @@ test(EXPECTED.oom.fault, async (t) => {
   const line = await b.waitFor(/\[1\.(\d)\] allocating pid=\d+/);
   const index = /\[1\.(\d)\]/.exec(line)![1];
   const pid = Number(/pid=(\d+)/.exec(line)![1]);
-  const c = freezeAndCount(pid, port);
+  const c = await freezeAndCount(pid, port);
   process.kill(pid, 'SIGCONT');
   await b.waitFor(new RegExp(`worker 1\\.${index} killed by SIGABRT while serving`));
   assert.match(b.out, /heap out of memory/);

@@ -1,0 +1,82 @@
+// Least privilege: baton binds as root (privileged ports too) and runs its workers as
+// another user; only the control socket's owner may control it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chmodSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { request } from 'undici';
+import * as sys from '../src/sys.js';
+import { EXAMPLES, startBaton } from './helpers/baton.js';
+
+const nobody = process.getuid?.() === 0 ? sys.lookupUser('nobody') : null;
+const skip = !nobody && 'needs root and a user named nobody';
+
+/** A free port below 1024, found by binding it (and letting it go). */
+function privilegedPort(): number {
+  for (let port = 1023; port >= 900; port--) {
+    try {
+      sys.closeFd(sys.openTcpListener('127.0.0.1', port, 1));
+      return port;
+    } catch {
+      // taken: try the next
+    }
+  }
+  throw new Error('no free port between 900 and 1023');
+}
+
+function ids(pid: number): { uid: string; gid: string; groups: string } {
+  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name: string): string => new RegExp(`^${name}:[ \\t]*(.*)$`, 'm').exec(text)![1]!.trim();
+  return { uid: field('Uid'), gid: field('Gid'), groups: field('Groups') };
+}
+
+test('--user nobody on a port below 1024: baton binds it, workers run as nobody and serve', { timeout: 60_000, skip }, async (t) => {
+  const port = privilegedPort();
+  const b = await startBaton({ argv: ['node', join(EXAMPLES, 'hello/v1.js')], listen: [`127.0.0.1:${port}`], args: ['--user', 'nobody'] });
+  t.after(() => b.dispose());
+  const u = nobody!;
+  const all = (n: number): string => `${n}\t${n}\t${n}\t${n}`;
+  for (let gen = 1; gen <= 2; gen++) {
+    const w = (await b.status()).generations.find((g) => g.number === gen)!.workers[0]!;
+    // No supplementary group of root's either (libuv drops them when it changes the uid).
+    assert.deepEqual(ids(w.pid), { uid: all(u.uid), gid: all(u.gid), groups: '' }, `generation ${gen}'s worker`);
+    // The worker's own notify socket is its user's, and no one else's.
+    const env = readFileSync(`/proc/${w.pid}/environ`, 'utf8').split('\0');
+    const notify = env.find((e) => e.startsWith('NOTIFY_SOCKET='))!.slice('NOTIFY_SOCKET='.length);
+    const st = statSync(notify);
+    assert.deepEqual({ uid: st.uid, mode: st.mode & 0o777 }, { uid: u.uid, mode: 0o600 });
+    assert.ok(env.includes(`HOME=${u.home}`) && env.includes('USER=nobody'), 'HOME and USER are not the worker user\'s');
+    const r = await request(`http://127.0.0.1:${port}/`, { reset: true });
+    assert.match(await r.body.text(), new RegExp(`^gen=${gen} v1`));
+    if (gen === 1) assert.ok((await b.reload()).ok);
+  }
+  assert.equal(ids(b.proc.pid!).uid, all(0), 'baton itself stays root');
+});
+
+/** Sends a status request to `path` as the user nobody; resolves with what it printed. */
+async function controlAsNobody(path: string): Promise<string> {
+  const script = `
+    const s = require('net').createConnection(process.argv[1]);
+    s.on('connect', () => s.write(JSON.stringify({ cmd: 'status' }) + '\\n'));
+    s.on('data', (d) => { process.stdout.write(String(d)); s.end(); });
+    s.on('error', (e) => process.stdout.write('error ' + e.code));`;
+  const p = spawn(process.execPath, ['-e', script, path], { uid: nobody!.uid, gid: nobody!.gid, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  await once(p, 'exit');
+  return out;
+}
+
+test('the control socket refuses another user: by its file mode, and by the peer check past it', { timeout: 30_000, skip }, async (t) => {
+  const b = await startBaton({ argv: ['node', join(EXAMPLES, 'hello/v1.js')] });
+  t.after(() => b.dispose());
+  assert.equal(await controlAsNobody(b.control), 'error EACCES');
+  // Were the directory and the socket opened up, the peer's uid still decides.
+  chmodSync(b.dir, 0o755);
+  chmodSync(b.control, 0o777);
+  const reply = JSON.parse(await controlAsNobody(b.control)) as { ok: boolean; error: string };
+  assert.deepEqual(reply, { ok: false, error: `permission denied: uid ${nobody!.uid} is not the owner (uid 0)` });
+  assert.equal((await b.status()).serving, 1);
+});
