@@ -94,13 +94,17 @@ async function phases(distribution: 'shared' | 'round-robin', o: CostOptions): P
   }
 }
 
-/** The same observation of a Node.js process that does nothing: the floor under any supervisor written in Node. */
-async function nodeFloor(): Promise<Phase> {
-  const c = spawnServer(['-e', 'console.log("up"); setTimeout(() => {}, 60_000)']);
+/**
+ * The same observation of a Node.js process that does nothing: the floor under any
+ * supervisor written in Node; and of one that has only loaded zod, which baton's control
+ * protocol, config and state validation use (src/protocol.ts).
+ */
+async function nodeFloor(label: string, imports: string): Promise<Phase> {
+  const c = spawnServer(['--input-type=module', '-e', `${imports} console.log("up"); setTimeout(() => {}, 60_000);`]);
   await c.waitFor(/up/);
   await sleep(1000);
   try {
-    return await observe(c.pid, '`node -e` (floor)', 'idle', () => sleep(1000));
+    return await observe(c.pid, label, 'idle', () => sleep(1000));
   } finally {
     c.proc.kill('SIGKILL');
     await c.exited;
@@ -111,16 +115,17 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 export async function cost(o: CostOptions): Promise<Section> {
   const watch = new LoadWatch();
-  const all = [await nodeFloor(), ...(await phases('shared', o)), ...(await phases('round-robin', o))];
+  const floors = [await nodeFloor('`node -e` (floor)', ''), await nodeFloor('`node -e` + zod', "await import('zod');")];
+  const all = [...floors, ...(await phases('shared', o)), ...(await phases('round-robin', o))];
   const load = watch.stop();
   const rows = all.map((p) => [
     p.config, p.phase, `${round(p.cpu * 100, 1)} %`, p.perReload === null ? '—' : round(p.perReload), round(p.rssMax / MB, 1), round(p.anon / MB, 1), round(p.file / MB, 1),
   ]);
-  const batonPhases = all.slice(1);
+  const batonPhases = all.slice(floors.length);
   const worst = batonPhases.reduce((a, p) => (p.rssMax > a.rssMax ? p : a));
   const sharedLoad = all.filter((p) => p.config.startsWith('shared') && p.phase.startsWith('under load')).reduce((a, p) => (p.cpu > a.cpu ? p : a));
   const verdicts: Section['verdicts'] = [
-    { bar: 'supervisor RSS < 60 MB (idle, under load, during reloads)', measured: `max ${round(worst.rssMax / MB, 1)} MB (${worst.config}, ${worst.phase}); anonymous ${round(worst.anon / MB, 1)} MB; a bare \`node -e\`: ${round(all[0]!.rssMax / MB, 1)} MB`, met: worst.rssMax < RSS_BAR },
+    { bar: 'supervisor RSS < 60 MB (idle, under load, during reloads)', measured: `max ${round(worst.rssMax / MB, 1)} MB (${worst.config}, ${worst.phase}); anonymous ${round(worst.anon / MB, 1)} MB; a bare \`node -e\`: ${round(floors[0]!.rssMax / MB, 1)} MB, with zod loaded: ${round(floors[1]!.rssMax / MB, 1)} MB`, met: worst.rssMax < RSS_BAR },
     { bar: 'supervisor CPU under load near 0 in shared mode (< 1 % of a core)', measured: `${round(sharedLoad.cpu * 100, 2)} % of a core (${sharedLoad.phase})`, met: sharedLoad.cpu < NEAR_ZERO },
   ];
   const markdown = [

@@ -3,7 +3,7 @@
 // load average (the figures are only comparable with those next to them), and markdown tables.
 // Traffic only ever goes to 127.0.0.1.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -123,6 +123,8 @@ export interface BatonOptions {
   listen?: string[];
   args?: string[];
   env?: NodeJS.ProcessEnv;
+  /** Load bench/loopdelay.mjs into the supervisor, for loopDelay(). */
+  loopDelay?: boolean;
 }
 
 /** A `baton start` in the foreground, as a user runs it; talks to it over its control socket. */
@@ -134,10 +136,23 @@ export class Baton extends Child {
     const dir = mkdtempSync(join(tmpdir(), 'baton-bench-'));
     const control = join(dir, 'ctl.sock');
     const listen = (opts.listen ?? ['127.0.0.1:0']).flatMap((l) => ['--listen', l]);
-    const args = [CLI, 'start', '--control', control, ...listen, '--workers', String(opts.workers ?? 1), '--distribution', opts.distribution ?? 'shared', ...(opts.args ?? []), '--', ...opts.argv];
-    super(serverProcess(args, opts.env));
+    const probe = opts.loopDelay ? [`--import=${pathToFileURL(join(ROOT, 'bench/loopdelay.mjs')).href}`] : [];
+    const args = [...probe, CLI, 'start', '--control', control, ...listen, '--workers', String(opts.workers ?? 1), '--distribution', opts.distribution ?? 'shared', ...(opts.args ?? []), '--', ...opts.argv];
+    super(serverProcess(args, { ...opts.env, LOOP_DELAY_OUT: join(dir, 'loop-delay.json') }));
     this.dir = dir;
     this.control = control;
+  }
+
+  /**
+   * With `loopDelay`: the longest block of the supervisor's event loop since the previous
+   * call (or start), and its p99, in ms; the count starts afresh.
+   */
+  async loopDelay(): Promise<{ max: number; p99: number }> {
+    const file = join(this.dir, 'loop-delay.json');
+    rmSync(file, { force: true });
+    this.proc.kill('SIGWINCH');
+    for (let i = 0; i < 200 && !existsSync(file); i++) await new Promise((r) => setTimeout(r, 10));
+    return JSON.parse(readFileSync(file, 'utf8')) as { max: number; p99: number };
   }
 
   static async start(opts: BatonOptions): Promise<Baton> {

@@ -35,8 +35,8 @@ function chart(c: Chart, dx: number): string {
   const yScale = niceScale(Math.max(...ys));
   const pw = W - M.left - M.right;
   const ph = H - M.top - M.bottom;
-  const X = (x: number): number => dx + M.left + (x / xScale.top) * pw;
-  const Y = (y: number): number => M.top + ph - (y / yScale.top) * ph;
+  const X = (x: number): number => +(dx + M.left + (x / xScale.top) * pw).toFixed(1);
+  const Y = (y: number): number => +(M.top + ph - (y / yScale.top) * ph).toFixed(1);
   const out: string[] = [`<text x="${dx + W / 2}" y="18" text-anchor="middle" font-weight="bold">${esc(c.title)}</text>`];
   for (let y = 0; y <= yScale.top + 1e-9; y += yScale.step) {
     out.push(`<line x1="${X(0)}" x2="${X(xScale.top)}" y1="${Y(y)}" y2="${Y(y)}" stroke="#ddd"/>`);
@@ -48,9 +48,8 @@ function chart(c: Chart, dx: number): string {
   out.push(`<text x="${X(xScale.top / 2)}" y="${Y(0) + 32}" text-anchor="middle">${esc(c.xLabel)}</text>`);
   out.push(`<text transform="translate(${dx + 14} ${Y(yScale.top / 2)}) rotate(-90)" text-anchor="middle">${esc(c.yLabel)}</text>`);
   for (const [i, s] of c.series.entries()) {
-    const pts = s.points.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`);
-    out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.join(' ')}"/>`);
-    for (const p of pts) out.push(`<circle cx="${p.split(',')[0]}" cy="${p.split(',')[1]}" r="3" fill="${s.color}"/>`);
+    out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.points.map(([x, y]) => `${X(x)},${Y(y)}`).join(' ')}"/>`);
+    for (const [x, y] of s.points) out.push(`<circle cx="${X(x)}" cy="${Y(y)}" r="3" fill="${s.color}"/>`);
     // Legend: one row under the x label, an equal share of the width per series.
     const lx = dx + M.left + i * (pw / c.series.length);
     out.push(`<rect x="${lx}" y="${H - 31}" width="10" height="10" fill="${s.color}"/><text x="${lx + 14}" y="${H - 22}">${esc(s.name)}</text>`);

@@ -2,7 +2,7 @@
 // own output, so the page shows what was run, not what was meant:
 //
 //   npm run build
-//   BATON_RELIABILITY_OUT=/tmp/rel node --test --test-concurrency=2 'dist/test/faults/*.test.js'
+//   BATON_RELIABILITY_OUT=/tmp/rel node --test --test-concurrency=2 dist/test/faults/*.test.js
 //   node dist/bench/soak.js --reloads 200 --out /tmp/rel/soak.json      # optional
 //   node dist/bench/reliability-report.js /tmp/rel [docs/reliability.md]
 //

@@ -1,5 +1,5 @@
-// `npm run bench -- [--reloads 100] [--workers 1] [--undici 8] [--agent 8] [--fresh 4]
-//                   [--rounds 3] [--seconds 4] [--app examples/hello/v1.js]`
+// `npm run build && node dist/bench/reload.js [--reloads 100] [--workers 1] [--undici 8] [--agent 8] [--fresh 4]
+//                                              [--rounds 3] [--seconds 4] [--app examples/hello/v1.js]`
 //
 // Two measurements in one run, on the same app:
 //  1. throughput of the app run bare (`node app.js`) vs under baton, alternating rounds so a

@@ -6,12 +6,13 @@
 // handler on every port). For each point, alternating:
 //   a handoff (`reload` waiting until the old generation exited): request -> new generation
 //     ready, -> done (old one stopped accepting), -> old one exited; and the supervisor's own
-//     CPU time for it (utime + stime in /proc), the part of the cost that is baton's;
+//     CPU time for it (utime + stime in /proc), the part of the cost that is baton's, and
+//     the longest its event loop was blocked meanwhile (bench/loopdelay.mjs);
 //   the floor: the same number of processes with the same number of ports started bare, all
 //     at once, until each has said it listens.
 // Linear growth: the cost of one more worker (or listener) does not rise with the count.
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { HandoffRecord } from '../src/handoff.js';
 import { Baton, LoadWatch, ROOT, freePorts, isMain, median, procSample, round, runMain, spawnBare, table, type Section } from './harness.js';
@@ -34,6 +35,8 @@ interface Point {
   doneMs: number;
   exitedMs: number;
   supervisorCpuMs: number;
+  /** the longest the supervisor's event loop was blocked during a handoff */
+  blockMs: number;
   bareMs: number;
 }
 
@@ -61,17 +64,21 @@ async function point(workers: number, listeners: number, handoffs: number): Prom
     listen: ports.map((p) => `127.0.0.1:${p}`),
     env: { PORTS: ports.join(',') },
     args: ['--ready-timeout', '120s'],
+    loopDelay: true,
   });
   const recs: HandoffRecord[] = [];
   const cpu: number[] = [];
+  const block: number[] = [];
   const bare: number[] = [];
   try {
     for (let i = 0; i < handoffs; i++) {
       bare.push(await bareStart(workers, listeners));
+      await b.loopDelay(); // from here: this handoff only
       const a = procSample(b.pid);
       const reply = await b.request({ cmd: 'reload', wait: 'drained' });
       if (!reply.ok) throw new Error(`reload with ${workers} workers, ${listeners} listeners failed: ${reply.error}`);
       cpu.push(procSample(b.pid).cpuMs - a.cpuMs);
+      block.push((await b.loopDelay()).max);
       recs.push(reply.result as HandoffRecord);
     }
   } finally {
@@ -84,9 +91,10 @@ async function point(workers: number, listeners: number, handoffs: number): Prom
     doneMs: median(recs.map((r) => r.totalMs!)),
     exitedMs: median(recs.map((r) => r.drainedMs!)),
     supervisorCpuMs: median(cpu),
+    blockMs: median(block),
     bareMs: median(bare),
   };
-  console.error(`scale ${workers} worker(s), ${listeners} listener(s): ready ${round(p.readyMs)} ms, done ${round(p.doneMs)} ms, supervisor CPU ${round(p.supervisorCpuMs)} ms, bare ${round(p.bareMs)} ms`);
+  console.error(`scale ${workers} worker(s), ${listeners} listener(s): ready ${round(p.readyMs)} ms, done ${round(p.doneMs)} ms, supervisor CPU ${round(p.supervisorCpuMs)} ms, longest loop block ${round(p.blockMs)} ms, bare ${round(p.bareMs)} ms`);
   return p;
 }
 
@@ -112,9 +120,9 @@ export async function scale(o: ScaleOptions): Promise<Section> {
   const load = watch.stop();
 
   const row = (p: Point): (string | number)[] => [
-    p.workers, p.listeners, round(p.bareMs), round(p.readyMs), round(p.readyMs - p.bareMs), round(p.doneMs), round(p.exitedMs), round(p.supervisorCpuMs),
+    p.workers, p.listeners, round(p.bareMs), round(p.readyMs), round(p.readyMs - p.bareMs), round(p.doneMs), round(p.exitedMs), round(p.supervisorCpuMs), round(p.blockMs),
   ];
-  const headers = ['workers', 'listeners', 'bare start-up ms', 'handoff: ready ms', 'ready − bare ms', 'done ms', 'old exited ms', 'supervisor CPU ms'];
+  const headers = ['workers', 'listeners', 'bare start-up ms', 'handoff: ready ms', 'ready − bare ms', 'done ms', 'old exited ms', 'supervisor CPU ms', 'supervisor loop blocked, longest ms'];
   const verdicts: Section['verdicts'] = [];
   for (const [what, pts, x] of [['workers', byWorkers, (p: Point) => p.workers], ['listeners', byListeners, (p: Point) => p.listeners]] as const) {
     if (pts.length < 3) continue;
@@ -139,6 +147,7 @@ export async function scale(o: ScaleOptions): Promise<Section> {
         { name: 'bare start-up', color: '#999', points: c.pts.map((p) => [c.x(p), p.bareMs] as [number, number]) },
         { name: 'handoff done', color: '#1f77b4', points: c.pts.map((p) => [c.x(p), p.doneMs] as [number, number]) },
         { name: 'supervisor CPU', color: '#d62728', points: c.pts.map((p) => [c.x(p), p.supervisorCpuMs] as [number, number]) },
+        { name: 'loop blocked', color: '#ff7f0e', points: c.pts.map((p) => [c.x(p), p.blockMs] as [number, number]) },
       ],
     }));
     writeFileSync(o.svgPath, svg(charts));
@@ -146,11 +155,12 @@ export async function scale(o: ScaleOptions): Promise<Section> {
   const markdown = [
     `\`bench/ports.mjs\` (the example handler on every listener); median of ${o.handoffs} handoffs per point, each \`reload\` waiting until the old generation exited, ` +
       `alternating with the bare start-up of as many processes with as many ports, all spawned at once (until each says it listens). ` +
-      `Supervisor CPU: utime + stime of the supervisor over the whole handoff (10 ms resolution). Slope ratio: ms per added worker (listener) in the upper half of the range ÷ in the lower half (≤ 1.5: linear; quadratic growth gives about 5).`,
+      `Supervisor CPU: utime + stime of the supervisor over the whole handoff (10 ms resolution). Loop blocked: the longest delay of the supervisor's event loop during the handoff (bench/loopdelay.mjs; it includes time the busy machine did not schedule it). Slope ratio: ms per added worker (listener) in the upper half of the range ÷ in the lower half (≤ 1.5: linear; quadratic growth gives about 5).`,
     '',
     table(headers, [...byWorkers, ...byListeners.filter((p) => !byWorkers.includes(p))].map(row)),
     '',
-    ...(o.svgPath ? [`![handoff time vs workers and listeners](${o.svgPath.replace(/^docs\//, '')})`] : []),
+    // The plot sits beside docs/benchmarks.md.
+    ...(o.svgPath ? [`![handoff time vs workers and listeners](${basename(o.svgPath)})`] : []),
   ].join('\n');
   return {
     title: 'Scale: handoff time vs workers and listeners',

@@ -64,6 +64,8 @@ const MAX_QUEUED_BYTES = 1 << 20;
  * 1,000 scripted `baton status` saw ~5% refused. Capped by net.core.somaxconn.
  */
 const CONTROL_BACKLOG = 4096;
+/** How long a client whose request was too long may go on sending before it is cut off. */
+const REFUSED_LINGER_MS = 5000;
 
 /** A handler that wrote its reply itself (e.g. with fds attached) returns this. */
 export const REPLIED = Symbol('replied');
@@ -134,7 +136,9 @@ function serveClient(sock: Socket, handler: ControlHandler): void {
     ended = true;
     if (pending === 0) sock.end();
   });
+  let refused = false;
   sock.on('data', (chunk: string) => {
+    if (refused) return; // the rest of a request too long: read and dropped
     buf += chunk;
     let nl: number;
     while ((nl = buf.indexOf('\n')) >= 0) {
@@ -148,7 +152,13 @@ function serveClient(sock: Socket, handler: ControlHandler): void {
     }
     if (buf.length > MAX_CONTROL_LINE) {
       write({ ok: false, error: `request too long (over ${MAX_CONTROL_LINE} bytes without a newline)` });
-      sock.destroy();
+      // Answer and close our side, but go on reading (and dropping) what the client still
+      // sends, for a while: closing at once resets a client that is still writing, and it
+      // never reads why (seen with a 10 MB line).
+      refused = true;
+      buf = '';
+      sock.end();
+      setTimeout(() => sock.destroy(), REFUSED_LINGER_MS).unref();
     }
   });
 }

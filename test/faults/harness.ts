@@ -73,7 +73,7 @@ export async function flowing(l: LoadHandle, n = 50, timeoutMs = 20_000): Promis
   const until = Date.now() + timeoutMs;
   while (l.snapshot().ok < want) {
     if (Date.now() > until) throw new Error(`load stalled at ${l.snapshot().ok} answers (wanted ${want})`);
-    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
@@ -127,12 +127,13 @@ export async function freezeAndCount(pid: number, port: number, settle?: () => P
 }
 
 /**
- * The requests that failed are those the killed process held: every connection with an
- * unread request (plus `known`, requests the test itself knows were in it) failed, and
- * nothing failed beyond what it held.
+ * The requests that failed are those the killed process held: nothing failed beyond what it
+ * held, and at least every connection with an unread request (or the `known` requests the
+ * test itself had in it, if more: a run once counted the test's own request among the
+ * unread ones) failed.
  */
 export function assertHeldFailed(failed: number, c: Held, known = 0, why = ''): void {
-  assert.ok(failed <= c.held && failed >= c.unread + known, `failed ${failed}, but held ${c.held} of which ${c.unread} unread (+${known} known in flight) ${why}`);
+  assert.ok(failed <= c.held && failed >= Math.max(c.unread, known), `failed ${failed}, but held ${c.held} of which ${c.unread} unread (${known} known in flight) ${why}`);
 }
 
 export function describeHeld(failed: number, c: Held): string {

@@ -141,5 +141,5 @@ test(EXPECTED['crash-mid-handoff'].fault, async (t) => {
   for (const r of await Promise.all(slow)) assert.equal(r.status, 200);
   assertHeldFailed(rep.failed, c, 0, JSON.stringify(rep.errors));
   assertLoaded(rep);
-  record(spec, { observed: `reload failed and rolled back (${reply.error}); gen 1 whole again, 2 ready; ${slow.length} slow request(s) on old workers answered 200; ${describeHeld(rep.failed, c)}`, ...c }, rep);
+  record(spec, { observed: `reload failed and rolled back (${reply.error.replace(/^reload failed: /, '')}); gen 1 whole again, 2 ready; ${slow.length} slow request(s) on old workers answered 200; ${describeHeld(rep.failed, c)}`, ...c }, rep);
 });

@@ -7,8 +7,8 @@ import { alive, cases, faulty, flowing, freezeAndCount, listenState, load, recor
 
 const EXPECTED = cases({
   'supervisor-kill': {
-    fault: 'the supervisor is SIGKILLed under load (shared distribution)',
-    expected: 'workers see the IPC channel close and drain: they stop accepting at once (the port is free while they still finish), answer what they hold (slow requests included) and exit; a restarted baton binds the same port; failed only = connections the kernel had queued and nobody accepted',
+    fault: 'the supervisor is SIGKILLed under load (shared distribution; a second listener the app does not serve)',
+    expected: 'workers see the IPC channel close and drain: they stop accepting at once and close every listener descriptor they inherited (the ports are free while they still finish), answer what they hold (slow requests included) and exit; a restarted baton binds the same ports; failed only = connections the kernel had queued and nobody accepted',
   },
   'supervisor-kill-rr': {
     fault: 'the supervisor is SIGKILLed under load (round-robin: workers hold the listeners but never accept)',
@@ -19,9 +19,13 @@ const EXPECTED = cases({
 for (const [id, mode] of [['supervisor-kill', 'shared'], ['supervisor-kill-rr', 'round-robin']] as const) {
   test(EXPECTED[id].fault, async (t) => {
     const spec = EXPECTED[id];
-    const b = await startBaton({ argv: faulty('--tag=v1'), args: ['--drain-timeout', '15s', '--distribution', mode] });
+    // Shared: a second listener the app never listens on (ready by --ready-after): the worker
+    // holds its descriptor all the same, and must let go of it too.
+    const extra = mode === 'shared' ? { listen: ['127.0.0.1:0', '127.0.0.1:0'], args: ['--ready-after', '300ms'] } : { listen: ['127.0.0.1:0'], args: [] };
+    const b = await startBaton({ argv: faulty('--tag=v1'), listen: extra.listen, args: ['--drain-timeout', '15s', '--distribution', mode, ...extra.args] });
     t.after(() => b.dispose());
     const port = await b.port();
+    const ports = (await b.status()).listeners.map((x) => Number(x.address.slice(x.address.lastIndexOf(':') + 1)));
     const worker = (await b.status()).generations[0]!.workers[0]!.pid;
     const l = load(t, port);
     await flowing(l);
@@ -39,9 +43,9 @@ for (const [id, mode] of [['supervisor-kill', 'shared'], ['supervisor-kill-rr', 
     b.proc.kill('SIGKILL');
     await b.exited;
     process.kill(worker, 'SIGCONT');
-    const freeMs = await until('nothing listens on the port', () => listenState(port).listening === 0, 10_000);
-    assert.ok(alive(worker), 'the port must be free while the old worker still finishes its work');
-    const b2 = await startBaton({ argv: faulty('--tag=v2'), listen: [`127.0.0.1:${port}`], args: ['--distribution', mode] });
+    const freeMs = await until('nothing listens on the ports', () => ports.every((p) => listenState(p).listening === 0), 10_000);
+    assert.ok(alive(worker), 'the ports must be free while the old worker still finishes its work');
+    const b2 = await startBaton({ argv: faulty('--tag=v2'), listen: ports.map((p) => `127.0.0.1:${p}`), args: ['--distribution', mode, ...extra.args] });
     t.after(() => b2.dispose());
     const r = await request(`http://127.0.0.1:${port}/`);
     assert.match(await r.body.text(), /^gen=1 v2/);
@@ -58,7 +62,7 @@ for (const [id, mode] of [['supervisor-kill', 'shared'], ['supervisor-kill-rr', 
     record(
       spec,
       {
-        observed: `port free ${freeMs} ms after the worker resumed, while it still worked; new baton bound it and served; both slow requests answered 200 by the old worker, which exited ${goneMs} ms later; failed ${rep.failed} of ${queued} queued + ${supervisor.held} held by the supervisor`,
+        observed: `${ports.length > 1 ? `both ports (one the app never listened on) free` : 'port free'} ${freeMs} ms after the worker resumed, while it still worked; new baton bound ${ports.length > 1 ? 'them' : 'it'} and served; both slow requests answered 200 by the old worker, which exited ${goneMs} ms later; failed ${rep.failed} of ${queued} queued + ${supervisor.held} held by the supervisor`,
         held: lost,
       },
       rep,
