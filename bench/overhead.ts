@@ -7,14 +7,16 @@
 //   node cluster, round-robin   vs baton round-robin, 2 workers
 //   baton, 2 workers × 1 thread vs baton, 1 worker × 2 threads (--threads; the app names its thread)
 // `--only TEXT` runs the pairs whose names contain TEXT.
-// Each pair runs in the order AB in even rounds and BA in odd ones, so a machine that gets
-// busier or quieter during the run favours neither side; the figure is the median over the
-// rounds of the ratio within a pair. Reports req/s, p50/p99, and how evenly requests spread
-// over the workers (share per worker and Jain's fairness index: 1 = perfectly even, 1/n = one
-// worker serves everything).
+// Both sides of a pair run for the whole pair (the one not under load idles); in each round
+// the load goes to them in slices A B B A of half the --seconds each, so load that other work
+// on the machine puts on and takes off within seconds hits both sides alike (on the busy
+// 2-core machine, sides measured one after the other, 3 s each, differed by up to 2× from one
+// round to the next). The figure is the median over the rounds of the ratio within a round.
+// Reports req/s, p50/p99, and how evenly requests spread over the workers (share per worker
+// and Jain's fairness index: 1 = perfectly even, 1/n = one worker serves everything).
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startLoad, type ClientKind, type LoadReport } from './load.js';
+import { percentile, startLoad, type ClientKind, type LoadReport } from './load.js';
 import { APPS, Baton, LoadWatch, ROOT, freePorts, isMain, median, round, runMain, spawnBare, spawnServer, table, type Section } from './harness.js';
 
 const CLUSTER = join(ROOT, 'bench/cluster.mjs');
@@ -88,12 +90,13 @@ const LOADS: { name: string; kind: ClientKind; concurrency: number }[] = [
 ];
 
 interface Run {
-  rps: number;
-  p50: number;
-  p99: number;
+  ok: number;
+  durationMs: number;
   failed: number;
-  /** ok requests per worker pid */
-  perWorker: number[];
+  /** latency of every ok request, ms */
+  latencies: number[];
+  /** ok requests per worker (pid, or pid and thread) */
+  perWorker: Map<string, number>;
 }
 
 export function jain(xs: number[]): number {
@@ -102,35 +105,57 @@ export function jain(xs: number[]): number {
   return xs.length && sq ? (sum * sum) / (xs.length * sq) : 1;
 }
 
-async function measure(port: number, kind: ClientKind, concurrency: number, ms: number, workers: number): Promise<Run> {
-  const byPid = new Map<string, number>();
+async function measure(port: number, kind: ClientKind, concurrency: number, ms: number): Promise<Run> {
+  const perWorker = new Map<string, number>();
   const r: LoadReport = await startLoad({
     target: { host: '127.0.0.1', port },
     clients: [{ kind, concurrency }],
     maxRequests: 50_000_000,
     maxDurationMs: ms,
-    sampleLatencies: 0,
     expect: (status, body) => {
       const pid = /pid=\d+(?: thread=\d+)?/.exec(body)?.[0] ?? '?'; // a thread counts as a worker
-      byPid.set(pid, (byPid.get(pid) ?? 0) + 1);
+      perWorker.set(pid, (perWorker.get(pid) ?? 0) + 1);
       return status === 200;
     },
   }).done;
-  const perWorker = [...byPid.values()];
-  while (perWorker.length < workers) perWorker.push(0);
-  return { rps: r.rps, p50: r.latency.p50, p99: r.latency.p99, failed: r.failed, perWorker };
+  return { ok: r.ok, durationMs: r.durationMs, failed: r.failed, latencies: r.samples.map((x) => x.ms), perWorker };
 }
 
-/** Start the target, warm it up, run every load on it, stop it. */
-async function runTarget(t: Target, seconds: number): Promise<Map<string, Run>> {
-  const s = await t.start();
+function merge(a: Run, b: Run): Run {
+  const perWorker = new Map(a.perWorker);
+  for (const [k, n] of b.perWorker) perWorker.set(k, (perWorker.get(k) ?? 0) + n);
+  return { ok: a.ok + b.ok, durationMs: a.durationMs + b.durationMs, failed: a.failed + b.failed, latencies: [...a.latencies, ...b.latencies], perWorker };
+}
+
+const rps = (r: Run): number => (r.ok * 1000) / r.durationMs;
+
+/** Both targets up for the whole pair; per round and load, slices A B B A. One { base, baton } per round and load. */
+async function runPair(base: Target, baton: Target, rounds: number, seconds: number): Promise<Map<string, { base: Run; baton: Run }[]>> {
+  const a = await base.start();
   try {
-    await measure(s.port, 'undici', 8, WARMUP_MS, t.workers);
-    const out = new Map<string, Run>();
-    for (const l of LOADS) out.set(l.name, await measure(s.port, l.kind, l.concurrency, seconds * 1000, t.workers));
-    return out;
+    const b = await baton.start();
+    try {
+      for (const s of [a, b]) await measure(s.port, 'undici', 8, WARMUP_MS);
+      const out = new Map<string, { base: Run; baton: Run }[]>();
+      const half = (seconds * 1000) / 2;
+      for (let round = 0; round < rounds; round++) {
+        for (const l of LOADS) {
+          const slice = (t: { port: number }): Promise<Run> => measure(t.port, l.kind, l.concurrency, half);
+          const a1 = await slice(a);
+          const b1 = await slice(b);
+          const b2 = await slice(b);
+          const a2 = await slice(a);
+          const pair = { base: merge(a1, a2), baton: merge(b1, b2) };
+          out.set(l.name, [...(out.get(l.name) ?? []), pair]);
+          console.error(`round ${round + 1} ${l.name}: ${base.name} ${Math.round(rps(pair.base))} req/s | ${baton.name} ${Math.round(rps(pair.baton))} req/s (${(rps(pair.baton) / rps(pair.base)).toFixed(3)})`);
+        }
+      }
+      return out;
+    } finally {
+      await b.stop();
+    }
   } finally {
-    await s.stop();
+    await a.stop();
   }
 }
 
@@ -143,45 +168,37 @@ export interface OverheadOptions {
 
 export async function overhead(o: OverheadOptions): Promise<Section> {
   const watch = new LoadWatch();
-  // results[pair][load] = one { base, baton } per round
+  // results[pair]: for each load, one { base, baton } per round
   const pairs = PAIRS.filter((p) => !o.only || `${p.base.name} ${p.baton.name}`.includes(o.only));
-  const results = pairs.map(() => new Map<string, { base: Run; baton: Run }[]>());
-  for (let round = 0; round < o.rounds; round++) {
-    for (const [i, p] of pairs.entries()) {
-      const order = round % 2 === 0 ? [p.base, p.baton] : [p.baton, p.base];
-      const [first, second] = [await runTarget(order[0]!, o.seconds), await runTarget(order[1]!, o.seconds)];
-      const [base, under] = round % 2 === 0 ? [first, second] : [second, first];
-      for (const l of LOADS) {
-        const pair = { base: base.get(l.name)!, baton: under.get(l.name)! };
-        results[i]!.set(l.name, [...(results[i]!.get(l.name) ?? []), pair]);
-        console.error(`round ${round + 1} ${l.name}: ${p.base.name} ${Math.round(pair.base.rps)} req/s | ${p.baton.name} ${Math.round(pair.baton.rps)} req/s (${(pair.baton.rps / pair.base.rps).toFixed(3)})`);
-      }
-    }
-  }
+  const results: Map<string, { base: Run; baton: Run }[]>[] = [];
+  for (const p of pairs) results.push(await runPair(p.base, p.baton, o.rounds, o.seconds));
   const load = watch.stop();
 
   const rows: (string | number)[][] = [];
   const verdicts: Section['verdicts'] = [];
-  const describe = (runs: Run[]): (string | number)[] => {
-    const last = runs.at(-1)!;
-    const total = last.perWorker.reduce((a, b) => a + b, 0);
+  const describe = (runs: Run[], workers: number): (string | number)[] => {
+    const all = runs.reduce(merge);
+    const counts = [...all.perWorker.values()];
+    while (counts.length < workers) counts.push(0);
+    const total = counts.reduce((x, y) => x + y, 0);
+    const latencies = [...all.latencies].sort((x, y) => x - y);
     return [
-      Math.round(median(runs.map((r) => r.rps))),
-      round(median(runs.map((r) => r.p50)), 1),
-      round(median(runs.map((r) => r.p99)), 1),
-      runs.reduce((n, r) => n + r.failed, 0),
-      last.perWorker.length > 1 ? last.perWorker.map((c) => `${Math.round((100 * c) / total)}%`).join(' / ') : '—',
-      last.perWorker.length > 1 ? round(median(runs.map((r) => jain(r.perWorker))), 3) : '—',
+      Math.round(rps(all)),
+      round(percentile(latencies, 50), 1),
+      round(percentile(latencies, 99), 1),
+      all.failed,
+      workers > 1 ? counts.map((c) => `${Math.round((100 * c) / total)}%`).join(' / ') : '—',
+      workers > 1 ? round(jain(counts), 3) : '—',
     ];
   };
   for (const l of LOADS) {
     for (const [i, p] of pairs.entries()) {
       const runs = results[i]!.get(l.name)!;
-      const ratios = runs.map((r) => r.baton.rps / r.base.rps);
+      const ratios = runs.map((r) => rps(r.baton) / rps(r.base));
       const ratio = median(ratios);
       const spread = `${round(ratio, 3)} (${round(Math.min(...ratios), 2)}–${round(Math.max(...ratios), 2)})`;
-      rows.push([l.name, p.base.name, ...describe(runs.map((r) => r.base)), '']);
-      rows.push([l.name, p.baton.name, ...describe(runs.map((r) => r.baton)), `${spread} × ${p.base.name}`]);
+      rows.push([l.name, p.base.name, ...describe(runs.map((r) => r.base), p.base.workers), '']);
+      rows.push([l.name, p.baton.name, ...describe(runs.map((r) => r.baton), p.baton.workers), `${spread} × ${p.base.name}`]);
       if (p.bar !== null) {
         verdicts.push({
           bar: `${p.baton.name}, ${l.name}: req/s ≥ ${p.bar}× ${p.base.name}`,
@@ -192,9 +209,9 @@ export async function overhead(o: OverheadOptions): Promise<Section> {
     }
   }
   const markdown = [
-    `${o.rounds} rounds × ${o.seconds} s per load, pairs alternating AB / BA; ${LOADS.map((l) => `${l.name}: ${l.concurrency} clients`).join(', ')}; \`examples/hello/v1.js\` (the --threads pair: \`test/fixtures/threads.mjs\`).`,
+    `${o.rounds} rounds × ${o.seconds} s per load and side, in slices A B B A of ${o.seconds / 2} s, both sides running for the whole pair; ${LOADS.map((l) => `${l.name}: ${l.concurrency} clients`).join(', ')}; \`examples/hello/v1.js\` (the --threads pair: \`test/fixtures/threads.mjs\`).`,
     '',
-    table(['load', 'target', 'req/s (median)', 'p50 ms', 'p99 ms', 'failed', 'share per worker (last round)', 'Jain', 'baton / baseline, median of rounds (min–max)'], rows),
+    table(['load', 'target', 'req/s', 'p50 ms', 'p99 ms', 'failed', 'share per worker', 'Jain', 'baton / baseline, median of rounds (min–max)'], rows),
   ].join('\n');
   return { title: 'Overhead: throughput under baton vs bare', command: `node dist/bench/overhead.js --rounds ${o.rounds} --seconds ${o.seconds}${o.only ? ` --only '${o.only}'` : ''}`, load, markdown, verdicts };
 }
