@@ -17,7 +17,7 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { percentile, startLoad, type ClientKind, type LoadReport } from './load.js';
-import { APPS, Baton, LoadWatch, ROOT, freePorts, isMain, median, round, runMain, spawnBare, spawnServer, table, type Section } from './harness.js';
+import { APPS, Baton, LoadWatch, ROOT, freePorts, isMain, median, procSample, round, runMain, spawnBare, spawnServer, table, type Section } from './harness.js';
 
 const CLUSTER = join(ROOT, 'bench/cluster.mjs');
 /** Load before each measurement, not counted: both sides start cold (JIT, connection pool). */
@@ -26,7 +26,8 @@ const WARMUP_MS = 500;
 interface Target {
   name: string;
   workers: number;
-  start(): Promise<{ port: number; stop(): Promise<void> }>;
+  /** `parent`: the process that owns the socket and does not serve (supervisor, cluster primary), if any. */
+  start(): Promise<Started>;
 }
 
 const bare: Target = {
@@ -36,7 +37,7 @@ const bare: Target = {
     const [port] = await freePorts(1);
     const c = spawnBare(APPS.hello, port!);
     await c.waitFor(/listening/);
-    return { port: port!, stop: () => c.end() };
+    return { port: port!, parent: null, stop: () => c.end() };
   },
 };
 
@@ -48,7 +49,7 @@ function cluster(policy: 'none' | 'rr'): Target {
       const [port] = await freePorts(1);
       const c = spawnServer([CLUSTER], { PORT: String(port), WORKERS: '2', NODE_CLUSTER_SCHED_POLICY: policy });
       await c.waitFor(/(listening[\s\S]*){2}/);
-      return { port: port!, stop: () => c.end() };
+      return { port: port!, parent: c.pid, stop: () => c.end() };
     },
   };
 }
@@ -59,7 +60,7 @@ function baton(distribution: 'shared' | 'round-robin', workers: number): Target 
     workers,
     async start() {
       const b = await Baton.start({ argv: ['node', APPS.hello], workers, distribution });
-      return { port: await b.port(), stop: () => b.stop() };
+      return { port: await b.port(), parent: b.pid, stop: () => b.stop() };
     },
   };
 }
@@ -71,7 +72,7 @@ function copies(workers: number, threads: number): Target {
     workers: workers * threads,
     async start() {
       const b = await Baton.start({ argv: ['node', join(ROOT, 'test/fixtures/threads.mjs')], workers, args: ['--threads', String(threads)] });
-      return { port: await b.port(), stop: () => b.stop() };
+      return { port: await b.port(), parent: b.pid, stop: () => b.stop() };
     },
   };
 }
@@ -89,6 +90,12 @@ const LOADS: { name: string; kind: ClientKind; concurrency: number }[] = [
   { name: 'new connection', kind: 'fresh', concurrency: 16 },
 ];
 
+interface Started {
+  port: number;
+  parent: number | null;
+  stop(): Promise<void>;
+}
+
 interface Run {
   ok: number;
   durationMs: number;
@@ -97,6 +104,8 @@ interface Run {
   latencies: number[];
   /** ok requests per worker (pid, or pid and thread) */
   perWorker: Map<string, number>;
+  /** CPU time of the target's parent process meanwhile (round-robin: the dispatch), ms */
+  parentCpuMs: number;
 }
 
 export function jain(xs: number[]): number {
@@ -105,10 +114,11 @@ export function jain(xs: number[]): number {
   return xs.length && sq ? (sum * sum) / (xs.length * sq) : 1;
 }
 
-async function measure(port: number, kind: ClientKind, concurrency: number, ms: number): Promise<Run> {
+async function measure(t: Started, kind: ClientKind, concurrency: number, ms: number): Promise<Run> {
   const perWorker = new Map<string, number>();
+  const cpu0 = t.parent === null ? 0 : procSample(t.parent).cpuMs;
   const r: LoadReport = await startLoad({
-    target: { host: '127.0.0.1', port },
+    target: { host: '127.0.0.1', port: t.port },
     clients: [{ kind, concurrency }],
     maxRequests: 50_000_000,
     maxDurationMs: ms,
@@ -118,13 +128,17 @@ async function measure(port: number, kind: ClientKind, concurrency: number, ms: 
       return status === 200;
     },
   }).done;
-  return { ok: r.ok, durationMs: r.durationMs, failed: r.failed, latencies: r.samples.map((x) => x.ms), perWorker };
+  const parentCpuMs = t.parent === null ? 0 : procSample(t.parent).cpuMs - cpu0;
+  return { ok: r.ok, durationMs: r.durationMs, failed: r.failed, latencies: r.samples.map((x) => x.ms), perWorker, parentCpuMs };
 }
 
 function merge(a: Run, b: Run): Run {
   const perWorker = new Map(a.perWorker);
   for (const [k, n] of b.perWorker) perWorker.set(k, (perWorker.get(k) ?? 0) + n);
-  return { ok: a.ok + b.ok, durationMs: a.durationMs + b.durationMs, failed: a.failed + b.failed, latencies: [...a.latencies, ...b.latencies], perWorker };
+  return {
+    ok: a.ok + b.ok, durationMs: a.durationMs + b.durationMs, failed: a.failed + b.failed, latencies: [...a.latencies, ...b.latencies], perWorker,
+    parentCpuMs: a.parentCpuMs + b.parentCpuMs,
+  };
 }
 
 const rps = (r: Run): number => (r.ok * 1000) / r.durationMs;
@@ -135,12 +149,12 @@ async function runPair(base: Target, baton: Target, rounds: number, seconds: num
   try {
     const b = await baton.start();
     try {
-      for (const s of [a, b]) await measure(s.port, 'undici', 8, WARMUP_MS);
+      for (const s of [a, b]) await measure(s, 'undici', 8, WARMUP_MS);
       const out = new Map<string, { base: Run; baton: Run }[]>();
       const half = (seconds * 1000) / 2;
       for (let round = 0; round < rounds; round++) {
         for (const l of LOADS) {
-          const slice = (t: { port: number }): Promise<Run> => measure(t.port, l.kind, l.concurrency, half);
+          const slice = (t: Started): Promise<Run> => measure(t, l.kind, l.concurrency, half);
           const a1 = await slice(a);
           const b1 = await slice(b);
           const b2 = await slice(b);
@@ -176,7 +190,8 @@ export async function overhead(o: OverheadOptions): Promise<Section> {
 
   const rows: (string | number)[][] = [];
   const verdicts: Section['verdicts'] = [];
-  const describe = (runs: Run[], workers: number): (string | number)[] => {
+  const describe = (runs: Run[], t: Target): (string | number)[] => {
+    const workers = t.workers;
     const all = runs.reduce(merge);
     const counts = [...all.perWorker.values()];
     while (counts.length < workers) counts.push(0);
@@ -189,6 +204,7 @@ export async function overhead(o: OverheadOptions): Promise<Section> {
       all.failed,
       workers > 1 ? counts.map((c) => `${Math.round((100 * c) / total)}%`).join(' / ') : '—',
       workers > 1 ? round(jain(counts), 3) : '—',
+      t === bare ? '—' : round((all.parentCpuMs * 1000) / all.ok),
     ];
   };
   for (const l of LOADS) {
@@ -197,8 +213,8 @@ export async function overhead(o: OverheadOptions): Promise<Section> {
       const ratios = runs.map((r) => rps(r.baton) / rps(r.base));
       const ratio = median(ratios);
       const spread = `${round(ratio, 3)} (${round(Math.min(...ratios), 2)}–${round(Math.max(...ratios), 2)})`;
-      rows.push([l.name, p.base.name, ...describe(runs.map((r) => r.base), p.base.workers), '']);
-      rows.push([l.name, p.baton.name, ...describe(runs.map((r) => r.baton), p.baton.workers), `${spread} × ${p.base.name}`]);
+      rows.push([l.name, p.base.name, ...describe(runs.map((r) => r.base), p.base), '']);
+      rows.push([l.name, p.baton.name, ...describe(runs.map((r) => r.baton), p.baton), `${spread} × ${p.base.name}`]);
       if (p.bar !== null) {
         verdicts.push({
           bar: `${p.baton.name}, ${l.name}: req/s ≥ ${p.bar}× ${p.base.name}`,
@@ -211,7 +227,7 @@ export async function overhead(o: OverheadOptions): Promise<Section> {
   const markdown = [
     `${o.rounds} rounds × ${o.seconds} s per load and side, in slices A B B A of ${o.seconds / 2} s, both sides running for the whole pair; ${LOADS.map((l) => `${l.name}: ${l.concurrency} clients`).join(', ')}; \`examples/hello/v1.js\` (the --threads pair: \`test/fixtures/threads.mjs\`).`,
     '',
-    table(['load', 'target', 'req/s', 'p50 ms', 'p99 ms', 'failed', 'share per worker', 'Jain', 'baton / baseline, median of rounds (min–max)'], rows),
+    table(['load', 'target', 'req/s', 'p50 ms', 'p99 ms', 'failed', 'share per worker', 'Jain', 'supervisor / primary CPU µs per request', 'baton / baseline, median of rounds (min–max)'], rows),
   ].join('\n');
   return { title: 'Overhead: throughput under baton vs bare', command: `node dist/bench/overhead.js --rounds ${o.rounds} --seconds ${o.seconds}${o.only ? ` --only '${o.only}'` : ''}`, load, markdown, verdicts };
 }

@@ -47,7 +47,6 @@ interface KindResult {
   controls: number[][];
   failed: number;
   errors: Record<string, number>;
-  rps: number;
   records: HandoffRecord[];
   supervisorCpu: number;
 }
@@ -94,7 +93,6 @@ async function runKind(o: StallOptions, client: StallOptions['clients'][number])
       controls: during(controls),
       failed: report.failed,
       errors: report.errors,
-      rps: report.rps,
       records,
       supervisorCpu: cpuShare(cpu0, cpu1),
     };

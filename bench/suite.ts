@@ -28,7 +28,7 @@ async function main(): Promise<void> {
     console.error(`\n== ${name}`);
     sections.push(await f());
   };
-  await run('overhead', () => overhead({ rounds: 2, seconds: 2 }));
+  await run('overhead', () => overhead({ rounds: 3, seconds: 2 }));
   await run('stall', () => stall({ reloads: 6, everyMs: 3000, app: 'hello', workers: 1, distribution: 'shared', think: [0, 0], clients: CLIENTS }));
   await run('reload time', () => reloadTime({ rounds: 3, apps: ['hello', 'express'], workers: [1, 4] }));
   await run('cost', () => cost({ seconds: 3, reloads: 5 }));
