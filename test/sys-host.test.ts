@@ -108,6 +108,27 @@ describe('fdBoundTo', () => {
     assert.equal(sys.isCloexec(fd), true);
     assert.equal(sys.fdBoundTo(path.join(path.dirname(file), 'other.sock')), null);
   });
+
+  test('the likely fd is checked first; a wrong guess (not a socket, another socket, closed) falls back to the scan', (t) => {
+    const dir = tempDir(t);
+    const file = path.join(dir, 'lib.sock');
+    const { DgramSocket } = createRequire(import.meta.url)('node-unix-socket') as typeof import('node-unix-socket');
+    const guess = sys.lowestFreeFd();
+    // lowestFreeFd is what the next open gets: the guess notify.ts makes before binding.
+    const s = new DgramSocket();
+    t.after(() => s.close());
+    s.bind(file);
+    const fd = sys.fdBoundTo(file)!;
+    assert.equal(fd, guess, 'the socket did not get the lowest free fd');
+    assert.equal(sys.fdBoundTo(file, fd), fd);
+    const other = path.join(dir, 'other.sock');
+    const o = new DgramSocket();
+    t.after(() => o.close());
+    o.bind(other);
+    assert.equal(sys.fdBoundTo(file, sys.fdBoundTo(other)!), fd, 'another socket as the guess');
+    assert.equal(sys.fdBoundTo(file, 0), fd, 'fd 0 (stdin: not this socket) as the guess');
+    assert.equal(sys.fdBoundTo(file, sys.lowestFreeFd()), fd, 'a closed fd as the guess');
+  });
 });
 
 describe('subreaper, reap and childrenWaitedFor', () => {
