@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { controlRequest } from '../src/control.js';
 import type { HandoffRecord } from '../src/handoff.js';
 import type { StatusReport } from '../src/supervisor.js';
-import { startLoad } from './load.js';
+import { mixedClients, startLoad } from './load.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(ROOT, 'dist/src/cli.js');
@@ -52,11 +52,7 @@ async function main(): Promise<number> {
 
   const load = startLoad({
     target: { host: '127.0.0.1', port },
-    clients: [
-      { kind: 'undici', concurrency: 8 },
-      { kind: 'agent', concurrency: 8 },
-      { kind: 'fresh', concurrency: 4 },
-    ],
+    clients: mixedClients(8, 8, 4),
     maxRequests: 2_000_000,
     maxDurationMs: 120_000,
   });

@@ -134,6 +134,15 @@ function httpGet(opts: LoadOptions, path: string, agent: http.Agent | false, sig
   });
 }
 
+/** The three client kinds side by side: undici keep-alive, http.Agent keep-alive, a new connection per request. */
+export function mixedClients(undici: number, agent: number, fresh: number): LoadOptions['clients'] {
+  return [
+    { kind: 'undici', concurrency: undici },
+    { kind: 'agent', concurrency: agent },
+    { kind: 'fresh', concurrency: fresh },
+  ];
+}
+
 export function startLoad(opts: LoadOptions): LoadHandle {
   const path = opts.path ?? '/';
   const expect = opts.expect ?? ((status: number, body: string) => status === 200 && body.length > 0);

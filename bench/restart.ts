@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { startLoad } from './load.js';
+import { mixedClients, startLoad } from './load.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const { values: o } = parseArgs({
@@ -36,11 +36,7 @@ async function main(): Promise<number> {
   let app = await start(port);
   const load = startLoad({
     target: { host: '127.0.0.1', port },
-    clients: [
-      { kind: 'undici', concurrency: 8 },
-      { kind: 'agent', concurrency: 8 },
-      { kind: 'fresh', concurrency: 4 },
-    ],
+    clients: mixedClients(8, 8, 4),
     maxRequests: 2_000_000,
     maxDurationMs: 120_000,
   });

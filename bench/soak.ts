@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { controlRequest } from '../src/control.js';
 import type { StatusReport } from '../src/supervisor.js';
-import { startLoad } from './load.js';
+import { mixedClients, startLoad } from './load.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(ROOT, 'dist/src/cli.js');
@@ -106,11 +106,7 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     const load = startLoad({
       target: { host: '127.0.0.1', port },
-      clients: [
-        { kind: 'undici', concurrency: 4 },
-        { kind: 'agent', concurrency: 4 },
-        { kind: 'fresh', concurrency: 2 },
-      ],
+      clients: mixedClients(4, 4, 2),
       maxRequests: 100_000_000,
       // Bounded in time: far more than the reloads take even on a busy box.
       maxDurationMs: 60_000 + (reloads + WARMUP) * 5_000,

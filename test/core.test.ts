@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { startLoad, type LoadReport } from '../bench/load.js';
+import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
 import { existsSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { EXAMPLES, FIXTURES, startBaton, runCli, tempDir } from './helpers/baton.js';
@@ -18,11 +18,7 @@ function assertNothingLost(r: LoadReport): void {
   for (const kind of ['undici', 'agent', 'fresh'] as const) assert.ok(r.byKind[kind].ok > 0, `no ${kind} request succeeded`);
 }
 
-const MIXED = [
-  { kind: 'undici' as const, concurrency: 6 },
-  { kind: 'agent' as const, concurrency: 6 },
-  { kind: 'fresh' as const, concurrency: 4 },
-];
+const MIXED = mixedClients(6, 6, 4);
 
 test('20 reloads under keep-alive and new-connection load lose nothing', async (t) => {
   const b = await startBaton({ argv: v1 });

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import { startLoad } from '../bench/load.js';
+import { mixedClients, startLoad } from '../bench/load.js';
 import { FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 
 test('exclusive handoff: accept intervals of generations never overlap over 20 reloads, 0 failed', async (t) => {
@@ -14,11 +14,7 @@ test('exclusive handoff: accept intervals of generations never overlap over 20 r
   const port = await b.port();
   const load = startLoad({
     target: { host: '127.0.0.1', port },
-    clients: [
-      { kind: 'undici', concurrency: 4 },
-      { kind: 'agent', concurrency: 4 },
-      { kind: 'fresh', concurrency: 6 },
-    ],
+    clients: mixedClients(4, 4, 6),
     maxRequests: 500_000,
     maxDurationMs: 120_000,
   });

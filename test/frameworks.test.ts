@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { startLoad } from '../bench/load.js';
+import { mixedClients, startLoad } from '../bench/load.js';
 import { FIXTURES, startBaton } from './helpers/baton.js';
 
 const APPS = ['http.cjs', 'http.mjs', 'express.cjs', 'express.mjs', 'fastify.cjs', 'fastify.mjs', 'fastify-dualstack.cjs'];
@@ -18,11 +18,7 @@ for (const app of APPS) {
     const port = await b.port();
     const load = startLoad({
       target: { host: '127.0.0.1', port },
-      clients: [
-        { kind: 'undici', concurrency: 4 },
-        { kind: 'agent', concurrency: 4 },
-        { kind: 'fresh', concurrency: 2 },
-      ],
+      clients: mixedClients(4, 4, 2),
       maxRequests: 200_000,
       maxDurationMs: 30_000,
     });

@@ -6,11 +6,9 @@ import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startLoad, percentile, windowStats, type ClientKind, type LoadReport } from '../bench/load.js';
+import { mixedClients, startLoad, percentile, windowStats, type ClientKind, type LoadReport } from '../bench/load.js';
 
-const ALL: { kind: ClientKind; concurrency: number }[] = [
-  { kind: 'undici', concurrency: 4 }, { kind: 'agent', concurrency: 4 }, { kind: 'fresh', concurrency: 4 },
-];
+const ALL: { kind: ClientKind; concurrency: number }[] = mixedClients(4, 4, 4);
 
 // keepAliveTimeout 5000: with Node's short defaults undici would never reuse a connection
 // (it keeps a 2 s margin under the Keep-Alive hint), and the keep-alive kinds would not differ.

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { startLoad, type LoadReport } from '../bench/load.js';
+import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
 import { EXAMPLES, FIXTURES, startBaton, type Baton } from './helpers/baton.js';
 import type { HandoffRecord } from '../src/handoff.js';
 
@@ -13,11 +13,7 @@ import type { HandoffRecord } from '../src/handoff.js';
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 const server = [PYTHON, join(EXAMPLES, 'python/server.py')];
 
-const MIXED = [
-  { kind: 'undici' as const, concurrency: 6 },
-  { kind: 'agent' as const, concurrency: 6 },
-  { kind: 'fresh' as const, concurrency: 4 },
-];
+const MIXED = mixedClients(6, 6, 4);
 
 function assertNothingLost(r: LoadReport): void {
   assert.equal(r.failed, 0, `failed requests: ${JSON.stringify(r.errors)}`);

@@ -4,18 +4,14 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
 import { request } from 'undici';
-import { startLoad } from '../bench/load.js';
+import { mixedClients, startLoad } from '../bench/load.js';
 import { heldConnections } from '../src/proc.js';
 import { EXAMPLES, FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 import type { StatusReport } from '../src/supervisor.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];
-const MIXED = [
-  { kind: 'undici' as const, concurrency: 4 },
-  { kind: 'agent' as const, concurrency: 4 },
-  { kind: 'fresh' as const, concurrency: 2 },
-];
+const MIXED = mixedClients(4, 4, 2);
 
 function serving(s: StatusReport): StatusReport['generations'][number] {
   const g = s.generations.find((x) => x.number === s.serving);

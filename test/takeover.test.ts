@@ -4,16 +4,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { startLoad } from '../bench/load.js';
+import { mixedClients, startLoad } from '../bench/load.js';
 import { CLI, EXAMPLES, ROOT, runCli, startBaton, tempDir } from './helpers/baton.js';
 import type { StatusReport } from '../src/supervisor.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
-const MIXED = [
-  { kind: 'undici' as const, concurrency: 4 },
-  { kind: 'agent' as const, concurrency: 4 },
-  { kind: 'fresh' as const, concurrency: 2 },
-];
+const MIXED = mixedClients(4, 4, 2);
 
 function startTakeover(control: string, argv: string[]): { exited: Promise<number | null>; out: () => string; kill(): void } {
   const p = spawn(process.execPath, [CLI, 'start', '--takeover', '--control', control, '--', ...argv], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });

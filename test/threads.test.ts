@@ -5,16 +5,12 @@ import assert from 'node:assert/strict';
 import { readdirSync, readlinkSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { startLoad } from '../bench/load.js';
+import { mixedClients, startLoad } from '../bench/load.js';
 import { FIXTURES, runCli, startBaton, type Baton } from './helpers/baton.js';
 import type { StatusReport } from '../src/supervisor.js';
 
 const APP = ['node', join(FIXTURES, 'threads.mjs')];
-const MIXED = [
-  { kind: 'undici' as const, concurrency: 4 },
-  { kind: 'agent' as const, concurrency: 4 },
-  { kind: 'fresh' as const, concurrency: 2 },
-];
+const MIXED = mixedClients(4, 4, 2);
 
 /** The copies that answered, per generation: bodies like `gen=1 pid=123 thread=1`. */
 function copies(): { expect: (status: number, body: string) => boolean; seen: Map<string, Set<string>> } {

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { cpSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { startLoad, type LoadReport } from '../bench/load.js';
+import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
 import { CLI, EXAMPLES, ROOT, runCli, startBaton, tempDir, type Baton } from './helpers/baton.js';
 import type { HandoffRecord } from '../src/handoff.js';
 import type { StatusReport } from '../src/supervisor.js';
@@ -15,11 +15,7 @@ import * as sys from '../src/sys.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];
-const MIXED = [
-  { kind: 'undici' as const, concurrency: 6 },
-  { kind: 'agent' as const, concurrency: 6 },
-  { kind: 'fresh' as const, concurrency: 4 },
-];
+const MIXED = mixedClients(6, 6, 4);
 
 function assertNothingLost(r: LoadReport, out: string): void {
   assert.equal(r.failed, 0, `failed requests: ${JSON.stringify(r.errors)}\n${out}`);

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { startLoad, type LoadHandle, type LoadReport } from '../../bench/load.js';
+import { mixedClients, startLoad, type LoadHandle, type LoadReport } from '../../bench/load.js';
 import { heldConnections } from '../../src/proc.js';
 import type { Baton } from '../helpers/baton.js';
 import { FIXTURES } from '../helpers/baton.js';
@@ -45,11 +45,7 @@ export interface CaseResult {
 }
 
 /** Keep-alive (undici, http.Agent) and a new connection per request: the three behaviours a drain meets. */
-export const MIXED = [
-  { kind: 'undici' as const, concurrency: 3 },
-  { kind: 'agent' as const, concurrency: 3 },
-  { kind: 'fresh' as const, concurrency: 2 },
-];
+export const MIXED = mixedClients(3, 3, 2);
 
 /** Bounded load: at most 200k requests and 60 s; every case stops it as soon as it is done (a failed one at its end). */
 export function load(t: { after(fn: () => unknown): void }, port: number, path = '/'): LoadHandle {
