@@ -7,18 +7,19 @@ import { resolve as pathResolve } from 'node:path';
 import { parseListen, type ListenSpec } from './listeners.js';
 import { parseDuration } from './duration.js';
 import { controlPathFor, controlRequest } from './control.js';
-import { Supervisor, type StatusReport } from './supervisor.js';
-import { formatRecord, formatStatus } from './report.js';
+import { Supervisor, type ServiceOptions, type StatusReport } from './supervisor.js';
+import { ServiceGroup, type GroupReload, type GroupStatus } from './services.js';
+import { formatAnyStatus, formatRecord } from './report.js';
 import { LOG_RING_LINES, type ControlReply, type ControlRequest, type LogEntry } from './protocol.js';
 import type { HandoffRecord } from './handoff.js';
 import { rmSync } from 'node:fs';
 import { requestTakeover } from './takeover.js';
 import { log, setLogFormat } from './log.js';
-import { applyConfigFile, parseMetricsAddress, targetOf } from './config.js';
+import { applyConfigFile, parseMetricsAddress, targetOf, type ServiceConfig } from './config.js';
 import { ReloadView } from './progress.js';
 import { watchStatus } from './watch.js';
 import { formatEntry } from './logring.js';
-import { parseSignal, prepareHost } from './host.js';
+import { parseSignal, prepareHost, type Host } from './host.js';
 import { specsFromInherited } from './activation.js';
 import { CHECK_FLAG, DEFAULT_ENTRY, STATE_FLAG, checkState, resume, upgradeOnSignal, type UpgradeResult } from './upgrade.js';
 
@@ -133,19 +134,18 @@ addTarget(
   const file = await applyConfigFile(cmd, given.length > 0).catch((e: Error) => usage(e.message));
   // Then: it takes baton's own systemd variables out of the environment workers get.
   const host = await Promise.resolve().then(() => prepareHost(o)).catch((e: Error) => usage(e.message));
+  setLogFormat(o.logFormat);
+  if (file?.services) return startServices(o, file.services, given, host);
   // Before anything else binds: the running supervisor's sockets, if we take over.
   const takeover = o.takeover ? await Promise.resolve().then(() => requestTakeover(controlPath(o))).catch((e: Error) => fail(e.message)) : null;
   if (takeover) host.inherited.push(...takeover.sockets);
   const command = given.length ? given : (file?.command ?? []);
   if (command.length === 0) usage('missing command: baton start --listen 8080 -- node app.js');
   if (!o.listen?.length && !host.inherited.length) usage('missing --listen: baton start --listen 8080 -- node app.js');
-  // A rolling reload runs both versions side by side by design.
-  if (o.handoff === 'exclusive' && o.maxSurge) usage('--max-surge cannot be combined with --handoff exclusive');
-  // The threads are started by baton's Node runtime inside the worker (runtime/threads.ts).
-  if (o.threads > 1 && o.ready === 'notify') usage('--threads needs baton\'s Node.js runtime in the worker, and --ready notify is for programs without it: use --ready listen or manual');
-  if (o.threads > 1 && o.distribution === 'round-robin') usage('--threads cannot be combined with --distribution round-robin: baton passes connections over a worker\'s IPC channel, which only its main thread has');
-  setLogFormat(o.logFormat);
+  const conflict = conflictOf(o);
+  if (conflict) usage(conflict);
   const sup = new Supervisor({
+    ...serviceOptions(o, host),
     name: o.name ?? 'baton',
     controlPath: takeover?.controlPath ?? controlPath(o),
     listen: o.listen?.length ? o.listen : specsFromInherited(host.inherited),
@@ -153,43 +153,20 @@ addTarget(
     cwd: file?.cwd ?? process.cwd(),
     env: file?.env ?? process.env,
     configure: file?.reread,
-    workers: o.workers,
-    backlog: o.backlog,
-    readyMode: o.ready,
-    distribution: o.distribution,
-    handoff: o.handoff,
-    threads: o.threads,
-    readyTimeoutMs: o.readyTimeout,
-    drainTimeoutMs: o.drainTimeout,
-    maxSurge: o.maxSurge ?? null,
-    maxDraining: o.maxDraining,
-    ...host.service,
   });
   if (o.upgradeCheck !== undefined) await checkState(o.upgradeCheck);
   host.follow(sup);
-  let interrupts = 0;
-  const stop = (sig: string): void => {
-    if (++interrupts > 1) {
-      log.warn(`${sig} again: killing every worker now`);
-      sup.kill();
-      return;
-    }
-    log.info(`${sig}: stopping gracefully (send it again to kill at once)`);
-    void sup.stop();
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGHUP', () => {
-    log.info('SIGHUP: reload');
-    sup.reload({ trigger: 'signal' }).catch(() => undefined);
+  onSignals({
+    stop: () => void sup.stop(),
+    kill: () => sup.kill(),
+    reload: () => void sup.reload({ trigger: 'signal' }).catch(() => undefined),
+    // nginx/unicorn convention: TTIN adds a worker, TTOU removes one.
+    scale: (by) => void sup.scale(by).catch((e: Error) => log.error(e.message)),
+    upgrade: () => upgradeOnSignal(sup),
   });
-  // nginx/unicorn convention: TTIN adds a worker, TTOU removes one.
-  process.on('SIGTTIN', () => void sup.scale('+1').catch((e: Error) => log.error(e.message)));
-  process.on('SIGTTOU', () => void sup.scale('-1').catch((e: Error) => log.error(e.message)));
-  process.on('SIGUSR2', () => upgradeOnSignal(sup));
   try {
     // Before generation 1: /healthz answers 503 while it starts. Loaded only when asked for.
-    if (o.metrics) await (await import('./metrics.js')).serveMetrics(sup, o.metrics);
+    if (o.metrics) await (await import('./metrics.js')).serveMetrics([sup], o.metrics);
     await (o.upgradeStateFd === undefined ? sup.start() : resume(sup, o.upgradeStateFd));
     if (takeover) {
       await takeover.commit();
@@ -209,29 +186,157 @@ addTarget(
   process.exit(0);
 });
 
+/** What a combination of start options cannot do, or null. */
+function conflictOf(o: Record<string, unknown>): string | null {
+  // A rolling reload runs both versions side by side by design.
+  if (o.handoff === 'exclusive' && o.maxSurge) return '--max-surge cannot be combined with --handoff exclusive';
+  // The threads are started by baton's Node runtime inside the worker (runtime/threads.ts).
+  if ((o.threads as number) > 1 && o.ready === 'notify') return '--threads needs baton\'s Node.js runtime in the worker, and --ready notify is for programs without it: use --ready listen or manual';
+  if ((o.threads as number) > 1 && o.distribution === 'round-robin') return '--threads cannot be combined with --distribution round-robin: baton passes connections over a worker\'s IPC channel, which only its main thread has';
+  return null;
+}
+
+/** The per-service options of `baton start` (or of one of a config file's services); commander types them loosely. */
+function serviceOptions(o: Record<string, any>, host: Host): Omit<ServiceOptions, 'name' | 'controlPath' | 'listen' | 'argv' | 'cwd' | 'env'> {
+  return {
+    workers: o.workers,
+    backlog: o.backlog,
+    readyMode: o.ready,
+    distribution: o.distribution,
+    handoff: o.handoff,
+    threads: o.threads,
+    readyTimeoutMs: o.readyTimeout,
+    drainTimeoutMs: o.drainTimeout,
+    maxSurge: o.maxSurge ?? null,
+    maxDraining: o.maxDraining,
+    ...host.service,
+  };
+}
+
+interface SignalActions {
+  stop(): void;
+  kill(): void;
+  reload(): void;
+  scale(by: '+1' | '-1'): void;
+  upgrade(): void;
+}
+
+function onSignals(a: SignalActions): void {
+  let interrupts = 0;
+  const stop = (sig: string): void => {
+    if (++interrupts > 1) {
+      log.warn(`${sig} again: killing every worker now`);
+      a.kill();
+      return;
+    }
+    log.info(`${sig}: stopping gracefully (send it again to kill at once)`);
+    a.stop();
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => {
+    log.info('SIGHUP: reload');
+    a.reload();
+  });
+  process.on('SIGTTIN', () => a.scale('+1'));
+  process.on('SIGTTOU', () => a.scale('-1'));
+  process.on('SIGUSR2', () => a.upgrade());
+}
+
+/** `baton start` with a config file that defines several services: one supervisor each, one control socket. */
+async function startServices(o: Record<string, any>, services: ServiceConfig[], given: string[], host: Host): Promise<never> {
+  const only = (what: string): never => usage(`${what}: the config file defines services, each with its own; change them there`);
+  if (given.length) only('a command after --');
+  if (o.listen?.length) only('--listen');
+  if (o.takeover) usage('--takeover is not supported (yet) for a baton running several services');
+  if (o.upgradeStateFd !== undefined || o.upgradeCheck !== undefined) fail('a supervisor upgrade is not supported (yet) for a baton running several services');
+  for (const svc of services) {
+    const conflict = conflictOf(svc.options);
+    if (conflict) usage(`service ${svc.name}: ${conflict.replace(/--([a-z-]+)/g, (_, k: string) => `"${k.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase())}"`)}`);
+  }
+  const group = new ServiceGroup(
+    o.name ?? 'baton',
+    controlPath(o),
+    services.map(
+      (svc) =>
+        new Supervisor({
+          ...serviceOptions(svc.options, host),
+          name: svc.name,
+          grouped: true,
+          controlPath: controlPath(o),
+          listen: svc.options.listen as ListenSpec[],
+          argv: svc.command,
+          cwd: svc.cwd,
+          env: svc.env,
+          configure: svc.reread,
+        }),
+    ),
+  );
+  host.followGroup(group);
+  onSignals({
+    stop: () => void group.stop(),
+    kill: () => group.kill(),
+    reload: () => void group.reloadAll('signal'),
+    scale: () => log.warn('SIGTTIN/SIGTTOU: this baton runs several services; name one: baton scale <service> +1'),
+    upgrade: () => log.error('SIGUSR2: a supervisor upgrade is not supported (yet) for a baton running several services'),
+  });
+  try {
+    if (o.metrics) await (await import('./metrics.js')).serveMetrics(group.services, o.metrics);
+    await group.start();
+  } catch (e) {
+    log.error((e as Error).message);
+    await group.closeControl();
+    process.exit(EXIT_FAILED);
+  }
+  await group.stopped;
+  await group.closeControl();
+  process.exit(0);
+}
+
+/**
+ * Operands before `--` name a service; after it comes a new command line. Commander keeps the
+ * `--` among the operands when one came before it, and drops it when none did.
+ */
+function serviceAndCommand(operands: string[], usageLine: string): { service?: string; command: string[] } {
+  const dd = operands.indexOf('--');
+  const before = dd >= 0 ? operands.slice(0, dd) : process.argv.slice(2).includes('--') ? [] : operands;
+  const command = dd >= 0 ? operands.slice(dd + 1) : operands.slice(before.length);
+  if (before.length > 1) usage(`put the new command line after --: ${usageLine}`);
+  return { service: before[0], command };
+}
+
 addTarget(
   program
     .command('reload')
-    .description('start a new generation and hand the service over to it: baton reload [-- new command]')
+    .description('start a new generation and hand the service over to it: baton reload [service] [-- new command]')
     .passThroughOptions()
+    .argument('[service]', 'which service, when the config file defines several (default: all of them)')
     .argument('[command...]', 'a new command line, after --')
     .option('--wait-drained', 'return only once the old generation has exited')
     .option('-q, --quiet', 'print only the result'),
-).action(async (command: string[], o) => {
+).action(async (first: string | undefined, rest: string[], o) => {
+  const { service, command } = serviceAndCommand(first === undefined ? rest : [first, ...rest], 'baton reload [service] -- node app.js');
   const req: ControlRequest = { cmd: 'reload', wait: o.waitDrained ? 'drained' : 'serving' };
+  if (service !== undefined) req.service = service;
   if (command.length) Object.assign(req, { argv: command, cwd: process.cwd() });
   const view = o.quiet ? null : new ReloadView(process.stdout);
   const reply = await call(o, req, (state, message) => view?.step(state, message));
   view?.end();
   if (reply.ok) {
-    console.log(`reloaded: ${formatRecord(reply.result as HandoffRecord)}`);
+    if (Array.isArray(reply.result)) for (const r of reply.result as GroupReload) console.log(`${r.service}: reloaded: ${formatRecord(r.record!)}`);
+    else console.log(`reloaded: ${formatRecord(reply.result as HandoffRecord)}`);
     return;
   }
   console.error(`baton: ${reply.error}`);
-  const rec = reply.detail as HandoffRecord | undefined;
-  if (rec?.output?.length) {
-    console.error(`last output of the failing worker:`);
-    for (const l of rec.output) console.error(`  | ${l}`);
+  // Several services: each one's result; one record: the failing worker's last words.
+  const results = Array.isArray(reply.detail) ? (reply.detail as GroupReload) : [{ service: null, record: (reply.detail as HandoffRecord | undefined) ?? null, error: reply.error }];
+  for (const r of results) {
+    const label = r.service === null ? '' : `${r.service}: `;
+    if (r.service !== null) console.error(r.error === null ? `${label}reloaded: ${formatRecord(r.record!)}` : `${label}failed: ${r.error}`);
+    if (r.error !== null && r.record?.output?.length) {
+      console.error(`${label}last output of the failing worker:`);
+      for (const l of r.record.output) console.error(`  | ${l}`);
+    }
   }
   process.exit(EXIT_FAILED);
 });
@@ -240,43 +345,52 @@ addTarget(
   program
     .command('status')
     .description('show generations, workers and recent reloads')
+    .argument('[service]', 'only this service, when the config file defines several')
     .option('--json', 'machine-readable')
     .option('-w, --watch', 'refresh in place on a terminal, as top does (elsewhere: one table per interval)')
     .addOption(new Option('--interval <duration>', 'how often --watch refreshes').argParser(arg(parseDuration)).default(1000, '1s')),
-).action(async (o) => {
+).action(async (service: string | undefined, o) => {
+  const req: ControlRequest = service === undefined ? { cmd: 'status' } : { cmd: 'status', service };
   if (o.watch) {
     await watchStatus(
       async () => {
-        const r = await controlRequest(await targetPath(o), { cmd: 'status' });
+        const r = await controlRequest(await targetPath(o), req);
         if (!r.ok) throw new Error(r.error);
-        return r.result as StatusReport;
+        return r.result as StatusReport | GroupStatus;
       },
       { intervalMs: o.interval, json: o.json === true, out: process.stdout },
     );
   }
-  const reply = await call(o, { cmd: 'status' });
+  const reply = await call(o, req);
   if (!reply.ok) {
     console.error(`baton: ${reply.error}`);
     process.exit(EXIT_FAILED);
   }
-  console.log(o.json ? JSON.stringify(reply.result, null, 2) : formatStatus(reply.result as StatusReport));
+  console.log(o.json ? JSON.stringify(reply.result, null, 2) : formatAnyStatus(reply.result as StatusReport | GroupStatus));
 });
 
 addTarget(
   program
     .command('scale')
-    .description('resize the pool without a reload: baton scale 4 | +1 | -1')
-    .argument('<workers>', 'a count, or +N / -N')
+    .description('resize the pool without a reload: baton scale [service] 4 | +1 | -1')
+    .usage('[options] [service] <workers>')
+    .argument('[service]', 'which service, when the config file defines several')
+    .argument('[workers]', 'a count, or +N / -N')
     .option('-q, --quiet', 'print nothing on success'),
-).action(async (workers: string, o) => {
+).action(async (first: string | undefined, second: string | undefined, o) => {
+  // Commander fills operands left to right: `baton scale 4` puts the count in the first.
+  const [service, workers] = second === undefined ? [undefined, first] : [first, second];
+  if (workers === undefined) usage('missing worker count: baton scale [service] 4 | +1 | -1');
   if (!/^([+-]?\d{1,4})$/.test(workers)) usage(`bad worker count '${workers}': use a number, +N or -N`);
-  const reply = await call(o, { cmd: 'scale', workers: /^[+-]/.test(workers) ? workers : Number(workers) });
+  const req: ControlRequest = { cmd: 'scale', workers: /^[+-]/.test(workers) ? workers : Number(workers) };
+  if (service !== undefined) req.service = service;
+  const reply = await call(o, req);
   if (!reply.ok) {
     console.error(`baton: ${reply.error}`);
     process.exit(EXIT_FAILED);
   }
   const r = reply.result as { target: number; ready: number; generation: number | null };
-  if (!o.quiet) console.log(`scaled: ${r.ready} of ${r.target} worker(s) ready in generation ${r.generation ?? '-'}`);
+  if (!o.quiet) console.log(`scaled${service === undefined ? '' : ` ${service}`}: ${r.ready} of ${r.target} worker(s) ready in generation ${r.generation ?? '-'}`);
   if (r.ready !== r.target) process.exit(EXIT_FAILED);
 });
 
@@ -325,13 +439,15 @@ addTarget(
     .option('-f, --follow', 'keep printing new lines as they come, until interrupted')
     .addOption(new Option('-n, --lines <n>', 'how many of the last lines to show').argParser(arg(parseCount(LOG_RING_LINES))).default(100))
     .addOption(new Option('--gen <n>', 'only the output of generation n').argParser(arg(parseCount(2 ** 31))))
+    .argument('[service]', 'only this service\'s lines (and baton\'s own), when the config file defines several')
     .option('--json', 'one JSON object per line'),
-).action(async (o) => {
+).action(async (service: string | undefined, o) => {
   const print = (e: LogEntry): void => {
     process.stdout.write(`${o.json ? JSON.stringify(e) : `${new Date(e.at).toISOString().slice(11, 23)} ${formatEntry(e)}`}\n`);
   };
   const req: ControlRequest = { cmd: 'logs', lines: o.lines, follow: o.follow === true };
   if (o.gen !== undefined) req.generation = o.gen;
+  if (service !== undefined) req.service = service;
   const reply = await call(o, req, undefined, print);
   if (!reply.ok) {
     console.error(`baton: ${reply.error}`);

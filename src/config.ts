@@ -11,10 +11,10 @@ import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
-import { parseListen, type ListenSpec } from './listeners.js';
+import { describe, parseListen, type ListenSpec } from './listeners.js';
 import { parseSignal } from './host.js';
 import type { Reconfigurable } from './supervisor.js';
-import { log } from './log.js';
+import { log, serviceLog as serviceLogFor } from './log.js';
 
 /** Where `--metrics` serves: a TCP address. */
 export interface MetricsAddress {
@@ -106,36 +106,53 @@ const listenEntry = (dir: string) =>
     .transform((v, ctx) => (typeof v === 'object' ? listener(dir, v.address, v.name, ctx) : listener(dir, String(v), undefined, ctx)));
 
 /** Relative paths in the file (listeners, control, cwd) are meant from `dir`, the file's directory. */
-const schemaFor = (dir: string) =>
-  z.strictObject({
-    name: z.string(expected('a service name')).regex(NAME, expected('a service name of letters, digits, "_", ".", "-"')).optional(),
-    control: z.string(expected('a path')).min(1, expected('a path')).transform((p) => resolve(dir, p)).optional(),
-    listen: z.array(listenEntry(dir), expected(`a list of listeners: ${LISTENER}`)).min(1, expected('at least one listener')).optional(),
-    workers: count(1024, true).optional(),
-    threads: count(64, false).optional(),
-    ready: z.enum(['listen', 'manual', 'notify'], expected('"listen", "manual" or "notify"')).optional(),
-    readyAfter: duration.optional(),
-    watchdog: duration.optional(),
-    drainSignal: parsed('a signal such as "SIGTERM" or "SIGQUIT"', parseSignal).optional(),
-    stopTimeout: duration.optional(),
-    user: z.string(expected('a user name or uid')).min(1, expected('a user name or uid')).optional(),
-    group: z.string(expected('a group name or gid')).min(1, expected('a group name or gid')).optional(),
-    distribution: z.enum(['shared', 'round-robin'], expected('"shared" or "round-robin"')).optional(),
-    handoff: z.enum(['overlap', 'exclusive'], expected('"overlap" or "exclusive"')).optional(),
-    readyTimeout: duration.optional(),
-    drainTimeout: duration.optional(),
-    maxSurge: count(1024, true).optional(),
-    maxDraining: count(1024, false).optional(),
-    backlog: count(65535, false).optional(),
-    logFormat: z.enum(['text', 'json'], expected('"text" or "json"')).optional(),
-    metrics: parsed<MetricsAddress>('"HOST:PORT" or "PORT"', parseMetricsAddress).optional(),
-    command: z
-      .array(z.string(expected('a non-empty string')).min(1, expected('a non-empty string')), expected('a list of strings such as ["node", "app.js"]'))
-      .min(1, expected('a list of strings such as ["node", "app.js"]'))
+const fieldsFor = (dir: string) => ({
+  name: z.string(expected('a service name')).regex(NAME, expected('a service name of letters, digits, "_", ".", "-"')).optional(),
+  control: z.string(expected('a path')).min(1, expected('a path')).transform((p) => resolve(dir, p)).optional(),
+  listen: z.array(listenEntry(dir), expected(`a list of listeners: ${LISTENER}`)).min(1, expected('at least one listener')).optional(),
+  workers: count(1024, true).optional(),
+  threads: count(64, false).optional(),
+  ready: z.enum(['listen', 'manual', 'notify'], expected('"listen", "manual" or "notify"')).optional(),
+  readyAfter: duration.optional(),
+  watchdog: duration.optional(),
+  drainSignal: parsed('a signal such as "SIGTERM" or "SIGQUIT"', parseSignal).optional(),
+  stopTimeout: duration.optional(),
+  user: z.string(expected('a user name or uid')).min(1, expected('a user name or uid')).optional(),
+  group: z.string(expected('a group name or gid')).min(1, expected('a group name or gid')).optional(),
+  distribution: z.enum(['shared', 'round-robin'], expected('"shared" or "round-robin"')).optional(),
+  handoff: z.enum(['overlap', 'exclusive'], expected('"overlap" or "exclusive"')).optional(),
+  readyTimeout: duration.optional(),
+  drainTimeout: duration.optional(),
+  maxSurge: count(1024, true).optional(),
+  maxDraining: count(1024, false).optional(),
+  backlog: count(65535, false).optional(),
+  logFormat: z.enum(['text', 'json'], expected('"text" or "json"')).optional(),
+  metrics: parsed<MetricsAddress>('"HOST:PORT" or "PORT"', parseMetricsAddress).optional(),
+  command: z
+    .array(z.string(expected('a non-empty string')).min(1, expected('a non-empty string')), expected('a list of strings such as ["node", "app.js"]'))
+    .min(1, expected('a list of strings such as ["node", "app.js"]'))
+    .optional(),
+  env: z.record(z.string(), z.string(expected('a string')), expected('an object of strings such as { "NODE_ENV": "production" }')).optional(),
+  cwd: z.string(expected('a directory')).min(1, expected('a directory')).transform((p) => resolve(dir, p)).optional(),
+});
+
+/**
+ * What each of several services (`services`) sets for itself; the same keys at the top of the
+ * file are the default for every service. The rest (control socket, logs, metrics, user,
+ * signals, stop timeout) belongs to the baton process and stays at the top.
+ */
+export const SERVICE_KEYS = ['listen', 'command', 'env', 'cwd', 'workers', 'threads', 'ready', 'distribution', 'handoff', 'readyTimeout', 'drainTimeout', 'maxSurge', 'maxDraining', 'backlog'] as const;
+
+const schemaFor = (dir: string) => {
+  const fields = fieldsFor(dir);
+  const service = z.strictObject(Object.fromEntries(SERVICE_KEYS.map((k) => [k, fields[k]])) as Pick<typeof fields, (typeof SERVICE_KEYS)[number]>);
+  return z.strictObject({
+    ...fields,
+    services: z
+      .record(z.string().regex(NAME, 'expected a service name of letters, digits, "_", ".", "-"'), service, expected('an object of services such as { "api": { "listen": [8080], "command": ["node", "api.js"] } }'))
       .optional(),
-    env: z.record(z.string(), z.string(expected('a string')), expected('an object of strings such as { "NODE_ENV": "production" }')).optional(),
-    cwd: z.string(expected('a directory')).min(1, expected('a directory')).transform((p) => resolve(dir, p)).optional(),
   });
+};
 
 export type FileOptions = z.output<ReturnType<typeof schemaFor>>;
 /** Every key a config file may have. */
@@ -166,11 +183,16 @@ function distance(a: string, b: string): number {
 function describeIssue(label: string, issue: z.core.$ZodIssue): string[] {
   const at = issue.path.length ? `${where(issue.path)}: ` : '';
   if (issue.code === 'unrecognized_keys') {
+    const inService = issue.path.length === 2 && issue.path[0] === 'services';
     return issue.keys.map((k) => {
       const hint = issue.path.length ? '' : suggest(k);
-      return `${label}: ${at}unknown key "${k}"` + (hint ? ` (did you mean "${hint}"?)` : issue.path.length ? ' (expected "name" and "address")' : '');
+      const why = inService
+        ? CONFIG_KEYS.includes(k) ? ` ("${k}" is for the whole baton: set it at the top of the file)` : ` (a service has ${SERVICE_KEYS.map((x) => `"${x}"`).join(', ')})`
+        : hint ? ` (did you mean "${hint}"?)` : issue.path.length ? ' (expected "name" and "address")' : '';
+      return `${label}: ${at}unknown key "${k}"${why}`;
     });
   }
+  if (issue.code === 'invalid_key') return [`${label}: services: "${String(issue.path.at(-1))}" is not a service name: use letters, digits, "_", ".", "-" (at most 64)`];
   if (issue.path.length === 0 && issue.code === 'invalid_type') return [`${label}: expected an object of settings, got ${show(issue.input)}`];
   return [`${label}: ${at}${issue.message}`];
 }
@@ -178,8 +200,28 @@ function describeIssue(label: string, issue: z.core.$ZodIssue): string[] {
 /** Validate what a config file in `dir` holds; `label` names the file in every error. */
 export function validateConfig(raw: unknown, label: string, dir: string): FileOptions {
   const r = schemaFor(dir).safeParse(raw, { reportInput: true });
-  if (r.success) return r.data;
-  throw new ConfigError(r.error.issues.flatMap((i) => describeIssue(label, i)).join('\n'));
+  if (!r.success) throw new ConfigError(r.error.issues.flatMap((i) => describeIssue(label, i)).join('\n'));
+  const services = Object.entries(r.data.services ?? {});
+  if (!r.data.services) return r.data;
+  const problems: string[] = [];
+  if (services.length === 0) problems.push('services: expected at least one service');
+  for (const key of ['listen', 'command'] as const) {
+    if (r.data[key] !== undefined) problems.push(`${key}: with "services", each service has its own ${key}; move it into them`);
+  }
+  const owner = new Map<string, string>();
+  for (const [name, svc] of services) {
+    if (!svc.listen) problems.push(`services.${name}: missing "listen"`);
+    if (!svc.command) problems.push(`services.${name}: missing "command"`);
+    for (const l of svc.listen ?? []) {
+      if (l.kind !== 'unix' && l.port === 0) continue; // a port of the kernel's choosing: one each
+      const key = describe(l);
+      const other = owner.get(key);
+      if (other !== undefined) problems.push(`services.${name}: ${key} is also ${other}'s: a socket belongs to one service`);
+      owner.set(key, name);
+    }
+  }
+  if (problems.length) throw new ConfigError(problems.map((p) => `${label}: ${p}`).join('\n'));
+  return r.data;
 }
 
 /** The one config file in `dir`, or null; two of them would leave the choice to a guess. */
@@ -250,7 +292,20 @@ const RELOADABLE = {
 /** Fixed for the life of the supervisor: the sockets, its name, its own outputs. */
 const FIXED = ['name', 'control', 'listen', 'backlog', 'distribution', 'handoff', 'threads', 'readyAfter', 'watchdog', 'drainSignal', 'stopTimeout', 'user', 'group', 'logFormat', 'metrics'] as const;
 
+/** One of a file's `services`: its settings as `baton start` would have them, and how to read them again. */
+export interface ServiceConfig {
+  name: string;
+  /** The start command's options, with this service's own values over the file's top-level ones. */
+  options: Record<string, unknown>;
+  command: string[];
+  cwd: string;
+  readonly env: NodeJS.ProcessEnv;
+  reread(): Promise<Partial<Reconfigurable>>;
+}
+
 export interface StartConfig {
+  /** The file defines several services (then `command` is null: each has its own). */
+  services: ServiceConfig[] | null;
   /** The command from the file, unless one was given after `--`. */
   command: string[] | null;
   cwd: string;
@@ -278,7 +333,11 @@ export async function applyConfigFile(cmd: Command, commandGiven: boolean): Prom
   }
   const cwdOf = (f: FileOptions): string => f.cwd ?? (commandGiven ? process.cwd() : dirname(path));
   const envOf = (f: FileOptions): NodeJS.ProcessEnv => ({ ...process.env, ...f.env });
+  const services = first.services
+    ? Object.keys(first.services).map((name) => serviceConfig(name, first, cmd, pinned, path, label, envOf))
+    : null;
   return {
+    services,
     command: commandGiven ? null : (first.command ?? null),
     cwd: cwdOf(first),
     // Read when the supervisor is made: by then baton's own systemd variables are out of process.env.
@@ -293,6 +352,49 @@ export async function applyConfigFile(cmd: Command, commandGiven: boolean): Prom
       if (!commandGiven && f.command) Object.assign(s, { argv: f.command, cwd: cwdOf(f) });
       for (const [key, opt] of Object.entries(RELOADABLE) as [keyof typeof RELOADABLE, keyof Reconfigurable][]) {
         if (f[key] !== undefined && !pinned(key)) Object.assign(s, { [opt]: f[key] });
+      }
+      return s;
+    },
+  };
+}
+
+type Layer = NonNullable<FileOptions['services']>[string];
+
+/**
+ * A service of `first.services`: its keys over the top-level ones, the command line over both.
+ * Read again at each of its reloads; a file that no longer has it fails that reload.
+ */
+function serviceConfig(name: string, first: FileOptions, cmd: Command, pinned: (key: string) => boolean, path: string, label: string, envOf: (f: FileOptions) => NodeJS.ProcessEnv): ServiceConfig {
+  const own = (f: FileOptions): Layer => {
+    const svc = f.services?.[name];
+    if (!svc) throw new ConfigError(`${label}: service "${name}" is no longer in the file; it runs on as it is until baton restarts`);
+    return svc;
+  };
+  const svc = own(first);
+  const options: Record<string, unknown> = { ...cmd.opts() };
+  for (const [key, value] of Object.entries(svc)) if (value !== undefined && !pinned(key)) options[key] = value;
+  const cwdOf = (f: FileOptions): string => own(f).cwd ?? f.cwd ?? dirname(path);
+  const serviceEnv = (f: FileOptions): NodeJS.ProcessEnv => ({ ...envOf(f), ...own(f).env });
+  const slog = serviceLogFor(name);
+  return {
+    name,
+    options,
+    command: svc.command!,
+    cwd: cwdOf(first),
+    get env() {
+      return serviceEnv(first);
+    },
+    async reread() {
+      const f = await readConfig(path, label);
+      const now = own(f);
+      const fixed = (['listen', 'distribution', 'handoff', 'threads', 'backlog'] as const).filter((k) => !pinned(k) && JSON.stringify(now[k] ?? f[k]) !== JSON.stringify(svc[k] ?? first[k]));
+      if (fixed.length) slog.warn(`${label}: ${fixed.join(', ')} changed; that takes effect when baton restarts`);
+      const names = (o: FileOptions): string => Object.keys(o.services ?? {}).sort().join(', ');
+      if (names(f) !== names(first)) slog.warn(`${label}: the services are now ${names(f)}; baton runs ${names(first)} until it restarts`);
+      const s: Partial<Reconfigurable> = { env: serviceEnv(f), argv: now.command!, cwd: cwdOf(f) };
+      for (const [key, opt] of Object.entries(RELOADABLE) as [keyof typeof RELOADABLE, keyof Reconfigurable][]) {
+        const value = now[key] ?? f[key];
+        if (value !== undefined && !pinned(key)) Object.assign(s, { [opt]: value });
       }
       return s;
     },

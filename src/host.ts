@@ -9,6 +9,7 @@ import { SystemdNotifier } from './systemd.js';
 import { takeInheritedSockets, type InheritedSocket } from './activation.js';
 import type { Credentials, NotifyOptions } from './notify.js';
 import type { ServiceOptions, Supervisor } from './supervisor.js';
+import type { ServiceGroup } from './services.js';
 
 export interface HostFlags {
   readyAfter?: number;
@@ -26,6 +27,8 @@ export interface Host {
   service: Pick<ServiceOptions, 'launch' | 'inherited' | 'stopTimeoutMs'>;
   /** Connect the supervisor to systemd, if baton runs under it. */
   follow(sup: Supervisor): void;
+  /** The same for a baton running several services. */
+  followGroup(group: ServiceGroup): void;
 }
 
 export function prepareHost(flags: HostFlags, env: NodeJS.ProcessEnv = process.env): Host {
@@ -43,6 +46,7 @@ export function prepareHost(flags: HostFlags, env: NodeJS.ProcessEnv = process.e
       stopTimeoutMs: flags.stopTimeout ?? null,
     },
     follow: (sup) => notifier?.follow(sup, watchdogMs),
+    followGroup: (group) => notifier?.followGroup(group, watchdogMs),
   };
 }
 

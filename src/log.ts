@@ -37,28 +37,31 @@ function defined(fields: Fields | undefined): LogEntry['fields'] {
 function emit(e: LogEntry): void {
   ring.push(e);
   if (json) {
-    const { gen, worker, stream, fields } = e;
-    json[e.level](gen === undefined ? { ...fields } : { gen, worker, stream }, e.msg);
+    const { service, gen, worker, stream, fields } = e;
+    const scope = service === undefined ? {} : { service };
+    json[e.level](gen === undefined ? { ...scope, ...fields } : { ...scope, gen, worker, stream }, e.msg);
   } else {
     (e.stream === 'stdout' ? process.stdout : process.stderr).write(`${formatEntry(e)}\n`);
   }
 }
 
-function event(level: LogEntry['level'], msg: string, fields?: Fields): void {
-  emit({ at: Date.now(), level, msg, fields: defined(fields) });
+export interface Log {
+  info(msg: string, fields?: Fields): void;
+  warn(msg: string, fields?: Fields): void;
+  error(msg: string, fields?: Fields): void;
+  worker(gen: number, index: number, text: string, stream: 'stdout' | 'stderr'): void;
 }
 
-export const log = {
-  info(msg: string, fields?: Fields): void {
-    event('info', msg, fields);
-  },
-  warn(msg: string, fields?: Fields): void {
-    event('warn', msg, fields);
-  },
-  error(msg: string, fields?: Fields): void {
-    event('error', msg, fields);
-  },
-  worker(gen: number, index: number, text: string, stream: 'stdout' | 'stderr'): void {
-    emit({ at: Date.now(), level: 'info', msg: text, gen, worker: index, stream });
-  },
-};
+/** A log whose every line names `service` (one of several in one baton), or none. */
+export function serviceLog(service?: string): Log {
+  const scope = service === undefined ? {} : { service };
+  const event = (level: LogEntry['level'], msg: string, fields?: Fields): void => emit({ at: Date.now(), level, msg, ...scope, fields: defined(fields) });
+  return {
+    info: (msg, fields) => event('info', msg, fields),
+    warn: (msg, fields) => event('warn', msg, fields),
+    error: (msg, fields) => event('error', msg, fields),
+    worker: (gen, index, text, stream) => emit({ at: Date.now(), level: 'info', msg: text, ...scope, gen, worker: index, stream }),
+  };
+}
+
+export const log = serviceLog();

@@ -38,11 +38,15 @@ export class LogRing {
   }
 }
 
-/** `[gen.worker] line` for worker output, `baton: message k=v` for baton's own events. */
+/**
+ * `[gen.worker] line` for worker output, `baton: message k=v` for baton's own events; with
+ * several services in one baton, `[api 2.0] line` and `baton[api]: message`.
+ */
 export function formatEntry(e: LogEntry): string {
-  if (e.gen !== undefined) return `[${e.gen}.${e.worker ?? '?'}] ${e.msg}`;
+  const service = e.service === undefined ? '' : e.service;
+  if (e.gen !== undefined) return `[${service && `${service} `}${e.gen}.${e.worker ?? '?'}] ${e.msg}`;
   const prefix = e.level === 'warn' ? 'warning: ' : e.level === 'error' ? 'error: ' : '';
-  let s = `baton: ${prefix}${e.msg}`;
+  let s = `baton${service && `[${service}]`}: ${prefix}${e.msg}`;
   for (const [k, v] of Object.entries(e.fields ?? {})) {
     const text = String(v);
     s += ` ${k}=${/[\s"=]/.test(text) ? JSON.stringify(text) : text}`;
@@ -64,7 +68,9 @@ const DEFAULT_LINES = 100;
  * line as an event until the client disconnects or `end` resolves (the supervisor stopped).
  */
 export async function serveLogs(ring: LogRing, req: Extract<ControlRequest, { cmd: 'logs' }>, client: LogClient, end: Promise<void>): Promise<unknown> {
-  const match = (e: LogEntry): boolean => req.generation === undefined || e.gen === req.generation;
+  // A service's lines are its own; baton's process-wide events (no service) belong to every one.
+  const match = (e: LogEntry): boolean =>
+    (req.generation === undefined || e.gen === req.generation) && (req.service === undefined || e.service === undefined || e.service === req.service);
   const tail = ring.tail(req.lines ?? DEFAULT_LINES, match);
   if (!req.follow) return { entries: tail };
   // A client that cannot keep up loses lines, not the supervisor's memory; it is told how many.

@@ -14,7 +14,14 @@ const WORKER_STATES: readonly WorkerState[] = ['starting', 'ready', 'draining'];
 /** From a fast reload of a plain app (~0.2 s) to a slow framework start or a long drain wait. */
 const PHASE_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
-export function createMetrics(sup: Supervisor): Registry {
+/**
+ * One registry for every service of this baton. With several (a config file's `services`),
+ * every series carries a `service` label; with one, none, as before there were several.
+ */
+export function createMetrics(sups: readonly Supervisor[]): Registry {
+  const grouped = sups.some((s) => s.grouped);
+  const by = (sup: Supervisor, labels: Record<string, string> = {}): Record<string, string> => (grouped ? { service: sup.name, ...labels } : labels);
+  const names = (...l: string[]): string[] => (grouped ? ['service', ...l] : l);
   const registers = [new Registry()];
   const [register] = registers as [Registry];
   // The supervisor process itself: RSS, open fds, CPU, event loop lag, as baton_process_* / baton_nodejs_*.
@@ -23,79 +30,90 @@ export function createMetrics(sup: Supervisor): Registry {
   const reloads = new Counter({
     name: 'baton_reloads_total',
     help: 'Reloads by result: done, failed (the new generation did not start; the old one serves on), rejected (invalid config file; nothing started)',
-    labelNames: ['result'],
+    labelNames: names('result'),
     registers,
   });
-  for (const result of RESULTS) reloads.inc({ result }, 0);
+  for (const sup of sups) for (const result of RESULTS) reloads.inc(by(sup, { result }), 0);
   const phases = new Histogram({
     name: 'baton_handoff_phase_seconds',
     help: 'Time reloads spent in each handoff state (waiting, starting, transferring, rolling-back)',
-    labelNames: ['phase'],
+    labelNames: names('phase'),
     buckets: PHASE_BUCKETS,
     registers,
   });
-  const restarts = new Counter({ name: 'baton_worker_restarts_total', help: 'Workers restarted after they died while serving', registers });
-  const cut = new Counter({ name: 'baton_connections_cut_total', help: 'Connections still open when a draining worker reached its drain deadline', registers });
+  const restarts = new Counter({ name: 'baton_worker_restarts_total', help: 'Workers restarted after they died while serving', labelNames: names(), registers });
+  const cut = new Counter({ name: 'baton_connections_cut_total', help: 'Connections still open when a draining worker reached its drain deadline', labelNames: names(), registers });
   new Gauge({
     name: 'baton_workers',
     help: 'Workers of every generation still running, by state',
-    labelNames: ['state'],
+    labelNames: names('state'),
     registers,
     collect() {
-      const counts = new Map<string, number>(WORKER_STATES.map((s) => [s, 0]));
-      for (const g of sup.status().generations) for (const w of g.workers) if (counts.has(w.state)) counts.set(w.state, counts.get(w.state)! + 1);
-      for (const [state, n] of counts) this.set({ state }, n);
+      for (const sup of sups) {
+        const counts = new Map<string, number>(WORKER_STATES.map((s) => [s, 0]));
+        for (const g of sup.status().generations) for (const w of g.workers) if (counts.has(w.state)) counts.set(w.state, counts.get(w.state)! + 1);
+        for (const [state, n] of counts) this.set(by(sup, { state }), n);
+      }
     },
   });
   new Gauge({
     name: 'baton_workers_target',
     help: 'Workers each generation should have (--workers, baton scale)',
+    labelNames: names(),
     registers,
     collect() {
-      this.set(sup.status().workers);
+      for (const sup of sups) this.set(by(sup), sup.status().workers);
     },
   });
   new Gauge({
     name: 'baton_serving_generation',
     help: 'Number of the generation that serves (0 before the first is ready)',
+    labelNames: names(),
     registers,
     collect() {
-      this.set(sup.status().serving ?? 0);
+      for (const sup of sups) this.set(by(sup), sup.status().serving ?? 0);
     },
   });
 
   // A record reports more steps after it ended (the old generation exiting): count each once.
   const ended = new WeakSet<HandoffRecord>();
-  sup.events.on('handoff', (rec) => {
-    if (rec.trigger === 'start' || (rec.state !== 'done' && rec.state !== 'failed') || ended.has(rec)) return;
-    ended.add(rec);
-    reloads.inc({ result: rec.state });
-    for (const [phase, ms] of Object.entries(phaseDurations(rec))) phases.observe({ phase }, ms / 1000);
-  });
-  sup.events.on('reload-rejected', () => reloads.inc({ result: 'rejected' }));
-  sup.events.on('generation', (g) => {
-    g.on('respawn', () => restarts.inc());
-    g.on('worker-exit', (w: { cut: number }) => {
-      if (w.cut > 0) cut.inc(w.cut);
+  for (const sup of sups) {
+    sup.events.on('handoff', (rec) => {
+      if (rec.trigger === 'start' || (rec.state !== 'done' && rec.state !== 'failed') || ended.has(rec)) return;
+      ended.add(rec);
+      reloads.inc(by(sup, { result: rec.state }));
+      for (const [phase, ms] of Object.entries(phaseDurations(rec))) phases.observe(by(sup, { phase }), ms / 1000);
     });
-  });
+    sup.events.on('reload-rejected', () => reloads.inc(by(sup, { result: 'rejected' })));
+    sup.events.on('generation', (g) => {
+      g.on('respawn', () => restarts.inc(by(sup)));
+      g.on('worker-exit', (w: { cut: number }) => {
+        if (w.cut > 0) cut.inc(by(sup), w.cut);
+      });
+    });
+  }
   return register;
 }
 
 /**
  * /healthz is 200 once a generation serves and 503 before that or while stopping: a load
- * balancer sends nothing to a service that is going away or not up yet.
+ * balancer sends nothing to a service that is going away or not up yet. With several
+ * services, 200 only when every one serves.
  */
-function health(sup: Supervisor): { code: number; text: string } {
-  const s = sup.status();
-  if (s.state === 'stopping') return { code: 503, text: 'stopping' };
-  if (s.serving === null) return { code: 503, text: 'starting' };
-  return { code: 200, text: `serving generation ${s.serving}` };
+function health(sups: readonly Supervisor[]): { code: number; text: string } {
+  const lines = sups.map((sup) => {
+    const s = sup.status();
+    const prefix = sup.grouped ? `${sup.name}: ` : '';
+    if (s.state === 'stopping') return { ok: false, text: `${prefix}stopping` };
+    if (s.serving === null) return { ok: false, text: `${prefix}starting` };
+    return { ok: true, text: `${prefix}serving generation ${s.serving}` };
+  });
+  return { code: lines.every((l) => l.ok) ? 200 : 503, text: lines.map((l) => l.text).join('\n') };
 }
 
 /** Serve /metrics and /healthz; resolves once listening (rejects if the address cannot be had). */
-export async function serveMetrics(sup: Supervisor, addr: MetricsAddress): Promise<Server> {
-  const register = createMetrics(sup);
+export async function serveMetrics(sups: readonly Supervisor[], addr: MetricsAddress): Promise<Server> {
+  const register = createMetrics(sups);
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -106,7 +124,7 @@ export async function serveMetrics(sup: Supervisor, addr: MetricsAddress): Promi
         (e: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${e.message}\n`),
       );
     } else if (path === '/healthz') {
-      const h = health(sup);
+      const h = health(sups);
       res.writeHead(h.code, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(`${h.text}\n`);
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('baton serves /metrics and /healthz\n');

@@ -92,11 +92,14 @@ export const LOG_RING_LINES = 2000;
 export const MAX_CONTROL_LINE = 1 << 20;
 
 const argv = z.array(z.string().min(1)).min(1).max(4096);
+/** Which service of a baton running several (a config file's `services`); omitted: all of them, or the only one. */
+const service = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a service name').optional();
 
 export const ControlRequest = z.discriminatedUnion('cmd', [
   z.strictObject({
     id: z.number().int().optional(),
     cmd: z.literal('reload'),
+    service,
     /** New command line; omitted = reload the current one. */
     argv: argv.optional(),
     /** Directory the new command line's relative paths are meant from (the caller's cwd). */
@@ -104,10 +107,11 @@ export const ControlRequest = z.discriminatedUnion('cmd', [
     /** Reply when the new generation serves (default) or once the old one has exited. */
     wait: z.enum(['serving', 'drained']).optional(),
   }),
-  z.strictObject({ id: z.number().int().optional(), cmd: z.literal('status') }),
+  z.strictObject({ id: z.number().int().optional(), cmd: z.literal('status'), service }),
   z.strictObject({
     id: z.number().int().optional(),
     cmd: z.literal('scale'),
+    service,
     /** An absolute count, or a relative change such as "+1" / "-2". */
     workers: z.union([z.number().int(), z.string().regex(/^[+-]\d{1,4}$/, 'expected a count or +N / -N')]),
   }),
@@ -127,6 +131,7 @@ export const ControlRequest = z.discriminatedUnion('cmd', [
   z.strictObject({
     id: z.number().int().optional(),
     cmd: z.literal('logs'),
+    service,
     /** Lines from the end of the ring to send first. */
     lines: z.number().int().min(0).max(LOG_RING_LINES).optional(),
     /** Only the output of this generation's workers. */
@@ -152,6 +157,8 @@ export interface LogEntry {
   at: number;
   level: 'info' | 'warn' | 'error';
   msg: string;
+  /** The service it concerns, when one baton runs several. */
+  service?: string;
   gen?: number;
   worker?: number;
   stream?: 'stdout' | 'stderr';

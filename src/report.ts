@@ -2,6 +2,7 @@
 // reload's outcome. Kept within 100 columns (or a narrower terminal's width).
 import { phaseDurations, type HandoffRecord } from './handoff.js';
 import type { StatusReport } from './supervisor.js';
+import type { GroupStatus } from './services.js';
 import { formatDuration } from './duration.js';
 
 const WIDTH = 100;
@@ -77,6 +78,21 @@ export function formatStatus(s: StatusReport, width = WIDTH): string {
     }
   }
   return out.map((l) => clip(l, width)).join('\n');
+}
+
+/** A baton running several services: a line for the process, then each service's own table. */
+export function formatGroup(s: GroupStatus, width = WIDTH): string {
+  const out = [
+    clip(`${s.name}  pid ${s.pid}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  services ${s.services.map((x) => x.name).join(', ')}`, width),
+    clip(`control  ${s.control}`, width),
+  ];
+  for (const svc of s.services) out.push('', clip(`== service ${svc.name} ${'='.repeat(Math.max(0, width - svc.name.length - 12))}`, width), formatStatus(svc, width));
+  return out.join('\n');
+}
+
+/** Either kind of status answer. */
+export function formatAnyStatus(s: StatusReport | GroupStatus, width = WIDTH): string {
+  return 'services' in s ? formatGroup(s, width) : formatStatus(s, width);
 }
 
 /** `starting 312 ms, transferring 5 ms`: where the time of a handoff went. */

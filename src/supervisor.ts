@@ -13,7 +13,7 @@ import { ControlError, REPLIED, prepareControlPath, serveControl } from './contr
 import { offerSockets } from './takeover.js';
 import type { ControlRequest, Distribution, HandoffMode, ReadyMode } from './protocol.js';
 import { RoundRobin } from './roundrobin.js';
-import { log, ring } from './log.js';
+import { log as processLog, ring, serviceLog, type Log } from './log.js';
 import { serveLogs, type LogClient } from './logring.js';
 import { reportDrain } from './inflight.js';
 import { rssBytes } from './proc.js';
@@ -22,6 +22,8 @@ import { upgrade, type Resumed, type SupervisorInternals } from './upgrade.js';
 export interface ServiceOptions {
   name: string;
   controlPath: string;
+  /** One of several services in one baton (services.ts): no control socket of its own, its name on every log line. */
+  grouped?: boolean;
   listen: ListenSpec[];
   argv: string[];
   cwd: string;
@@ -99,24 +101,50 @@ export class Supervisor {
   readonly stopped: Promise<void>;
   private markStopped!: () => void;
   readonly events = new EventEmitter<SupervisorEvents>();
+  private readonly log: Log;
 
   constructor(private readonly opts: ServiceOptions) {
     this.stopped = new Promise((resolve) => (this.markStopped = resolve));
+    this.log = opts.grouped ? serviceLog(opts.name) : processLog;
+  }
+
+  get name(): string {
+    return this.opts.name;
+  }
+
+  get grouped(): boolean {
+    return this.opts.grouped === true;
   }
 
   /** Open the listeners and the control socket, start generation 1. Throws if any of it fails. */
   async start(): Promise<void> {
     await prepareControlPath(this.opts.controlPath);
-    this.listeners = openListeners(this.opts.listen, this.opts.backlog, this.opts.inherited);
-    for (const l of this.listeners) log.info(`listening on ${describe(l)}`, { name: l.name, fd: l.fd });
-    this.startRoundRobin();
+    this.open();
     try {
       this.control = await serveControl(this.opts.controlPath, (req, emit, client, conn) => this.handle(req, emit, client, conn));
     } catch (e) {
-      closeListeners(this.listeners);
+      this.close();
       throw e;
     }
-    log.info('control socket ready', { path: this.opts.controlPath });
+    processLog.info('control socket ready', { path: this.opts.controlPath });
+    await this.startFirst();
+  }
+
+  /** Open the listeners (and round-robin's accept loop on them). Throws, with nothing left open, if one cannot be had. */
+  open(): void {
+    this.listeners = openListeners(this.opts.listen, this.opts.backlog, this.opts.inherited);
+    for (const l of this.listeners) this.log.info(`listening on ${describe(l)}`, { name: l.name, fd: l.fd });
+    this.startRoundRobin();
+  }
+
+  /** Give back what open() took, for a start that failed before any worker ran. */
+  close(): void {
+    this.roundRobin?.close();
+    closeListeners(this.listeners);
+  }
+
+  /** Start generation 1 on the open listeners. Throws (the service stopped) if it does not get ready. */
+  async startFirst(): Promise<void> {
     const rec = await this.reload({ argv: this.opts.argv, trigger: 'start' });
     if (rec.state !== 'done') {
       await this.stop();
@@ -153,7 +181,7 @@ export class Supervisor {
   /** Supervisor upgrade, new image (src/upgrade.ts): take over what the old image ran, instead of start(). */
   async resume(r: Resumed): Promise<void> {
     this.listeners = r.listeners;
-    for (const l of this.listeners) log.info(`listening on ${describe(l)} (taken over)`, { name: l.name, fd: l.fd });
+    for (const l of this.listeners) this.log.info(`listening on ${describe(l)} (taken over)`, { name: l.name, fd: l.fd });
     this.startedAt = r.startedAt;
     this.nextGeneration = r.nextGeneration;
     this.nextHandoff = r.nextHandoff;
@@ -188,7 +216,7 @@ export class Supervisor {
         settings = await this.opts.configure();
       } catch (e) {
         const message = `reload failed: ${(e as Error).message}`;
-        log.error(message);
+        this.log.error(message);
         this.events.emit('reload-rejected', message);
         throw new Error(message);
       }
@@ -203,7 +231,7 @@ export class Supervisor {
     if (req.watch) ticket.watchers.add(req.watch);
     const done = new Promise<HandoffRecord>((resolve, reject) => ticket.waiters.push({ resolve, reject }));
     if (this.current) {
-      if (!this.pending) log.info('reload requested during a handoff: queued, merged with any others', { during: this.current.id });
+      if (!this.pending) this.log.info('reload requested during a handoff: queued, merged with any others', { during: this.current.id });
       this.pending = ticket;
       // Said at once, so the caller knows its request is in (a storm of them is merged).
       req.watch?.('queued', `handoff ${this.current.id} is running: queued, merged with the ${ticket.waiters.length - 1} other request(s) made meanwhile`);
@@ -239,8 +267,8 @@ export class Supervisor {
         while (draining().length >= o.maxDraining) await Promise.race(draining().map((g) => g.whenExited()));
       })(),
       onChange: (r, message) => {
-        (r.state === 'failed' ? log.error : log.info)(`handoff ${r.id}: ${message}`, { state: r.state });
-        if (r.state === 'failed' && r.output.length) for (const l of r.output) log.error(`  | ${l}`);
+        (r.state === 'failed' ? this.log.error : this.log.info)(`handoff ${r.id}: ${message}`, { state: r.state });
+        if (r.state === 'failed' && r.output.length) for (const l of r.output) this.log.error(`  | ${l}`);
         for (const w of ticket.watchers) w(r.state, message);
         this.events.emit('handoff', r, message);
       },
@@ -271,7 +299,7 @@ export class Supervisor {
       drainTimeoutMs: o.drainTimeoutMs,
       preloadUrl: PRELOAD_URL,
       ...this.opts.launch,
-      onOutput: (w, line, stream) => log.worker(w.generation, w.index, line, stream),
+      onOutput: (w, line, stream) => this.log.worker(w.generation, w.index, line, stream),
     };
   }
 
@@ -279,38 +307,38 @@ export class Supervisor {
     this.generations.push(g);
     this.events.emit('generation', g);
     g.on('worker-start', (w: Worker) => {
-      log.info(`worker ${g.number}.${w.index} ${w.adopted ? 'adopted' : 'started'}`, { pid: w.pid });
+      this.log.info(`worker ${g.number}.${w.index} ${w.adopted ? 'adopted' : 'started'}`, { pid: w.pid });
       w.once('ready', () => {
-        log.info(`worker ${g.number}.${w.index} ready`, { pid: w.pid, ms: (w.readyAt ?? 0) - w.startedAt });
+        this.log.info(`worker ${g.number}.${w.index} ready`, { pid: w.pid, ms: (w.readyAt ?? 0) - w.startedAt });
         this.roundRobin?.flush();
       });
-      w.once('draining', () => log.info(`worker ${g.number}.${w.index} draining`, { pid: w.pid }));
+      w.once('draining', () => this.log.info(`worker ${g.number}.${w.index} draining`, { pid: w.pid }));
     });
     g.on('worker-exit', (w: Worker, unexpected: boolean) => {
-      log.info(`worker ${g.number}.${w.index} exited`, { pid: w.pid, code: w.exit?.code, signal: w.exit?.signal });
+      this.log.info(`worker ${g.number}.${w.index} exited`, { pid: w.pid, code: w.exit?.code, signal: w.exit?.signal });
       if (w.killedAtDeadline) {
-        log.warn(`worker ${g.number}.${w.index} killed at the drain deadline`, { pid: w.pid, cut: w.cut });
+        this.log.warn(`worker ${g.number}.${w.index} killed at the drain deadline`, { pid: w.pid, cut: w.cut });
       } else if (w.cut > 0) {
-        log.warn(`worker ${g.number}.${w.index} cut ${w.cut} connection(s) at the drain deadline`, { pid: w.pid });
+        this.log.warn(`worker ${g.number}.${w.index} cut ${w.cut} connection(s) at the drain deadline`, { pid: w.pid });
       } else if (unexpected) {
-        log.warn(`worker ${g.number}.${w.index} ${w.describeExit()} while serving`, { pid: w.pid });
+        this.log.warn(`worker ${g.number}.${w.index} ${w.describeExit()} while serving`, { pid: w.pid });
       }
     });
     g.on('respawn', (w: Worker, delay: number, streak: number) => {
       const fields = { delay_ms: delay, restarts: g.restarts[w.index] };
-      if (streak >= CRASH_LOOP) log.warn(`worker ${g.number}.${w.index} is crash-looping (${streak} quick deaths in a row); restarting with backoff`, fields);
-      else log.info(`restarting worker ${g.number}.${w.index}`, fields);
+      if (streak >= CRASH_LOOP) this.log.warn(`worker ${g.number}.${w.index} is crash-looping (${streak} quick deaths in a row); restarting with backoff`, fields);
+      else this.log.info(`restarting worker ${g.number}.${w.index}`, fields);
     });
     void g.whenExited().then(() => {
       this.generations = this.generations.filter((x) => x !== g);
-      log.info(`generation ${g.number} exited`, { cut: g.cut });
+      this.log.info(`generation ${g.number} exited`, { cut: g.cut });
     });
   }
 
   /** Graceful stop: every generation drains, then the listeners close for good. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      log.info('stopping: draining every generation', { generations: this.generations.length });
+      this.log.info('stopping: draining every generation', { generations: this.generations.length });
       const pending = this.pending as Ticket | null;
       this.pending = null;
       for (const w of pending?.waiters ?? []) w.reject(new Error('the supervisor is stopping'));
@@ -323,7 +351,7 @@ export class Supervisor {
       const drainMs = stopMs === null ? this.opts.drainTimeoutMs : Math.min(this.opts.drainTimeoutMs, stopMs - Math.min(1000, stopMs / 10));
       for (const g of all) void g.drain(drainMs);
       const hard = stopMs === null ? undefined : setTimeout(() => {
-        log.warn(`stop timeout (${stopMs} ms) reached: killing every worker still running`);
+        this.log.warn(`stop timeout (${stopMs} ms) reached: killing every worker still running`);
         this.kill();
       }, stopMs);
       // The service is going away: refuse new connections now rather than queue them for nobody.
@@ -331,7 +359,7 @@ export class Supervisor {
       closeListeners(this.listeners);
       await Promise.all(all.map((g) => g.whenExited()));
       clearTimeout(hard);
-      log.info('stopped');
+      this.log.info('stopped');
       this.markStopped();
     })();
     return this.stopping;
@@ -360,7 +388,11 @@ export class Supervisor {
     });
   }
 
-  private async handle(req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient, conn: Socket): Promise<unknown> {
+  /** A control request for this service: from its own control socket, or routed by a ServiceGroup. */
+  async handle(req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient, conn: Socket): Promise<unknown> {
+    if ('service' in req && req.service !== undefined && req.service !== this.opts.name) {
+      throw new Error(`no service '${req.service}': this baton runs '${this.opts.name}'`);
+    }
     switch (req.cmd) {
       case 'status':
         return this.status();
@@ -388,9 +420,9 @@ export class Supervisor {
         if (this.stopping || this.takeoverBy) throw new Error(this.stopping ? 'the supervisor is stopping' : 'another takeover is in progress');
         offerSockets(conn, this.listeners);
         this.takeoverBy = conn;
-        log.info('takeover: listening sockets passed to a new baton; serving on until it commits');
+        this.log.info('takeover: listening sockets passed to a new baton; serving on until it commits');
         conn.once('close', () => {
-          if (this.takeoverBy === conn && !this.stopping) log.info('takeover abandoned: the new baton went away; serving on');
+          if (this.takeoverBy === conn && !this.stopping) this.log.info('takeover abandoned: the new baton went away; serving on');
           if (this.takeoverBy === conn) this.takeoverBy = null;
         });
         return REPLIED;
@@ -403,7 +435,7 @@ export class Supervisor {
 
   /** The new baton serves: drain everything, free the control path, then let it know. */
   private async handOver(conn: Socket): Promise<void> {
-    log.info('takeover committed: draining every generation; the sockets stay open in the new baton');
+    this.log.info('takeover committed: draining every generation; the sockets stay open in the new baton');
     // The sockets (and unix paths) are the new baton's now: close ours, unlink nothing.
     for (const l of this.listeners) l.inherited = true;
     await this.stop();
@@ -418,7 +450,7 @@ export class Supervisor {
     const target = typeof workers === 'number' ? workers : base + Number(workers);
     if (!Number.isInteger(target) || target < 1 || target > 1024) throw new Error(`cannot scale to ${target} workers: use 1-1024`);
     this.opts.workers = target;
-    log.info(`scaling to ${target} worker(s)`, { from: base });
+    this.log.info(`scaling to ${target} worker(s)`, { from: base });
     // During a handoff the answer waits until it is over (and any reload queued behind it):
     // the size applies to whichever generation serves then, and is reported for that one.
     while (this.current) await new Promise<void>((resolve) => this.events.once('idle', resolve));

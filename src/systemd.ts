@@ -7,6 +7,7 @@ import * as sys from './sys.js';
 import { log } from './log.js';
 import type { HandoffRecord } from './handoff.js';
 import type { StatusReport, Supervisor } from './supervisor.js';
+import type { ServiceGroup } from './services.js';
 
 export class SystemdNotifier {
   private warned = false;
@@ -40,6 +41,19 @@ export class SystemdNotifier {
       this.send(`READY=1\nSTATUS=${statusLine(sup.status(), message)}`);
     });
     sup.events.on('stopping', () => this.send('STOPPING=1\nSTATUS=stopping: draining every generation'));
+    if (watchdogMs !== null) setInterval(() => this.send('WATCHDOG=1'), Math.max(1, watchdogMs / 2)).unref();
+  }
+
+  /**
+   * Several services: READY=1 once every one serves; a reload of them all (SIGHUP, which is
+   * what systemctl reload sends) is one RELOADING=1 ... READY=1, whatever each one's result.
+   */
+  followGroup(group: ServiceGroup, watchdogMs: number | null): void {
+    const line = (): string => group.services.map((s) => `${s.name}: ${statusLine(s.status())}`).join(' | ');
+    group.events.on('started', () => this.send(`READY=1\nSTATUS=${line()}`));
+    group.events.on('reloading', () => this.send(`${reloadingNow()}\nSTATUS=reloading ${group.services.map((s) => s.name).join(', ')}`));
+    group.events.on('reloaded', () => setImmediate(() => this.send(`READY=1\nSTATUS=${line()}`)));
+    group.events.on('stopping', () => this.send('STOPPING=1\nSTATUS=stopping: draining every generation'));
     if (watchdogMs !== null) setInterval(() => this.send('WATCHDOG=1'), Math.max(1, watchdogMs / 2)).unref();
   }
 

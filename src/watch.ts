@@ -1,8 +1,9 @@
 // `baton status --watch`: on a terminal the table is redrawn in place every interval, as `top`
 // does (cursor home, each line cleared to its end, the rest of the screen cleared); elsewhere
 // one table per interval, each under a time stamp, so a captured log reads in order.
-import { formatStatus } from './report.js';
+import { formatAnyStatus } from './report.js';
 import type { StatusReport } from './supervisor.js';
+import type { GroupStatus } from './services.js';
 import { formatDuration } from './duration.js';
 
 export interface WatchOptions {
@@ -18,7 +19,7 @@ const HIDE_CURSOR = '\x1b[?25l';
 const SHOW_CURSOR = '\x1b[?25h';
 
 /** Runs until the process is interrupted; a supervisor that stops answering is shown and retried. */
-export async function watchStatus(fetch: () => Promise<StatusReport>, o: WatchOptions): Promise<never> {
+export async function watchStatus(fetch: () => Promise<StatusReport | GroupStatus>, o: WatchOptions): Promise<never> {
   const tty = o.out.isTTY === true && !o.json;
   if (tty) {
     o.out.write(HIDE_CURSOR + HOME + '\x1b[2J');
@@ -35,7 +36,7 @@ export async function watchStatus(fetch: () => Promise<StatusReport>, o: WatchOp
     let body: string;
     try {
       const s = await fetch();
-      body = o.json ? JSON.stringify(s) : formatStatus(s, width);
+      body = o.json ? JSON.stringify(s) : formatAnyStatus(s, width);
     } catch (e) {
       body = o.json ? JSON.stringify({ error: (e as Error).message }) : `baton: ${(e as Error).message} (retrying)`;
     }

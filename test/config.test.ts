@@ -21,6 +21,27 @@ function errorOf(raw: unknown): string {
   assert.fail(`accepted: ${JSON.stringify(raw)}`);
 }
 
+test('services: each has its own listeners and command; the rest stays at the top; a socket is one service\'s', () => {
+  const svc = { listen: [8080], command: ['node', 'api.js'] };
+  const cases: [unknown, RegExp][] = [
+    [{ services: { api: { listen: [8080] } } }, /^baton\.config\.json: services\.api: missing "command"$/],
+    [{ services: { api: { command: ['x'] } } }, /^baton\.config\.json: services\.api: missing "listen"$/],
+    [{ listen: [8081], services: { api: svc } }, /^baton\.config\.json: listen: with "services", each service has its own listen; move it into them$/],
+    [{ command: ['x'], services: { api: svc } }, /^baton\.config\.json: command: with "services", each service has its own command/],
+    [{ services: { api: svc, web: { listen: ['8080'], command: ['y'] } } }, /^baton\.config\.json: services\.web: 0\.0\.0\.0:8080 is also api's: a socket belongs to one service$/],
+    [{ services: { api: { ...svc, user: 'www' } } }, /^baton\.config\.json: services\.api: unknown key "user" \("user" is for the whole baton: set it at the top of the file\)$/],
+    [{ services: { api: { ...svc, wrkers: 2 } } }, /^baton\.config\.json: services\.api: unknown key "wrkers" \(a service has "listen", "command", /],
+    [{ services: { 'a b': svc } }, /^baton\.config\.json: services: "a b" is not a service name/],
+    [{ services: {} }, /^baton\.config\.json: services: expected at least one service$/],
+    [{ services: { api: { ...svc, workers: 'lots' } } }, /^baton\.config\.json: services\.api\.workers: expected a number from 1 to 1024 or "auto", got "lots"$/],
+  ];
+  for (const [raw, re] of cases) assert.match(errorOf(raw), re, JSON.stringify(raw));
+  // Ports of the kernel's choosing are each their own; paths are meant from the file.
+  const ok = validateConfig({ workers: 2, services: { a: { listen: ['127.0.0.1:0', 'unix:run/a.sock'], command: ['x'], cwd: 'a' }, b: { listen: ['127.0.0.1:0'], command: ['y'] } } }, 'f', '/srv');
+  assert.equal(ok.services!.a!.cwd, '/srv/a');
+  assert.deepEqual(ok.services!.a!.listen![1], { name: 'unix-a.sock', kind: 'unix', path: '/srv/run/a.sock' });
+});
+
 test('an invalid config names the key and what it expects', () => {
   const cases: [unknown, RegExp][] = [
     [{ workers: 'lots' }, /^baton\.config\.json: workers: expected a number from 1 to 1024 or "auto", got "lots"$/],
