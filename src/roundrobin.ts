@@ -1,15 +1,17 @@
 // `--distribution round-robin`: the supervisor accepts every connection itself and hands it
 // to the next ready worker over IPC, so the spread is even by construction (Node cluster's
 // default, done across generations). Draining workers are never chosen; a connection that
-// arrives while no worker is ready waits here, paused, like it would in the kernel queue.
+// arrives while no worker is ready waits here, unread, like it would in the kernel queue.
+// Connections stay libuv's raw handles from accept to the worker: no net.Socket is made here.
 import * as net from 'node:net';
 import * as sys from './sys.js';
 import type { Listener } from './listeners.js';
 import type { Worker } from './worker.js';
+import { log } from './log.js';
 
 export class RoundRobin {
   private readonly servers: net.Server[] = [];
-  private readonly waiting: { listener: string; socket: net.Socket }[] = [];
+  private readonly waiting: { listener: string; conn: sys.RawConnection }[] = [];
   private turn = 0;
   /** Connections given to a worker whose send has not completed yet. */
   private sending = 0;
@@ -21,8 +23,10 @@ export class RoundRobin {
   start(listeners: readonly Listener[], backlog: number): void {
     // UDP has no connections to deal out: workers read those sockets themselves.
     for (const l of listeners.filter((x) => x.kind !== 'udp')) {
-      const server = net.createServer({ pauseOnConnect: true }, (socket) => this.dispatch(l.name, socket));
+      const server = net.createServer();
       server.listen({ fd: sys.dup(l.fd) }, backlog);
+      // EMFILE and the like: the connection stays queued in the kernel; say so, once a second at most.
+      sys.onRawConnection(server, (conn) => this.dispatch(l.name, conn), (e) => this.acceptFailed(e));
       this.servers.push(server);
     }
   }
@@ -30,8 +34,8 @@ export class RoundRobin {
   /** A worker became ready: hand it what waited. */
   flush(): void {
     while (this.waiting.length && this.candidates().length) {
-      const { listener, socket } = this.waiting.shift()!;
-      this.dispatch(listener, socket);
+      const { listener, conn } = this.waiting.shift()!;
+      this.dispatch(listener, conn);
     }
   }
 
@@ -59,20 +63,30 @@ export class RoundRobin {
   /** Stop accepting (stop of the service); connections still waiting are closed. */
   close(): void {
     for (const s of this.servers) s.close();
-    for (const { socket } of this.waiting.splice(0)) socket.destroy();
+    for (const { conn } of this.waiting.splice(0)) conn.close();
   }
 
-  private dispatch(listener: string, socket: net.Socket, tried = 0): void {
+  private lastAcceptError = 0;
+
+  private acceptFailed(e: Error): void {
+    if (Date.now() - this.lastAcceptError < 1000) return;
+    this.lastAcceptError = Date.now();
+    log.warn(`round-robin: ${e.message}`);
+  }
+
+  private dispatch(listener: string, conn: sys.RawConnection, tried = 0): void {
     const ws = this.candidates();
     if (ws.length === 0 || tried >= ws.length) {
-      this.waiting.push({ listener, socket });
+      this.waiting.push({ listener, conn });
       return;
     }
     const w = ws[this.turn++ % ws.length]!;
     this.sending++;
-    w.sendConnection(listener, socket, (ok) => {
+    w.sendConnection(listener, conn, (ok) => {
       this.sending--;
-      if (!ok) this.dispatch(listener, socket, tried + 1);
+      // Sent: the worker holds its own descriptor for it now.
+      if (ok) conn.close();
+      else this.dispatch(listener, conn, tried + 1);
       if (this.idle) for (const f of this.onIdle.splice(0)) f();
     });
   }

@@ -671,6 +671,34 @@ export function handleFd(obj: net.Socket | net.Server): number {
   return fd;
 }
 
+/** A connection as libuv accepted it (Node's internal TCP or Pipe wrap), before any net.Socket exists. */
+export interface RawConnection {
+  close(): void;
+}
+
+/**
+ * Take a listening server's accepted connections as raw handles, with no net.Socket made for
+ * them: round-robin passes each one straight to a worker, where a socket made here would be
+ * built, detached and thrown away (cluster's round-robin primary does the same). Internal:
+ * libuv calls `_handle.onconnection(err, clientHandle)`, looked up on each connection.
+ */
+export function onRawConnection(server: net.Server, f: (conn: RawConnection) => void, onError: (e: SysError) => void): void {
+  const handle = (server as unknown as { _handle?: { onconnection?: unknown } | null })._handle;
+  if (!handle || typeof handle.onconnection !== 'function') {
+    throw new Error(`no listening handle with onconnection behind this server (not listening yet, or Node ${process.version} changed _handle.onconnection)`);
+  }
+  handle.onconnection = (err: number, conn: RawConnection | undefined) => {
+    if (err || !conn) return onError(sysError('accept failed', 'accept', -err));
+    f(conn);
+  };
+}
+
+/** The net.Socket for a raw connection received over IPC (Node internal: the `handle` option, as child_process itself uses). */
+export function socketOf(conn: unknown): net.Socket {
+  if (typeof (conn as RawConnection | null)?.close !== 'function') throw new Error(`not a raw connection handle (Node ${process.version} changed how handles arrive over IPC?)`);
+  return new net.Socket({ handle: conn, readable: true, writable: true } as net.SocketConstructorOpts);
+}
+
 /**
  * The parent's fd of a child's IPC channel (Node internal: `subprocess.channel` is public,
  * its `fd` is not documented), or null once the channel is closed.

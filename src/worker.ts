@@ -9,6 +9,7 @@ import { heldConnections } from './proc.js';
 import { WorkerNotify, type Credentials, type NotifyOptions } from './notify.js';
 import type { WorkerProcess } from './adopt.js';
 import type { WorkerSnapshot } from './state.js';
+import type { RawConnection } from './sys.js';
 
 export type WorkerState = 'starting' | 'ready' | 'draining' | 'exited';
 
@@ -208,12 +209,12 @@ export class Worker extends EventEmitter {
   }
 
   /** Round-robin: hand over a connection the supervisor accepted. `done(false)`: try another worker. */
-  sendConnection(listener: string, socket: import('node:net').Socket, done: (ok: boolean) => void): void {
+  sendConnection(listener: string, conn: RawConnection, done: (ok: boolean) => void): void {
     if (this.state !== 'ready' || !this.child.connected) return done(false);
     const m: ToWorker = { baton: 1, type: 'connection', listener };
     try {
-      // keepOpen false: once sent, the supervisor's copy is closed; the worker owns it.
-      this.child.send(m, socket, { keepOpen: false }, (e) => done(!e));
+      // A raw handle: sent as is (SCM_RIGHTS); the caller closes its copy once the write is done.
+      this.child.send(m, conn as unknown as import('node:net').Socket, { keepOpen: true }, (e) => done(!e));
     } catch {
       done(false);
     }

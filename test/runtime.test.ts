@@ -400,13 +400,14 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     assert.deepEqual(w.messages[0] && { ...w.messages[0], at: 0 }, { baton: 1, type: 'hello', pid: w.pid, at: 0 });
     await w.output(new RegExp(`listening \\{"address":"127\\.0\\.0\\.1","family":"IPv4","port":${port}\\}`));
 
-    // The supervisor's side, as src/roundrobin.ts does it: accept, pass the socket on.
+    // The supervisor's side, as src/roundrobin.ts does it: accept, pass the raw handle on, close ours.
     let passed = 0;
-    const acceptor = net.createServer({ pauseOnConnect: true }, (sock) => {
-      passed++;
-      w.child.send({ baton: 1, type: 'connection', listener: 'web' }, sock, { keepOpen: false });
-    });
+    const acceptor = net.createServer(() => assert.fail('round-robin makes no socket in the supervisor'));
     acceptor.listen({ fd: sys.dup(web.fd) }, 511);
+    sys.onRawConnection(acceptor, (conn) => {
+      passed++;
+      w.child.send({ baton: 1, type: 'connection', listener: 'web' }, conn as unknown as net.Socket, { keepOpen: true }, () => conn.close());
+    }, (e) => assert.fail(e));
     t.after(() => acceptor.close());
     // One connection per request: had the worker accepted on its inherited copy too, about
     // half of them would have bypassed `acceptor`.

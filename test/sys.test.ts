@@ -506,6 +506,34 @@ describe('Node internals', () => {
     assert.throws(() => sys.handleFd(net.createServer()), /no OS file descriptor behind this server/);
   });
 
+  test('onRawConnection hands over libuv\'s raw handles; one sent over IPC becomes a socket with socketOf', TIMEOUT, async (t) => {
+    const why = `Node ${process.version} changed _handle.onconnection or how raw handles cross IPC: update onRawConnection()/socketOf() in src/sys.ts`;
+    const sysUrl = new URL('../src/sys.js', import.meta.url).href;
+    // The child makes a socket of what arrives and answers on it, as a round-robin worker does.
+    const child = spawn(process.execPath, ['--input-type=module', '-e', `
+      const sys = await import(${JSON.stringify(sysUrl)});
+      process.on('message', (m, handle) => sys.socketOf(handle).end('from the child ' + m));`], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    t.after(() => killChild(child));
+    const server = net.createServer(() => assert.fail('no net.Socket may be made for a raw connection')).listen(0, '127.0.0.1');
+    t.after(() => server.close());
+    await once(server, 'listening');
+    const got = new Promise<sys.RawConnection>((resolve, reject) => sys.onRawConnection(server, resolve, reject));
+    const port = (server.address() as net.AddressInfo).port;
+    const client = net.connect(port, '127.0.0.1');
+    t.after(() => client.destroy());
+    const raw = await got;
+    assert.equal(typeof raw.close, 'function', why);
+    const body = new Promise<string>((resolve) => {
+      let text = '';
+      client.setEncoding('utf8').on('data', (d: string) => (text += d)).on('end', () => resolve(text));
+    });
+    await new Promise<void>((resolve, reject) => child.send('hello', raw as unknown as net.Socket, { keepOpen: true }, (e) => (e ? reject(e) : resolve())));
+    raw.close();
+    assert.equal(await body, 'from the child hello', why);
+    assert.throws(() => sys.socketOf({}), /not a raw connection handle/);
+    assert.throws(() => sys.onRawConnection(net.createServer(), () => undefined, () => undefined), /no listening handle/);
+  });
+
   test('ipcFd: the parent end of a child\'s IPC channel (Node internal channel.fd), null once closed', TIMEOUT, async (t) => {
     const child = spawn(process.execPath, ['-e', `process.on('message', () => process.disconnect())`], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     t.after(() => killChild(child));

@@ -68,6 +68,16 @@ export function start(): void {
   const served = new Set<number>();
   const roundRobin = process.env[E.distribution] === 'round-robin';
   const deferAccept = process.env[E.handoff] === 'exclusive';
+  // Round-robin connections come as raw handles; sys.js makes sockets of them. Loaded now,
+  // while the app starts (not in every worker: ~4 ms), and long before the first connection.
+  let socketOf: ((handle: unknown) => net.Socket) | null = null;
+  const early: [string, unknown][] = [];
+  if (roundRobin) {
+    void import('../sys.js').then((sys) => {
+      socketOf = sys.socketOf;
+      for (const [listener, handle] of early.splice(0)) deliver(listener, sys.socketOf(handle));
+    });
+  }
   const { deliver, release, accept } = patchListen(listeners, { backlog, roundRobin, deferAccept }, {
     server: (s) => drain.track(s),
     served: (l) => {
@@ -102,7 +112,8 @@ export function start(): void {
       accept();
       send({ baton: 1, type: 'accepting' });
     } else if (msg.type === 'connection' && typeof msg.listener === 'string' && handle) {
-      deliver(msg.listener, handle as net.Socket);
+      if (socketOf) deliver(msg.listener, socketOf(handle));
+      else early.push([msg.listener, handle]);
     }
   }, () => {
     // Nobody left to say drain (baton died): leave on our own.
