@@ -1,5 +1,6 @@
 // `npm run build && node dist/bench/stall.js [--reloads 10] [--every 3000] [--app hello|express]
-//                                           [--workers 1] [--distribution shared] [--think 0,0]`
+//                                           [--workers 1] [--distribution shared] [--think 0,0]
+//                                           [--handoff overlap|exclusive|overlap,exclusive]`
 //
 // Does a reload stall the service? Events at a fixed cadence under load, one run per client
 // kind (keep-alive undici; a new connection per request), and latency compared between
@@ -12,10 +13,13 @@
 // Reloads and controls alternate in one run, so the machine's noise hits all three alike.
 // Bar: p99 in the reload windows ≤ 2× the steady p99, for each client kind. A reload window
 // well above its control window points at baton; one close to it, at the CPU the new
-// processes need.
+// processes need. With --handoff overlap,exclusive each client kind runs once per mode, one
+// after the other: what the exclusive handoff's moment without an acceptor costs, next to
+// the overlapping one.
 import { parseArgs } from 'node:util';
 import { startLoad, percentile, type ClientKind, type Sample } from './load.js';
 import type { HandoffRecord } from '../src/handoff.js';
+import type { HandoffMode } from '../src/protocol.js';
 import { APPS, Baton, LoadWatch, cpuShare, freePorts, isMain, median, procSample, round, runMain, spawnBare, table, type AppName, type Section } from './harness.js';
 
 /** After the handoff is done, how long a reload window lasts: "the second after a reload". */
@@ -33,6 +37,8 @@ export interface StallOptions {
   /** Pause between two requests of a client [lo, hi] ms; [0, 0] saturates. */
   think: [number, number];
   clients: { name: string; kind: ClientKind; concurrency: number }[];
+  /** Each client kind runs once per mode. */
+  handoff: HandoffMode[];
 }
 
 export const CLIENTS: StallOptions['clients'] = [
@@ -42,6 +48,7 @@ export const CLIENTS: StallOptions['clients'] = [
 
 interface KindResult {
   name: string;
+  handoff: HandoffMode;
   steady: number[];
   windows: number[][];
   controls: number[][];
@@ -51,8 +58,8 @@ interface KindResult {
   supervisorCpu: number;
 }
 
-async function runKind(o: StallOptions, client: StallOptions['clients'][number]): Promise<KindResult> {
-  const b = await Baton.start({ argv: ['node', APPS[o.app]], workers: o.workers, distribution: o.distribution });
+async function runKind(o: StallOptions, client: StallOptions['clients'][number], handoff: HandoffMode): Promise<KindResult> {
+  const b = await Baton.start({ argv: ['node', APPS[o.app]], workers: o.workers, distribution: o.distribution, args: ['--handoff', handoff] });
   try {
     const port = await b.port();
     const load = startLoad({
@@ -88,6 +95,7 @@ async function runKind(o: StallOptions, client: StallOptions['clients'][number])
     const steady = report.samples.filter((s) => s.t >= WARMUP_MS && !inWindow(s)).map((s) => s.ms);
     return {
       name: client.name,
+      handoff,
       steady,
       windows: during(windows),
       controls: during(controls),
@@ -118,10 +126,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function stall(o: StallOptions): Promise<Section> {
   const watch = new LoadWatch();
   const results: KindResult[] = [];
-  for (const c of o.clients) {
-    results.push(await runKind(o, c));
+  for (const c of o.clients) for (const mode of o.handoff) {
+    results.push(await runKind(o, c, mode));
     const r = results.at(-1)!;
-    console.error(`stall ${c.name}: p99 steady ${round(percentile(sorted(r.steady), 99), 1)} ms, reload windows ${round(percentile(sorted(r.windows.flat()), 99), 1)} ms, control windows ${round(percentile(sorted(r.controls.flat()), 99), 1)} ms`);
+    console.error(`stall ${c.name}, ${mode}: p99 steady ${round(percentile(sorted(r.steady), 99), 1)} ms, reload windows ${round(percentile(sorted(r.windows.flat()), 99), 1)} ms, control windows ${round(percentile(sorted(r.controls.flat()), 99), 1)} ms`);
   }
   const load = watch.stop();
   const p = (xs: number[], q: number): number => percentile(xs, q);
@@ -132,8 +140,9 @@ export async function stall(o: StallOptions): Promise<Section> {
     const control = sorted(r.controls.flat());
     const perWindow = r.windows.map((w) => p(sorted(w), 99));
     const ready = r.records.map((x) => x.readyMs ?? NaN);
+    const transfer = r.records.map((x) => x.transferMs ?? NaN);
     return [
-      r.name,
+      o.handoff.length > 1 ? `${r.name}, ${r.handoff}` : r.name,
       trio(steady),
       trio(reload),
       `**${round(p(reload, 99) / p(steady, 99), 2)}×**`,
@@ -141,31 +150,35 @@ export async function stall(o: StallOptions): Promise<Section> {
       trio(control),
       `${round(p(control, 99) / p(steady, 99), 2)}×`,
       `${round(median(ready))} / ${round(Math.max(...ready))}`,
+      `${round(median(transfer), 1)} / ${round(Math.max(...transfer), 1)}`,
       `${round(r.supervisorCpu * 100, 1)} %`,
       r.failed ? `${r.failed} ${JSON.stringify(r.errors)}` : '0',
     ];
   });
-  const verdicts = results.map((r) => {
+  // The bar is the default (overlap) handoff's; the exclusive one's gap is shown in the table beside it.
+  const verdicts = results.filter((r) => r.handoff === 'overlap' || !o.handoff.includes('overlap')).map((r) => {
     const ratio = p(sorted(r.windows.flat()), 99) / p(sorted(r.steady), 99);
     const control = p(sorted(r.controls.flat()), 99) / p(sorted(r.steady), 99);
-    return { bar: `${r.name}: p99 in reload windows ≤ 2× steady p99`, measured: `${round(ratio, 2)}× (bare start-up next to it: ${round(control, 2)}×)`, met: ratio <= 2 && r.failed === 0 };
+    const label = o.handoff.length > 1 || r.handoff !== 'overlap' ? `${r.name}, ${r.handoff} handoff` : r.name;
+    return { bar: `${label}: p99 in reload windows ≤ 2× steady p99`, measured: `${round(ratio, 2)}× (bare start-up next to it: ${round(control, 2)}×)`, met: ratio <= 2 && r.failed === 0 };
   });
   const how = o.think[1] > 0 ? `each client pausing ${o.think[0]}–${o.think[1]} ms between requests` : 'no pause between requests (saturating)';
   const markdown = [
-    `\`${o.app}\`, ${o.workers} worker(s), ${o.distribution}; ${o.reloads} reloads, one every ${o.everyMs / 1000} s; ` +
+    `\`${o.app}\`, ${o.workers} worker(s), ${o.distribution}, ${o.handoff.join(' then ')} handoff; ${o.reloads} reloads, one every ${o.everyMs / 1000} s; ` +
       `${o.clients.map((c) => `${c.name}: ${c.concurrency} clients`).join(', ')}, ${how}. ` +
       `A reload window runs from the reload request to ${AFTER_MS} ms after the handoff is done; between reloads, a control window: ${o.workers} bare process(es) of the same app started next to the service and stopped once they listen, plus ${AFTER_MS} ms; ` +
       `steady state is the rest of the run after a ${WARMUP_MS} ms warm-up. Latencies in ms, p50 / p99 / max.`,
     '',
     table(
-      ['clients', 'steady', 'reload windows', 'reload p99 ÷ steady p99', 'p99 per reload window, median / worst', 'control windows', 'control p99 ÷ steady p99', 'ready ms, median / max', 'supervisor CPU', 'failed'],
+      ['clients', 'steady', 'reload windows', 'reload p99 ÷ steady p99', 'p99 per reload window, median / worst', 'control windows', 'control p99 ÷ steady p99', 'ready ms, median / max', 'transfer ms, median / max', 'supervisor CPU', 'failed'],
       rows,
     ),
   ].join('\n');
   const think = o.think[1] > 0 ? ` --think ${o.think.join(',')}` : '';
+  const modes = o.handoff.join(',');
   return {
-    title: `No stall: latency around reloads${o.think[1] > 0 ? ' (paced clients)' : ''}`,
-    command: `node dist/bench/stall.js --reloads ${o.reloads} --every ${o.everyMs} --app ${o.app} --workers ${o.workers} --distribution ${o.distribution}${think}`,
+    title: `No stall: latency around reloads${o.think[1] > 0 ? ' (paced clients)' : ''}${modes === 'overlap' ? '' : `, ${o.handoff.join(' vs ')} handoff`}`,
+    command: `node dist/bench/stall.js --reloads ${o.reloads} --every ${o.everyMs} --app ${o.app} --workers ${o.workers} --distribution ${o.distribution}${think}${modes === 'overlap' ? '' : ` --handoff ${modes}`}`,
     load,
     markdown,
     verdicts,
@@ -181,8 +194,11 @@ if (isMain(import.meta.url)) {
       workers: { type: 'string', default: '1' },
       distribution: { type: 'string', default: 'shared' },
       think: { type: 'string', default: '0,0' },
+      handoff: { type: 'string', default: 'overlap' },
     },
   });
+  const modes = v.handoff!.split(',');
+  if (!modes.every((m) => m === 'overlap' || m === 'exclusive')) throw new Error(`--handoff: overlap, exclusive or overlap,exclusive`);
   const [lo, hi] = v.think!.split(',').map(Number);
   runMain(() =>
     stall({
@@ -193,6 +209,7 @@ if (isMain(import.meta.url)) {
       distribution: v.distribution as 'shared' | 'round-robin',
       think: [lo ?? 0, hi ?? lo ?? 0],
       clients: CLIENTS,
+      handoff: modes as HandoffMode[],
     }),
   );
 }

@@ -29,7 +29,8 @@ async function main(): Promise<void> {
     sections.push(await f());
   };
   await run('overhead', () => overhead({ rounds: 3, seconds: 2 }));
-  await run('stall', () => stall({ reloads: 6, everyMs: 3000, app: 'hello', workers: 1, distribution: 'shared', think: [0, 0], clients: CLIENTS }));
+  // Both handoff modes in one run, so the exclusive handoff's gap is measured next to overlap's.
+  await run('stall', () => stall({ reloads: 6, everyMs: 3000, app: 'hello', workers: 1, distribution: 'shared', think: [0, 0], clients: CLIENTS, handoff: ['overlap', 'exclusive'] }));
   await run('reload time', () => reloadTime({ rounds: 3, apps: ['hello', 'express'], workers: [1, 4] }));
   await run('cost', () => cost({ seconds: 3, reloads: 5 }));
   await run('scale', () => scale({ workers: [1, 2, 4, 8, 16], listeners: [1, 10, 100], handoffs: 2, svgPath: values.write ? 'docs/scale.svg' : null }));
