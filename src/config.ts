@@ -6,39 +6,20 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
-import { describe, parseListen, type ListenSpec } from './listeners.js';
+import { describe, parseListen, parseMetricsAddress, type ListenSpec, type MetricsAddress } from './listeners.js';
 import { parseSignal } from './host.js';
 import type { Reconfigurable } from './supervisor.js';
 import { log, serviceLog as serviceLogFor } from './log.js';
+import { ConfigError, findConfig } from './configfile.js';
 
-/** Where `--metrics` serves: a TCP address. */
-export interface MetricsAddress {
-  host: string;
-  port: number;
-}
+export { ConfigError };
 
-/** `--metrics PORT` (on 127.0.0.1: say 0.0.0.0:PORT to be scraped from elsewhere), HOST:PORT or [IPV6]:PORT. */
-export function parseMetricsAddress(text: string): MetricsAddress {
-  const bad = (why: string): Error => new Error(`bad --metrics '${text}': ${why}`);
-  if (text.includes('=') || text.startsWith('unix:')) throw bad('use PORT, HOST:PORT or [IPV6]:PORT, e.g. 127.0.0.1:9464');
-  let spec: ListenSpec;
-  try {
-    spec = parseListen(text);
-  } catch (e) {
-    throw bad((e as Error).message.replace(/^bad --listen '[^']*': /, ''));
-  }
-  if (spec.kind !== 'tcp') throw bad('use PORT, HOST:PORT or [IPV6]:PORT');
-  return { host: /^\s*\d+\s*$/.test(text) ? '127.0.0.1' : spec.host, port: spec.port };
-}
 
-export const CONFIG_NAMES = ['baton.config.json', 'baton.config.js', 'baton.config.mjs'] as const;
-
-export class ConfigError extends Error {}
 
 /** How a value was wrong, for every check of a key: `expected <what>, got <input>`. */
 function expected(what: string): { error: (iss: { input?: unknown }) => string } {
@@ -224,12 +205,6 @@ export function validateConfig(raw: unknown, label: string, dir: string): FileOp
   return r.data;
 }
 
-/** The one config file in `dir`, or null; two of them would leave the choice to a guess. */
-export function findConfig(dir: string): string | null {
-  const found = CONFIG_NAMES.map((n) => join(dir, n)).filter((p) => existsSync(p));
-  if (found.length > 1) throw new ConfigError(`several config files in ${dir} (${found.map((p) => p.slice(dir.length + 1)).join(', ')}): keep one, or choose with --config`);
-  return found[0] ?? null;
-}
 
 let loads = 0;
 

@@ -4,7 +4,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { ControlRequest, MAX_CONTROL_LINE, type ControlEvent, type ControlReply, type LogEntry, type LogEvent } from './protocol.js';
+import { parseControlRequest, MAX_CONTROL_LINE, type ControlRequest, type ControlEvent, type ControlReply, type LogEntry, type LogEvent } from './protocol.js';
 import type { LogClient } from './logring.js';
 import * as sys from './sys.js';
 
@@ -172,17 +172,15 @@ export async function handleLine(line: string, handler: ControlHandler, write: (
     write({ ok: false, error: 'malformed request: not JSON' });
     return;
   }
-  const parsed = ControlRequest.safeParse(raw);
+  const parsed = parseControlRequest(raw);
   const id = typeof (raw as { id?: unknown })?.id === 'number' ? (raw as { id: number }).id : undefined;
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const where = issue.path.length ? ` at '${issue.path.join('.')}'` : '';
-    write({ id, ok: false, error: `invalid request${where}: ${issue.message}` });
+  if (!parsed.ok) {
+    write({ id, ok: false, error: `invalid request${parsed.where ? ` at '${parsed.where}'` : ''}: ${parsed.message}` });
     return;
   }
   try {
     const withId: LogClient = { send: (e) => client.send({ ...e, id }), signal: client.signal };
-    const result = await handler(parsed.data, (state, message) => write({ id, event: 'progress', state, message, at: Date.now() }), withId, conn);
+    const result = await handler(parsed.request, (state, message) => write({ id, event: 'progress', state, message, at: Date.now() }), withId, conn);
     if (result !== REPLIED) write({ id, ok: true, result });
   } catch (e) {
     write({ id, ok: false, error: (e as Error).message, detail: (e as ControlError).detail });

@@ -173,3 +173,24 @@ export function workerInfo(ls: Listener[]): ListenerInfo[] {
 export function udpWorkerInfo(ls: Listener[]): UdpListenerInfo[] {
   return ls.flatMap((l, i) => (l.kind === 'udp' ? [{ fd: 3 + i, name: l.name, host: l.host, port: l.port }] : []));
 }
+
+/** Where `--metrics` serves: a TCP address. */
+export interface MetricsAddress {
+  host: string;
+  port: number;
+}
+
+/** `--metrics PORT` (on 127.0.0.1: say 0.0.0.0:PORT to be scraped from elsewhere), HOST:PORT or [IPV6]:PORT. */
+export function parseMetricsAddress(text: string): MetricsAddress {
+  const bad = (why: string): Error => new Error(`bad --metrics '${text}': ${why}`);
+  if (text.includes('=') || text.startsWith('unix:')) throw bad('use PORT, HOST:PORT or [IPV6]:PORT, e.g. 127.0.0.1:9464');
+  let spec: ListenSpec;
+  try {
+    spec = parseListen(text);
+  } catch (e) {
+    throw bad((e as Error).message.replace(/^bad --listen '[^']*': /, ''));
+  }
+  if (spec.kind !== 'tcp') throw bad('use PORT, HOST:PORT or [IPV6]:PORT');
+  return { host: /^\s*\d+\s*$/.test(text) ? '127.0.0.1' : spec.host, port: spec.port };
+}
+

@@ -4,7 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { phaseDurations, type HandoffRecord } from './handoff.js';
-import type { MetricsAddress } from './config.js';
+import type { MetricsAddress } from './listeners.js';
 import type { Supervisor } from './supervisor.js';
 import type { WorkerState } from './worker.js';
 import { log } from './log.js';

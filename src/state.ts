@@ -7,7 +7,7 @@
 // means. The refusal happens in the pre-flight check, so a downgrade "by upgrade" is refused
 // while the running supervisor carries on untouched.
 import { fstatSync, ftruncateSync, readFileSync, readSync, writeSync } from 'node:fs';
-import { z } from 'zod';
+import * as v from 'valibot';
 import type { Listener } from './listeners.js';
 import type { HandoffRecord } from './handoff.js';
 import type { ServiceOptions } from './supervisor.js';
@@ -25,58 +25,59 @@ export const VERSION = ((): string => {
   }
 })();
 
-const fd = z.number().int().min(0);
-const ms = z.number().int().min(0);
-const count = z.number().int().min(0);
+const int = (min: number) => v.pipe(v.number(), v.integer(), v.minValue(min));
+const fd = int(0);
+const ms = int(0);
+const count = int(0);
 
 // Strict: a change to Listener that is not mirrored here fails the upgrade's pre-flight (and
 // test/upgrade.test.ts) instead of silently dropping a field.
-const listener = z.discriminatedUnion('kind', [
-  z.strictObject({ name: z.string(), kind: z.literal('tcp'), host: z.string(), port: count, fd, inherited: z.boolean().optional() }),
-  z.strictObject({ name: z.string(), kind: z.literal('udp'), host: z.string(), port: count, fd, inherited: z.boolean().optional() }),
-  z.strictObject({ name: z.string(), kind: z.literal('unix'), path: z.string(), fd, inherited: z.boolean().optional() }),
-]) satisfies z.ZodType<Listener>;
+const listener = v.variant('kind', [
+  v.strictObject({ name: v.string(), kind: v.literal('tcp'), host: v.string(), port: count, fd, inherited: v.optional(v.boolean()) }),
+  v.strictObject({ name: v.string(), kind: v.literal('udp'), host: v.string(), port: count, fd, inherited: v.optional(v.boolean()) }),
+  v.strictObject({ name: v.string(), kind: v.literal('unix'), path: v.string(), fd, inherited: v.optional(v.boolean()) }),
+]) satisfies v.GenericSchema<unknown, Listener>;
 
-const worker = z.strictObject({
+const worker = v.strictObject({
   index: count,
-  pid: z.number().int().min(1),
+  pid: int(1),
   /** Taken out of its slot by a scale-down or a rolling reload, still draining. */
-  retired: z.boolean(),
-  state: z.enum(['starting', 'ready', 'draining']),
+  retired: v.boolean(),
+  state: v.picklist(['starting', 'ready', 'draining']),
   startedAt: ms,
-  readyAt: ms.nullable(),
-  drainStartedAt: ms.nullable(),
-  acceptingStopped: z.boolean(),
-  hasRuntime: z.boolean(),
-  connections: count.nullable(),
+  readyAt: v.nullable(ms),
+  drainStartedAt: v.nullable(ms),
+  acceptingStopped: v.boolean(),
+  hasRuntime: v.boolean(),
+  connections: v.nullable(count),
   cut: count,
-  statusText: z.string().nullable(),
-  output: z.array(z.string()),
+  statusText: v.nullable(v.string()),
+  output: v.array(v.string()),
   /** This image's ends of the worker's IPC channel and output pipes (null: already closed). */
-  fds: z.strictObject({ ipc: fd.nullable(), stdout: fd.nullable(), stderr: fd.nullable() }),
+  fds: v.strictObject({ ipc: v.nullable(fd), stdout: v.nullable(fd), stderr: v.nullable(fd) }),
 });
 
-const generation = z.strictObject({
-  number: z.number().int().min(1),
-  argv: z.array(z.string()).min(1),
-  cwd: z.string(),
-  state: z.enum(['starting', 'serving', 'draining']),
+const generation = v.strictObject({
+  number: int(1),
+  argv: v.pipe(v.array(v.string()), v.minLength(1)),
+  cwd: v.string(),
+  state: v.picklist(['starting', 'serving', 'draining']),
   target: count,
   startedAt: ms,
-  readyAt: ms.nullable(),
-  drainStartedAt: ms.nullable(),
-  restarts: z.array(count),
-  workers: z.array(worker),
+  readyAt: v.nullable(ms),
+  drainStartedAt: v.nullable(ms),
+  restarts: v.array(count),
+  workers: v.array(worker),
 });
 
-const stateV1 = z.strictObject({
-  format: z.literal(1),
-  writtenBy: z.strictObject({ version: z.string(), entry: z.string(), pid: z.number().int() }),
+const stateV1 = v.strictObject({
+  format: v.literal(1),
+  writtenBy: v.strictObject({ version: v.string(), entry: v.string(), pid: v.pipe(v.number(), v.integer()) }),
   writtenAt: ms,
-  request: z.strictObject({
+  request: v.strictObject({
     /** Where the upgrade was asked for, so the new image can answer: the client's connection. */
-    reply: z.strictObject({ fd, id: z.number().int().nullable() }).nullable(),
-    restartWorkers: z.boolean(),
+    reply: v.nullable(v.strictObject({ fd, id: v.nullable(v.pipe(v.number(), v.integer())) })),
+    restartWorkers: v.boolean(),
     requestedAt: ms,
   }),
   /**
@@ -84,37 +85,37 @@ const stateV1 = z.strictObject({
    * values: what is computed (the config file's re-reader) the new image rebuilds from the
    * same command line. Loose: options other features add are carried as they are.
    */
-  service: z.looseObject({
-    name: z.string(),
-    controlPath: z.string(),
-    argv: z.array(z.string()).min(1),
-    cwd: z.string(),
-    workers: z.number().int().min(1),
+  service: v.looseObject({
+    name: v.string(),
+    controlPath: v.string(),
+    argv: v.pipe(v.array(v.string()), v.minLength(1)),
+    cwd: v.string(),
+    workers: int(1),
     drainTimeoutMs: ms,
     readyTimeoutMs: ms,
   }),
-  listeners: z.array(listener),
-  control: z.strictObject({ path: z.string(), fd }),
-  supervisor: z.strictObject({
+  listeners: v.array(listener),
+  control: v.strictObject({ path: v.string(), fd }),
+  supervisor: v.strictObject({
     startedAt: ms,
-    nextGeneration: z.number().int().min(1),
-    nextHandoff: z.number().int().min(1),
-    serving: z.number().int().nullable(),
+    nextGeneration: int(1),
+    nextHandoff: int(1),
+    serving: v.nullable(v.pipe(v.number(), v.integer())),
     /** Upgrades this supervisor has been through, this one included. */
     upgrades: count,
   }),
   /** Files of the old image that only the new one can remove (the notify sockets' directory). */
-  leftovers: z.array(z.string()),
+  leftovers: v.array(v.string()),
   /** The handoff records of `baton status`, as they are. */
-  history: z.array(z.looseObject({ id: z.number().int(), from: z.number().int().nullable(), to: z.number().int(), state: z.string(), drainedMs: ms.nullable() })),
-  generations: z.array(generation),
+  history: v.array(v.looseObject({ id: v.pipe(v.number(), v.integer()), from: v.nullable(v.pipe(v.number(), v.integer())), to: v.pipe(v.number(), v.integer()), state: v.string(), drainedMs: v.nullable(ms) })),
+  generations: v.array(generation),
   /** What `baton logs` shows: the supervisor's ring of recent lines, oldest first. */
-  logs: z.array(z.looseObject({ at: ms, level: z.enum(['info', 'warn', 'error']), msg: z.string() })),
+  logs: v.array(v.looseObject({ at: ms, level: v.picklist(['info', 'warn', 'error']), msg: v.string() })),
 });
 
-export type State = Omit<z.infer<typeof stateV1>, 'service' | 'history' | 'logs'> & { service: ServiceOptions; history: HandoffRecord[]; logs: LogEntry[] };
-export type GenerationState = z.infer<typeof generation>;
-export type WorkerSnapshot = z.infer<typeof worker>;
+export type State = Omit<v.InferOutput<typeof stateV1>, 'service' | 'history' | 'logs'> & { service: ServiceOptions; history: HandoffRecord[]; logs: LogEntry[] };
+export type GenerationState = v.InferOutput<typeof generation>;
+export type WorkerSnapshot = v.InferOutput<typeof worker>;
 
 export class StateError extends Error {}
 
@@ -138,12 +139,12 @@ export function decodeState(text: string): State {
   if (format < OLDEST_FORMAT) {
     throw new StateError(`the running supervisor's state is format ${format}, older than this baton understands (${reads}): upgrade through an intermediate version`);
   }
-  const r = stateV1.safeParse(raw);
+  const r = v.safeParse(stateV1, raw);
   if (!r.success) {
-    const issue = r.error.issues[0]!;
-    throw new StateError(`invalid baton state (format ${format}) at '${issue.path.join('.')}': ${issue.message}`);
+    const issue = r.issues[0];
+    throw new StateError(`invalid baton state (format ${format}) at '${v.getDotPath(issue) ?? ''}': ${issue.message}`);
   }
-  return r.data as unknown as State;
+  return r.output as unknown as State;
 }
 
 /** Replace the file's content with the state (positional writes: the fd's offset is shared with readers). */

@@ -62,7 +62,7 @@ test('docs/config.md documents every config key; docs/control-protocol.md every 
   for (const key of CONFIG_KEYS) assert.match(config, new RegExp(`^\\| \`${key}\` \\|`, 'm'), `config key ${key} is not in the table of docs/config.md`);
   const protocol = read('control-protocol.md');
   for (const option of ControlRequest.options) {
-    const cmd = option.shape.cmd.value;
+    const cmd = option.entries.cmd.literal;
     assert.match(protocol, new RegExp(`^\\| \`${cmd}\` \\|`, 'm'), `request ${cmd} is not in docs/control-protocol.md`);
   }
 });
