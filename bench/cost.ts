@@ -99,11 +99,7 @@ async function phases(distribution: 'shared' | 'round-robin', o: CostOptions): P
   }
 }
 
-/**
- * The same observation of a Node.js process that does nothing: the floor under any
- * supervisor written in Node; and of one that has only loaded zod, which baton's control
- * protocol, config and state validation use (src/protocol.ts).
- */
+/** The same observation of a Node.js process that does nothing: the floor under any supervisor written in Node. */
 async function nodeFloor(label: string, imports: string): Promise<Phase> {
   const c = spawnServer(['--input-type=module', '-e', `${imports} console.log("up"); setTimeout(() => {}, 60_000);`]);
   await c.waitFor(/up/);
@@ -120,7 +116,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 export async function cost(o: CostOptions): Promise<Section> {
   const watch = new LoadWatch();
-  const floors = [await nodeFloor('`node -e` (floor)', ''), await nodeFloor('`node -e` + zod', "await import('zod');")];
+  const floors = [await nodeFloor('`node -e` (floor)', '')];
   const all = [...floors, ...(await phases('shared', o)), ...(await phases('round-robin', o))];
   const load = watch.stop();
   const rows = all.map((p) => [
@@ -134,7 +130,7 @@ export async function cost(o: CostOptions): Promise<Section> {
     return {
       bar: `supervisor RSS < 60 MB, ${distribution} (idle, under load, during reloads)`,
       measured: `max ${round(worst.rssMax / MB, 1)} MB (${worst.phase}; anonymous ${round(worst.anon / MB, 1)} MB); just started: ${round(started.rssMax / MB, 1)} MB; ` +
-        `a bare \`node -e\`: ${round(floors[0]!.rssMax / MB, 1)} MB, with zod loaded: ${round(floors[1]!.rssMax / MB, 1)} MB`,
+        `a bare \`node -e\`: ${round(floors[0]!.rssMax / MB, 1)} MB`,
       met: worst.rssMax < RSS_BAR && started.rssMax < RSS_BAR,
     };
   };

@@ -15,8 +15,7 @@ import type { HandoffRecord } from './handoff.js';
 import { rmSync } from 'node:fs';
 import { requestTakeover } from './takeover.js';
 import { log, setLogFormat } from './log.js';
-import type { ServiceConfig } from './config.js';
-import { findConfig } from './configfile.js';
+import { applyConfigFile, targetOf, type ServiceConfig } from './config.js';
 import { ReloadView } from './progress.js';
 import { watchStatus } from './watch.js';
 import { formatEntry } from './logring.js';
@@ -76,20 +75,10 @@ function addTarget(cmd: Command): Command {
     .addOption(new Option('--config <path>', 'config file (default: ./baton.config.json, .js or .mjs if there is one)'));
 }
 
-/**
- * The config file's module, if there is a file to read (--config, or one in the current
- * directory). Loaded only then: with zod it is ~12 MB a supervisor would otherwise carry.
- */
-async function configModule(o: Target): Promise<typeof import('./config.js') | null> {
-  if (!o.config && !findConfig(process.cwd())) return null;
-  return import('./config.js');
-}
-
 /** Without --name or --control, the service is the one the config file names. */
 async function targetPath(o: Target): Promise<string> {
   if (o.control || o.name) return controlPath(o);
-  const config = await configModule(o);
-  return controlPath(config ? await config.targetOf(o.config) : {});
+  return controlPath(await targetOf(o.config));
 }
 
 /** Send one request and print errors the same way for every command. */
@@ -142,9 +131,7 @@ addTarget(
     .addOption(new Option(`${CHECK_FLAG} <fd>`, 'only check that the state at fd can be taken over').hideHelp().argParser(arg(parseFd))),
 ).action(async (given: string[], o, cmd: Command) => {
   // The config file fills in what the command line left out, so the host sees its settings too.
-  const file = await configModule(o)
-    .then((config) => config?.applyConfigFile(cmd, given.length > 0) ?? null)
-    .catch((e: Error) => usage(e.message));
+  const file = await applyConfigFile(cmd, given.length > 0).catch((e: Error) => usage(e.message));
   // Then: it takes baton's own systemd variables out of the environment workers get.
   const host = await Promise.resolve().then(() => prepareHost(o)).catch((e: Error) => usage(e.message));
   setLogFormat(o.logFormat);

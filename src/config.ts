@@ -6,49 +6,69 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
-import { z } from 'zod';
+import * as v from 'valibot';
 import { parseDuration } from './duration.js';
 import { describe, parseListen, parseMetricsAddress, type ListenSpec, type MetricsAddress } from './listeners.js';
 import { parseSignal } from './host.js';
 import type { Reconfigurable } from './supervisor.js';
 import { log, serviceLog as serviceLogFor } from './log.js';
-import { ConfigError, findConfig } from './configfile.js';
-
-export { ConfigError };
 
 
+
+
+export const CONFIG_NAMES = ['baton.config.json', 'baton.config.js', 'baton.config.mjs'] as const;
+
+export class ConfigError extends Error {}
 
 /** How a value was wrong, for every check of a key: `expected <what>, got <input>`. */
-function expected(what: string): { error: (iss: { input?: unknown }) => string } {
-  return { error: (iss) => `expected ${what}, got ${show(iss.input)}` };
+function expected(what: string): (issue: { input: unknown }) => string {
+  return (issue) => `expected ${what}, got ${show(issue.input)}`;
 }
 
-function show(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  if (Array.isArray(v)) return 'a list';
-  const text = JSON.stringify(v) ?? String(v);
+function show(x: unknown): string {
+  if (x === undefined) return 'nothing';
+  if (Array.isArray(x)) return 'a list';
+  const text = JSON.stringify(x) ?? String(x);
   return text.length > 40 ? `${text.slice(0, 39)}…` : text;
 }
 
+function isPlainObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+/**
+ * An object of known keys (unknown ones are found by unknownKeys(), all at once). Not a list:
+ * valibot takes arrays for objects.
+ */
+function object<E extends v.ObjectEntries>(entries: E, what: string) {
+  const schema = v.object(entries, expected(what));
+  return v.lazy((input) => (isPlainObject(input) ? schema : v.pipe(v.never(expected(what)), v.transform(() => ({}) as v.InferOutput<typeof schema>))));
+}
+
 /** A value parsed by one of the command line's own parsers, so both accept the same text. */
-function parsed<T>(what: string, parse: (v: string) => T): z.ZodType<T, string> {
-  return z.string(expected(what)).transform((v, ctx) => {
-    try {
-      return parse(v);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: `expected ${what}, got ${show(v)}` });
-      return z.NEVER;
-    }
-  });
+function parsed<T>(what: string, parse: (text: string) => T) {
+  return v.pipe(
+    v.string(expected(what)),
+    v.rawTransform<string, T>(({ dataset, addIssue, NEVER }) => {
+      try {
+        return parse(dataset.value);
+      } catch {
+        addIssue({ message: `expected ${what}, got ${show(dataset.value)}` });
+        return NEVER;
+      }
+    }),
+  );
 }
 
 const count = (max: number, auto: boolean) => {
   const what = `a number from 1 to ${max}${auto ? ' or "auto"' : ''}`;
-  const n = z.number(expected(what)).int(expected(what)).min(1, expected(what)).max(max, expected(what));
-  return auto ? z.union([n, z.literal('auto').transform(() => availableParallelism())], expected(what)) : n;
+  const n = v.pipe(v.number(expected(what)), v.integer(expected(what)), v.minValue(1, expected(what)), v.maxValue(max, expected(what)));
+  if (!auto) return n;
+  const cpus = v.pipe(v.literal('auto'), v.transform(() => availableParallelism()));
+  return v.lazy((input) => (input === 'auto' ? cpus : n));
 };
 
 const duration = parsed('a duration such as "30s", "500ms" or "2m"', parseDuration);
@@ -60,61 +80,72 @@ const LISTENER = '"PORT", "HOST:PORT", "[IPV6]:PORT", "unix:/path" or { "name": 
  * One listener, parsed by `--listen`'s own parser (its "bad --listen 'x':" prefix names a flag
  * the file does not have). A relative unix path is meant from the file's directory.
  */
-function listener(dir: string, address: string, name: string | undefined, ctx: z.RefinementCtx): ListenSpec {
-  const text = address.replace(/^((?:[A-Za-z0-9_.-]+=)?unix:)(.+)$/, (_, prefix: string, path: string) => prefix + resolve(dir, path));
-  try {
-    const spec = parseListen(text);
-    return name === undefined ? spec : { ...spec, name };
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message.replace(/^bad --listen '[^']*': /, ''), path: name === undefined ? [] : ['address'] });
-    return z.NEVER;
-  }
+function listener(dir: string, named: boolean) {
+  return v.rawTransform<{ address: string; name?: string | undefined }, ListenSpec>(({ dataset, addIssue, NEVER }) => {
+    const { address, name } = dataset.value;
+    const text = address.replace(/^((?:[A-Za-z0-9_.-]+=)?unix:)(.+)$/, (_, prefix: string, path: string) => prefix + resolve(dir, path));
+    try {
+      const spec = parseListen(text);
+      return name === undefined ? spec : { ...spec, name };
+    } catch (e) {
+      const message = (e as Error).message.replace(/^bad --listen '[^']*': /, '');
+      addIssue(named ? { message, path: [{ type: 'object', origin: 'value', input: dataset.value, key: 'address', value: address }] } : { message });
+      return NEVER;
+    }
+  });
 }
 
-const listenEntry = (dir: string) =>
-  z
-    .union(
-      [
-        z.string(),
-        z.number().int().min(0).max(65535),
-        z.strictObject({
-          name: z.string(expected('a name of letters, digits, "_", ".", "-"')).regex(NAME, expected('a name of letters, digits, "_", ".", "-" (at most 64)')).optional(),
-          address: z.string(expected(`"PORT", "HOST:PORT", "[IPV6]:PORT" or "unix:/path"`)),
-        }),
-      ],
-      expected(LISTENER),
-    )
-    .transform((v, ctx) => (typeof v === 'object' ? listener(dir, v.address, v.name, ctx) : listener(dir, String(v), undefined, ctx)));
+/** A string or port number, or `{ name, address }`: chosen by what the entry is, so its errors are that form's. */
+const listenEntry = (dir: string) => {
+  const text = v.pipe(v.string(expected(LISTENER)), v.transform((address) => ({ address })), listener(dir, false));
+  const port = v.pipe(v.number(expected(LISTENER)), v.integer(expected(LISTENER)), v.minValue(0, expected(LISTENER)), v.maxValue(65535, expected(LISTENER)), v.transform((p) => ({ address: String(p) })), listener(dir, false));
+  const named = v.pipe(
+    object(
+      {
+        name: v.optional(v.pipe(v.string(expected('a name of letters, digits, "_", ".", "-"')), v.regex(NAME, expected('a name of letters, digits, "_", ".", "-" (at most 64)')))),
+        address: v.string(expected(`"PORT", "HOST:PORT", "[IPV6]:PORT" or "unix:/path"`)),
+      },
+      LISTENER,
+    ),
+    listener(dir, true),
+  );
+  return v.lazy((input) => (isPlainObject(input) ? named : typeof input === 'number' ? port : text));
+};
+
+const path = (what: string, dir: string) => v.pipe(v.string(expected(what)), v.minLength(1, expected(what)), v.transform((p) => resolve(dir, p)));
+const text = (what: string) => v.pipe(v.string(expected(what)), v.minLength(1, expected(what)));
+const oneOf = <const T extends string[]>(options: T) => v.picklist(options, expected(options.map((o) => `"${o}"`).join(options.length > 2 ? ', ' : ' or ').replace(/, ([^,]*)$/, ' or $1')));
 
 /** Relative paths in the file (listeners, control, cwd) are meant from `dir`, the file's directory. */
 const fieldsFor = (dir: string) => ({
-  name: z.string(expected('a service name')).regex(NAME, expected('a service name of letters, digits, "_", ".", "-"')).optional(),
-  control: z.string(expected('a path')).min(1, expected('a path')).transform((p) => resolve(dir, p)).optional(),
-  listen: z.array(listenEntry(dir), expected(`a list of listeners: ${LISTENER}`)).min(1, expected('at least one listener')).optional(),
-  workers: count(1024, true).optional(),
-  threads: count(64, false).optional(),
-  ready: z.enum(['listen', 'manual', 'notify'], expected('"listen", "manual" or "notify"')).optional(),
-  readyAfter: duration.optional(),
-  watchdog: duration.optional(),
-  drainSignal: parsed('a signal such as "SIGTERM" or "SIGQUIT"', parseSignal).optional(),
-  stopTimeout: duration.optional(),
-  user: z.string(expected('a user name or uid')).min(1, expected('a user name or uid')).optional(),
-  group: z.string(expected('a group name or gid')).min(1, expected('a group name or gid')).optional(),
-  distribution: z.enum(['shared', 'round-robin'], expected('"shared" or "round-robin"')).optional(),
-  handoff: z.enum(['overlap', 'exclusive'], expected('"overlap" or "exclusive"')).optional(),
-  readyTimeout: duration.optional(),
-  drainTimeout: duration.optional(),
-  maxSurge: count(1024, true).optional(),
-  maxDraining: count(1024, false).optional(),
-  backlog: count(65535, false).optional(),
-  logFormat: z.enum(['text', 'json'], expected('"text" or "json"')).optional(),
-  metrics: parsed<MetricsAddress>('"HOST:PORT" or "PORT"', parseMetricsAddress).optional(),
-  command: z
-    .array(z.string(expected('a non-empty string')).min(1, expected('a non-empty string')), expected('a list of strings such as ["node", "app.js"]'))
-    .min(1, expected('a list of strings such as ["node", "app.js"]'))
-    .optional(),
-  env: z.record(z.string(), z.string(expected('a string')), expected('an object of strings such as { "NODE_ENV": "production" }')).optional(),
-  cwd: z.string(expected('a directory')).min(1, expected('a directory')).transform((p) => resolve(dir, p)).optional(),
+  name: v.optional(v.pipe(v.string(expected('a service name')), v.regex(NAME, expected('a service name of letters, digits, "_", ".", "-"')))),
+  control: v.optional(path('a path', dir)),
+  listen: v.optional(v.pipe(v.array(listenEntry(dir), expected(`a list of listeners: ${LISTENER}`)), v.minLength(1, expected('at least one listener')))),
+  workers: v.optional(count(1024, true)),
+  threads: v.optional(count(64, false)),
+  ready: v.optional(oneOf(['listen', 'manual', 'notify'])),
+  readyAfter: v.optional(duration),
+  watchdog: v.optional(duration),
+  drainSignal: v.optional(parsed('a signal such as "SIGTERM" or "SIGQUIT"', parseSignal)),
+  stopTimeout: v.optional(duration),
+  user: v.optional(text('a user name or uid')),
+  group: v.optional(text('a group name or gid')),
+  distribution: v.optional(oneOf(['shared', 'round-robin'])),
+  handoff: v.optional(oneOf(['overlap', 'exclusive'])),
+  readyTimeout: v.optional(duration),
+  drainTimeout: v.optional(duration),
+  maxSurge: v.optional(count(1024, true)),
+  maxDraining: v.optional(count(1024, false)),
+  backlog: v.optional(count(65535, false)),
+  logFormat: v.optional(oneOf(['text', 'json'])),
+  metrics: v.optional(parsed<MetricsAddress>('"HOST:PORT" or "PORT"', parseMetricsAddress)),
+  command: v.optional(v.pipe(v.array(text('a non-empty string'), expected('a list of strings such as ["node", "app.js"]')), v.minLength(1, expected('a list of strings such as ["node", "app.js"]')))),
+  env: v.optional(
+    v.lazy((input) =>
+      isPlainObject(input) ? v.record(v.string(), v.string(expected('a string'))) : v.pipe(v.never(expected('an object of strings such as { "NODE_ENV": "production" }')), v.transform(() => ({}) as Record<string, string>)),
+    ),
+  ),
+  cwd: v.optional(path('a directory', dir)),
 });
 
 /**
@@ -124,23 +155,27 @@ const fieldsFor = (dir: string) => ({
  */
 export const SERVICE_KEYS = ['listen', 'command', 'env', 'cwd', 'workers', 'threads', 'ready', 'distribution', 'handoff', 'readyTimeout', 'drainTimeout', 'maxSurge', 'maxDraining', 'backlog'] as const;
 
+const SERVICES = 'an object of services such as { "api": { "listen": [8080], "command": ["node", "api.js"] } }';
+
 const schemaFor = (dir: string) => {
   const fields = fieldsFor(dir);
-  const service = z.strictObject(Object.fromEntries(SERVICE_KEYS.map((k) => [k, fields[k]])) as Pick<typeof fields, (typeof SERVICE_KEYS)[number]>);
-  return z.strictObject({
-    ...fields,
-    services: z
-      .record(z.string().regex(NAME, 'expected a service name of letters, digits, "_", ".", "-"'), service, expected('an object of services such as { "api": { "listen": [8080], "command": ["node", "api.js"] } }'))
-      .optional(),
-  });
+  const service = object(Object.fromEntries(SERVICE_KEYS.map((k) => [k, fields[k]])) as Pick<typeof fields, (typeof SERVICE_KEYS)[number]>, 'an object of settings');
+  const services = v.record(v.pipe(v.string(), v.regex(NAME)), service);
+  return object(
+    {
+      ...fields,
+      services: v.optional(v.lazy((input) => (isPlainObject(input) ? services : v.pipe(v.never(expected(SERVICES)), v.transform(() => ({}) as v.InferOutput<typeof services>))))),
+    },
+    'an object of settings',
+  );
 };
 
-export type FileOptions = z.output<ReturnType<typeof schemaFor>>;
+export type FileOptions = v.InferOutput<ReturnType<typeof schemaFor>>;
 /** Every key a config file may have. */
-export const CONFIG_KEYS: readonly string[] = Object.keys(schemaFor('/').shape);
+export const CONFIG_KEYS: readonly string[] = Object.keys(fieldsFor('/')).concat('services');
 
 /** `listen[0].address`, `env.NODE_ENV`. */
-function where(path: PropertyKey[]): string {
+function where(path: readonly PropertyKey[]): string {
   return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
 }
 
@@ -161,33 +196,60 @@ function distance(a: string, b: string): number {
   return prev[b.length]!;
 }
 
-function describeIssue(label: string, issue: z.core.$ZodIssue): string[] {
-  const at = issue.path.length ? `${where(issue.path)}: ` : '';
-  if (issue.code === 'unrecognized_keys') {
-    const inService = issue.path.length === 2 && issue.path[0] === 'services';
-    return issue.keys.map((k) => {
-      const hint = issue.path.length ? '' : suggest(k);
-      const why = inService
-        ? CONFIG_KEYS.includes(k) ? ` ("${k}" is for the whole baton: set it at the top of the file)` : ` (a service has ${SERVICE_KEYS.map((x) => `"${x}"`).join(', ')})`
-        : hint ? ` (did you mean "${hint}"?)` : issue.path.length ? ' (expected "name" and "address")' : '';
-      return `${label}: ${at}unknown key "${k}"${why}`;
-    });
+/**
+ * Every key the file has that it may not: at the top, in each service, in each listener
+ * object. Found here rather than by the schema, which stops at the first one.
+ */
+function unknownKeys(raw: unknown): string[] {
+  if (!isPlainObject(raw)) return [];
+  const out: string[] = [];
+  const check = (obj: unknown, known: readonly string[], at: string, why: (k: string) => string): void => {
+    if (!isPlainObject(obj)) return;
+    for (const k of Object.keys(obj)) if (!known.includes(k)) out.push(`${at}unknown key "${k}"${why(k)}`);
+  };
+  const listeners = (list: unknown, at: string): void => {
+    if (Array.isArray(list)) list.forEach((l, i) => check(l, ['name', 'address'], `${at}listen[${i}]: `, () => ' (expected "name" and "address")'));
+  };
+  check(raw, CONFIG_KEYS, '', (k) => {
+    const hint = suggest(k);
+    return hint ? ` (did you mean "${hint}"?)` : '';
+  });
+  listeners(raw.listen, '');
+  if (isPlainObject(raw.services)) {
+    for (const [name, svc] of Object.entries(raw.services)) {
+      check(svc, SERVICE_KEYS, `services.${name}: `, (k) =>
+        CONFIG_KEYS.includes(k) ? ` ("${k}" is for the whole baton: set it at the top of the file)` : ` (a service has ${SERVICE_KEYS.map((x) => `"${x}"`).join(', ')})`,
+      );
+      if (isPlainObject(svc)) listeners(svc.listen, `services.${name}.`);
+    }
   }
-  if (issue.code === 'invalid_key') return [`${label}: services: "${String(issue.path.at(-1))}" is not a service name: use letters, digits, "_", ".", "-" (at most 64)`];
-  if (issue.path.length === 0 && issue.code === 'invalid_type') return [`${label}: expected an object of settings, got ${show(issue.input)}`];
-  return [`${label}: ${at}${issue.message}`];
+  return out;
+}
+
+function describeIssue(issue: v.BaseIssue<unknown>): string {
+  const path = (issue.path ?? []).map((p) => p.key as PropertyKey);
+  const last = issue.path?.at(-1);
+  // A services key that is no service name.
+  if (last?.origin === 'key') return `services: "${String(last.key)}" is not a service name: use letters, digits, "_", ".", "-" (at most 64)`;
+  return `${path.length ? `${where(path)}: ` : ''}${issue.message}`;
+}
+
+function problemsOf(raw: unknown, schema: v.GenericSchema): { problems: string[]; output: unknown } {
+  if (!isPlainObject(raw)) return { problems: [`expected an object of settings, got ${show(raw)}`], output: null };
+  const r = v.safeParse(schema, raw);
+  return { problems: [...unknownKeys(raw), ...(r.success ? [] : r.issues.map(describeIssue))], output: r.output };
 }
 
 /** Validate what a config file in `dir` holds; `label` names the file in every error. */
 export function validateConfig(raw: unknown, label: string, dir: string): FileOptions {
-  const r = schemaFor(dir).safeParse(raw, { reportInput: true });
-  if (!r.success) throw new ConfigError(r.error.issues.flatMap((i) => describeIssue(label, i)).join('\n'));
-  const services = Object.entries(r.data.services ?? {});
-  if (!r.data.services) return r.data;
-  const problems: string[] = [];
+  const { problems, output } = problemsOf(raw, schemaFor(dir));
+  if (problems.length) throw new ConfigError(problems.map((p) => `${label}: ${p}`).join('\n'));
+  const data = output as FileOptions;
+  if (!data.services) return data;
+  const services = Object.entries(data.services);
   if (services.length === 0) problems.push('services: expected at least one service');
   for (const key of ['listen', 'command'] as const) {
-    if (r.data[key] !== undefined) problems.push(`${key}: with "services", each service has its own ${key}; move it into them`);
+    if (data[key] !== undefined) problems.push(`${key}: with "services", each service has its own ${key}; move it into them`);
   }
   const owner = new Map<string, string>();
   for (const [name, svc] of services) {
@@ -202,9 +264,15 @@ export function validateConfig(raw: unknown, label: string, dir: string): FileOp
     }
   }
   if (problems.length) throw new ConfigError(problems.map((p) => `${label}: ${p}`).join('\n'));
-  return r.data;
+  return data;
 }
 
+/** The one config file in `dir`, or null; two of them would leave the choice to a guess. */
+export function findConfig(dir: string): string | null {
+  const found = CONFIG_NAMES.map((n) => join(dir, n)).filter((p) => existsSync(p));
+  if (found.length > 1) throw new ConfigError(`several config files in ${dir} (${found.map((p) => p.slice(dir.length + 1)).join(', ')}): keep one, or choose with --config`);
+  return found[0] ?? null;
+}
 
 let loads = 0;
 
@@ -249,10 +317,11 @@ export async function targetOf(configPath: string | undefined): Promise<{ name?:
   const path = configPath ? resolve(configPath) : findConfig(process.cwd());
   if (!path) return {};
   const label = configPath ?? path.slice(process.cwd().length + 1);
-  const target = z.object(schemaFor(dirname(path)).pick({ name: true, control: true }).shape);
-  const r = target.safeParse(await load(path, label), { reportInput: true });
-  if (r.success) return r.data;
-  throw new ConfigError(r.error.issues.flatMap((i) => describeIssue(label, i)).join('\n'));
+  const fields = fieldsFor(dirname(path));
+  const raw = await load(path, label);
+  const r = v.safeParse(v.object({ name: fields.name, control: fields.control }), isPlainObject(raw) ? raw : {});
+  if (r.success) return r.output;
+  throw new ConfigError(r.issues.map((i) => `${label}: ${describeIssue(i)}`).join('\n'));
 }
 
 /** Keys that become ServiceOptions as they are, or under another name. */

@@ -24,7 +24,7 @@ const absPath = fc.array(fc.stringMatching(/^[A-Za-z0-9._-]{1,12}$/), { minLengt
 const word = fc.string({ minLength: 1, maxLength: 20 });
 const id = fc.option(fc.integer(), { nil: undefined });
 
-/** Requests the protocol accepts, built independently of the zod schema. */
+/** Requests the protocol accepts, built independently of the valibot schema. */
 const validRequest: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
   fc.record(
     { id, cmd: fc.constant('reload'), argv: fc.array(word, { minLength: 1, maxLength: 5 }), cwd: absPath, wait: fc.constantFrom('serving', 'drained') },

@@ -3,7 +3,8 @@
 // app starts: it must cost nothing and change nothing unless this process is the worker
 // baton spawned. The real work lives in ./runtime.js, loaded only when it is.
 //
-// Only `import type` from ../protocol.js: that module loads zod, ~160 ms of start-up.
+// Only `import type` from ../protocol.js: that module loads valibot and builds the control
+// schemas, which no worker needs.
 import type { ENV } from '../protocol.js';
 import type { THREAD_KEY } from './threads.js';
 

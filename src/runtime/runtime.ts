@@ -12,7 +12,7 @@ import { ipcUplink } from './uplink.js';
 import { runThreads, threadUplink } from './threads.js';
 import './dgram.js'; // UDP listeners: patches dgram's bind() when baton passed any
 
-// Literal copies, type-checked against protocol.ts (importing its values would load zod).
+// Literal copies, type-checked against protocol.ts (importing its values would load valibot and the schemas).
 const E: typeof ENV = {
   listeners: 'BATON_LISTENERS',
   backlog: 'BATON_BACKLOG',

@@ -23,7 +23,7 @@ import type { Uplink } from './uplink.js';
 /** The workerData key that marks a thread as a copy baton started (checked by ./preload.ts). */
 export const THREAD_KEY = 'baton.thread';
 
-// Literal copies, type-checked against protocol.ts (importing its values would load zod).
+// Literal copies, type-checked against protocol.ts (importing its values would load valibot and the schemas).
 const LISTENERS: typeof ENV.listeners = 'BATON_LISTENERS';
 const UDP: typeof ENV_UDP = 'BATON_UDP_LISTENERS';
 /** If the last 'drained' cannot be flushed (channel gone), exit anyway, as ./drain.ts does. */
