@@ -130,9 +130,13 @@ export async function scale(o: ScaleOptions): Promise<Section> {
     const xs = pts.map(x);
     const done = slopeRatio(xs, pts.map((p) => p.doneMs));
     const cpu = slopeRatio(xs, pts.map((p) => p.supervisorCpuMs));
+    // The floor under the handoff: starting as many processes bare, on the same cores.
+    const bare = slopeRatio(xs, pts.map((p) => p.bareMs));
     verdicts.push({
       bar: `handoff time grows no faster than linearly with ${what} (${xs.join(', ')})`,
-      measured: `done: ${round(pts[0]!.doneMs)} → ${round(pts.at(-1)!.doneMs)} ms, slope ratio ${round(done, 2)}; supervisor CPU: ${round(pts[0]!.supervisorCpuMs)} → ${round(pts.at(-1)!.supervisorCpuMs)} ms, slope ratio ${round(cpu, 2)}`,
+      measured:
+        `done: ${round(pts[0]!.doneMs)} → ${round(pts.at(-1)!.doneMs)} ms, slope ratio ${round(done, 2)}; supervisor CPU: ${round(pts[0]!.supervisorCpuMs)} → ${round(pts.at(-1)!.supervisorCpuMs)} ms, slope ratio ${round(cpu, 2)}; ` +
+        `bare start-up of as many: ${round(pts[0]!.bareMs)} → ${round(pts.at(-1)!.bareMs)} ms, slope ratio ${round(bare, 2)}`,
       met: done <= 1.5,
     });
   }
