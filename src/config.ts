@@ -40,12 +40,17 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
 }
 
 /**
- * An object of known keys (unknown ones are found by unknownKeys(), all at once). Not a list:
- * valibot takes arrays for objects.
+ * `schema` for a plain object, else the error `expected <what>`: valibot takes arrays for
+ * objects and records. (Typed as `schema`: it fails before it could output anything.)
  */
+function plain<S extends v.GenericSchema>(schema: S, what: string) {
+  const refused = v.never(expected(what)) as unknown as S;
+  return v.lazy((input) => (isPlainObject(input) ? schema : refused));
+}
+
+/** An object of known keys; unknown ones are found by unknownKeys(), all at once. */
 function object<E extends v.ObjectEntries>(entries: E, what: string) {
-  const schema = v.object(entries, expected(what));
-  return v.lazy((input) => (isPlainObject(input) ? schema : v.pipe(v.never(expected(what)), v.transform(() => ({}) as v.InferOutput<typeof schema>))));
+  return plain(v.object(entries, expected(what)), what);
 }
 
 /** A value parsed by one of the command line's own parsers, so both accept the same text. */
@@ -140,11 +145,7 @@ const fieldsFor = (dir: string) => ({
   logFormat: v.optional(oneOf(['text', 'json'])),
   metrics: v.optional(parsed<MetricsAddress>('"HOST:PORT" or "PORT"', parseMetricsAddress)),
   command: v.optional(v.pipe(v.array(text('a non-empty string'), expected('a list of strings such as ["node", "app.js"]')), v.minLength(1, expected('a list of strings such as ["node", "app.js"]')))),
-  env: v.optional(
-    v.lazy((input) =>
-      isPlainObject(input) ? v.record(v.string(), v.string(expected('a string'))) : v.pipe(v.never(expected('an object of strings such as { "NODE_ENV": "production" }')), v.transform(() => ({}) as Record<string, string>)),
-    ),
-  ),
+  env: v.optional(plain(v.record(v.string(), v.string(expected('a string'))), 'an object of strings such as { "NODE_ENV": "production" }')),
   cwd: v.optional(path('a directory', dir)),
 });
 
@@ -164,7 +165,7 @@ const schemaFor = (dir: string) => {
   return object(
     {
       ...fields,
-      services: v.optional(v.lazy((input) => (isPlainObject(input) ? services : v.pipe(v.never(expected(SERVICES)), v.transform(() => ({}) as v.InferOutput<typeof services>))))),
+      services: v.optional(plain(services, SERVICES)),
     },
     'an object of settings',
   );

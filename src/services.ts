@@ -66,7 +66,7 @@ export class ServiceGroup {
       for (const s of opened) s.close();
       throw e;
     }
-    log.info('control socket ready', { path: this.controlPath, services: this.services.map((s) => s.name).join(',') });
+    log.info('control socket ready', { path: this.controlPath, services: this.names });
     const results = await Promise.allSettled(this.services.map((s) => s.startFirst()));
     const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [`service ${this.services[i]!.name}: ${(r.reason as Error).message}`] : []));
     if (failed.length) {
@@ -80,6 +80,10 @@ export class ServiceGroup {
     const s = this.services.find((x) => x.name === name);
     if (!s) throw new Error(`no service '${name}': this baton runs ${this.services.map((x) => `'${x.name}'`).join(', ')}`);
     return s;
+  }
+
+  private get names(): string {
+    return this.services.map((s) => s.name).join(', ');
   }
 
   /**
@@ -104,10 +108,11 @@ export class ServiceGroup {
 
   /** A request for one service, answered by it; an error names it. */
   private async routed(name: string, req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient, conn: Socket): Promise<unknown> {
+    const s = this.service(name);
     try {
-      return await this.service(name).handle(req, emit, client, conn);
+      return await s.handle(req, emit, client, conn);
     } catch (e) {
-      if (e instanceof Error && this.services.some((s) => s.name === name)) e.message = `service ${name}: ${e.message}`;
+      if (e instanceof Error) e.message = `service ${name}: ${e.message}`;
       throw e;
     }
   }
@@ -118,14 +123,14 @@ export class ServiceGroup {
         return req.service === undefined ? this.status() : this.service(req.service).status();
       case 'reload': {
         if (req.service !== undefined) return this.routed(req.service, req, emit, client, conn);
-        if (req.argv) throw new Error(`a new command line is for one service: name it (${this.services.map((s) => s.name).join(', ')})`);
+        if (req.argv) throw new Error(`a new command line is for one service: name it (${this.names})`);
         const results = await this.reloadAll('reload', (service, state, message) => emit(state, `${service}: ${message}`));
         const failed = results.filter((r) => r.error !== null);
         if (failed.length) throw new ControlError(`reload failed for ${failed.map((r) => `${r.service} (${r.error})`).join(', ')}; the others reloaded`, results);
         return results;
       }
       case 'scale':
-        if (req.service === undefined) throw new Error(`name the service to scale: ${this.services.map((s) => s.name).join(', ')}`);
+        if (req.service === undefined) throw new Error(`name the service to scale: ${this.names}`);
         return this.routed(req.service, req, emit, client, conn);
       case 'logs':
         if (req.service !== undefined) this.service(req.service);
