@@ -25,7 +25,7 @@ export class RoundRobin {
     for (const l of listeners.filter((x) => x.kind !== 'udp')) {
       const server = net.createServer();
       server.listen({ fd: sys.dup(l.fd) }, backlog);
-      // EMFILE and the like: the connection stays queued in the kernel; say so, once a second at most.
+      // An accept that fails (EMFILE and the like) is logged, at most once a second.
       sys.onRawConnection(server, (conn) => this.dispatch(l.name, conn), (e) => this.acceptFailed(e));
       this.servers.push(server);
     }
