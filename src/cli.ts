@@ -248,15 +248,17 @@ async function startServices(o: Record<string, any>, services: ServiceConfig[], 
   const only = (what: string): never => usage(`${what}: the config file defines services, each with its own; change them there`);
   if (given.length) only('a command after --');
   if (o.listen?.length) only('--listen');
-  if (o.takeover) usage('--takeover is not supported (yet) for a baton running several services');
   if (o.upgradeStateFd !== undefined || o.upgradeCheck !== undefined) fail('a supervisor upgrade is not supported (yet) for a baton running several services');
   for (const svc of services) {
     const conflict = conflictOf(svc.options);
     if (conflict) usage(`service ${svc.name}: ${conflict.replace(/--([a-z-]+)/g, (_, k: string) => `"${k.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase())}"`)}`);
   }
+  // Before anything binds: the running baton's sockets, if we take over (it may run one service or several).
+  const takeover = o.takeover ? await Promise.resolve().then(() => requestTakeover(controlPath(o))).catch((e: Error) => fail(e.message)) : null;
+  if (takeover) host.inherited.push(...takeover.sockets);
   const group = new ServiceGroup(
     o.name ?? 'baton',
-    controlPath(o),
+    takeover?.controlPath ?? controlPath(o),
     services.map(
       (svc) =>
         new Supervisor({
@@ -271,6 +273,7 @@ async function startServices(o: Record<string, any>, services: ServiceConfig[], 
           configure: svc.reread,
         }),
     ),
+    host.inherited,
   );
   host.followGroup(group);
   onSignals({
@@ -283,13 +286,21 @@ async function startServices(o: Record<string, any>, services: ServiceConfig[], 
   try {
     if (o.metrics) await (await import('./metrics.js')).serveMetrics(group.services, o.metrics);
     await group.start();
+    if (takeover) {
+      await takeover.commit();
+      group.controlMoved(controlPath(o));
+      log.info(`takeover done: supervisor ${takeover.oldPid} exited; control socket ${controlPath(o)}`);
+    }
   } catch (e) {
+    takeover?.abort();
     log.error((e as Error).message);
     await group.closeControl();
     process.exit(EXIT_FAILED);
   }
   await group.stopped;
   await group.closeControl();
+  // Node unlinks the path it bound; after a takeover that was the temporary one.
+  if (takeover) rmSync(controlPath(o), { force: true });
   process.exit(0);
 }
 

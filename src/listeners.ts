@@ -95,9 +95,10 @@ export function checkSpecs(specs: ListenSpec[]): void {
 
 /**
  * Open every listener or none: on the first failure the ones already opened are closed.
- * A spec that matches a socket in `inherited` (socket activation) takes it and is never bound.
+ * A spec that matches a socket in `inherited` (socket activation) takes it and is never bound;
+ * with `release`, the inherited sockets no spec took are closed.
  */
-export function openListeners(specs: ListenSpec[], backlog: number, inherited: InheritedSocket[] = []): Listener[] {
+export function openListeners(specs: ListenSpec[], backlog: number, inherited: InheritedSocket[] = [], release = true): Listener[] {
   checkSpecs(specs);
   const opened: Listener[] = [];
   try {
@@ -113,7 +114,8 @@ export function openListeners(specs: ListenSpec[], backlog: number, inherited: I
         : sys.openUnixListener(s.path, backlog);
       opened.push(resolveAddress({ ...s, fd: own }));
     }
-    releaseUnused(inherited);
+    // With several services, the sockets the others will take are not unused: see services.ts.
+    if (release) releaseUnused(inherited);
   } catch (e) {
     closeListeners(opened);
     throw e;

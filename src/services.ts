@@ -4,13 +4,15 @@
 // socket, which routes each request to the service it names; a stop, which stops them all.
 import type { Server, Socket } from 'node:net';
 import { EventEmitter } from 'node:events';
-import { ControlError, prepareControlPath, serveControl } from './control.js';
 import type { ControlRequest } from './protocol.js';
 import type { HandoffRecord, HandoffTrigger } from './handoff.js';
 import type { LogClient } from './logring.js';
 import { serveLogs } from './logring.js';
 import { log, ring } from './log.js';
 import type { StatusReport, Supervisor } from './supervisor.js';
+import { releaseUnused, type InheritedSocket } from './activation.js';
+import { TakeoverHost } from './takeover.js';
+import { ControlError, REPLIED, prepareControlPath, serveControl } from './control.js';
 
 export interface GroupStatus {
   name: string;
@@ -39,11 +41,26 @@ export class ServiceGroup {
   private readonly startedAt = Date.now();
   readonly stopped: Promise<void>;
   readonly events = new EventEmitter<GroupEvents>();
+  /**
+   * A new baton taking every service's sockets over. They go out named `service/listener`, so
+   * that the new baton's services take them by address, each its own.
+   */
+  private readonly takeover = new TakeoverHost({
+    listeners: () => this.services.flatMap((s) => s.listenerList.map((l) => ({ ...l, name: `${s.name}/${l.name}` }))),
+    stopping: () => this.stopping !== null,
+    handOver: async () => {
+      for (const s of this.services) s.disown();
+      await this.stop();
+      await this.closeControl();
+    },
+  });
 
   constructor(
     readonly name: string,
-    private readonly controlPath: string,
+    private controlPath: string,
     readonly services: readonly Supervisor[],
+    /** Sockets from socket activation or a takeover, shared out among the services by address. */
+    private readonly inherited: InheritedSocket[] = [],
   ) {
     this.stopped = Promise.all(services.map((s) => s.stopped)).then(() => undefined);
   }
@@ -61,6 +78,7 @@ export class ServiceGroup {
         s.open();
         opened.push(s);
       }
+      releaseUnused(this.inherited);
       this.control = await serveControl(this.controlPath, (req, emit, client, conn) => this.handle(req, emit, client, conn));
     } catch (e) {
       for (const s of opened) s.close();
@@ -138,11 +156,19 @@ export class ServiceGroup {
       case 'stop':
         await this.stop();
         return { stopped: true };
-      case 'upgrade':
       case 'takeover':
+        this.takeover.offer(conn);
+        return REPLIED;
       case 'takeover-commit':
-        throw new Error(`${req.cmd} refused: not supported (yet) for a baton running several services; restart it, or run one baton per service`);
+        return this.takeover.commit(conn);
+      case 'upgrade':
+        throw new Error('upgrade refused: not supported (yet) for a baton running several services; a new baton can take over with `baton start --takeover`');
     }
+  }
+
+  /** After a takeover: the control socket was renamed onto the service's own path. */
+  controlMoved(path: string): void {
+    this.controlPath = path;
   }
 
   /** Every service drains and stops, together. */

@@ -10,7 +10,7 @@ import { Generation, type WorkerTemplate } from './generation.js';
 import type { Worker } from './worker.js';
 import { newRecord, runHandoff, type HandoffRecord, type HandoffTrigger } from './handoff.js';
 import { ControlError, REPLIED, prepareControlPath, serveControl } from './control.js';
-import { offerSockets } from './takeover.js';
+import { TakeoverHost } from './takeover.js';
 import type { ControlRequest, Distribution, HandoffMode, ReadyMode } from './protocol.js';
 import { RoundRobin } from './roundrobin.js';
 import { log as processLog, ring, serviceLog, type Log } from './log.js';
@@ -84,8 +84,8 @@ export class Supervisor {
   private listeners: Listener[] = [];
   private control: Server | null = null;
   private roundRobin: RoundRobin | null = null;
-  /** The control connection of a new baton that holds our sockets and has not committed yet. */
-  private takeoverBy: Socket | null = null;
+  /** A new baton that holds our sockets and has not committed yet. */
+  private readonly takeover = new TakeoverHost({ listeners: () => this.listeners, stopping: () => this.stopping !== null, handOver: () => this.handOver() });
   /** Every generation not yet exited, oldest first. */
   private generations: Generation[] = [];
   private serving: Generation | null = null;
@@ -132,7 +132,7 @@ export class Supervisor {
 
   /** Open the listeners (and round-robin's accept loop on them). Throws, with nothing left open, if one cannot be had. */
   open(): void {
-    this.listeners = openListeners(this.opts.listen, this.opts.backlog, this.opts.inherited);
+    this.listeners = openListeners(this.opts.listen, this.opts.backlog, this.opts.inherited, !this.grouped);
     for (const l of this.listeners) this.log.info(`listening on ${describe(l)}`, { name: l.name, fd: l.fd });
     this.startRoundRobin();
   }
@@ -173,7 +173,7 @@ export class Supervisor {
       nextHandoff: this.nextHandoff,
       startedAt: this.startedAt,
       roundRobin: this.roundRobin,
-      busy: this.stopping ? 'the supervisor is stopping' : this.current || this.pending ? 'a reload is in progress' : this.takeoverBy ? 'a takeover is in progress' : null,
+      busy: this.stopping ? 'the supervisor is stopping' : this.current || this.pending ? 'a reload is in progress' : this.takeover.inProgress ? 'a takeover is in progress' : null,
       stopping: this.stopping !== null,
     };
   }
@@ -417,30 +417,23 @@ export class Supervisor {
       case 'upgrade':
         return upgrade(this, req, emit, conn);
       case 'takeover':
-        if (this.stopping || this.takeoverBy) throw new Error(this.stopping ? 'the supervisor is stopping' : 'another takeover is in progress');
-        offerSockets(conn, this.listeners);
-        this.takeoverBy = conn;
-        this.log.info('takeover: listening sockets passed to a new baton; serving on until it commits');
-        conn.once('close', () => {
-          if (this.takeoverBy === conn && !this.stopping) this.log.info('takeover abandoned: the new baton went away; serving on');
-          if (this.takeoverBy === conn) this.takeoverBy = null;
-        });
+        this.takeover.offer(conn);
         return REPLIED;
       case 'takeover-commit':
-        if (this.takeoverBy !== conn) throw new Error('no takeover in progress on this connection');
-        void this.handOver(conn);
-        return { stopping: true };
+        return this.takeover.commit(conn);
     }
   }
 
-  /** The new baton serves: drain everything, free the control path, then let it know. */
-  private async handOver(conn: Socket): Promise<void> {
-    this.log.info('takeover committed: draining every generation; the sockets stay open in the new baton');
-    // The sockets (and unix paths) are the new baton's now: close ours, unlink nothing.
-    for (const l of this.listeners) l.inherited = true;
+  /** The new baton serves: drain everything and free the control path. */
+  private async handOver(): Promise<void> {
+    this.disown();
     await this.stop();
     await this.closeControl();
-    conn.destroy();
+  }
+
+  /** After a takeover the sockets (and unix paths) are the new baton's: a stop closes ours, unlinks nothing. */
+  disown(): void {
+    for (const l of this.listeners) l.inherited = true;
   }
 
   /** Resize the serving generation (and every later one). Resolves once the new size is ready. */

@@ -17,6 +17,7 @@ import * as net from 'node:net';
 import * as sys from './sys.js';
 import type { InheritedSocket } from './activation.js';
 import type { Listener } from './listeners.js';
+import { log } from './log.js';
 
 export interface TakeoverOffer {
   pid: number;
@@ -88,4 +89,47 @@ export function requestTakeover(path: string): Takeover {
 export function offerSockets(conn: net.Socket, listeners: readonly Listener[]): void {
   const offer: TakeoverOffer = { pid: process.pid, listeners: listeners.map((l) => ({ name: l.name })) };
   sys.sendWithFds(sys.handleFd(conn), JSON.stringify({ id: 1, ok: true, result: offer }) + '\n', listeners.map((l) => l.fd));
+}
+
+/**
+ * The old side of a takeover in progress, for one supervisor or a group of them: the sockets
+ * go out on `takeover`; a `takeover-commit` on the same connection hands everything over.
+ * A new baton that goes away before it commits leaves everything as it was.
+ */
+export class TakeoverHost {
+  private by: net.Socket | null = null;
+
+  constructor(
+    private readonly host: {
+      listeners(): readonly Listener[];
+      stopping(): boolean;
+      /** Drain and stop; the sockets stay open in the new baton. */
+      handOver(): Promise<void>;
+    },
+  ) {}
+
+  get inProgress(): boolean {
+    return this.by !== null;
+  }
+
+  /** Answer `takeover` with every listener's fd (the reply is written here). */
+  offer(conn: net.Socket): void {
+    if (this.host.stopping() || this.by) throw new Error(this.host.stopping() ? 'the supervisor is stopping' : 'another takeover is in progress');
+    offerSockets(conn, this.host.listeners());
+    this.by = conn;
+    log.info('takeover: listening sockets passed to a new baton; serving on until it commits');
+    conn.once('close', () => {
+      if (this.by !== conn) return;
+      this.by = null;
+      if (!this.host.stopping()) log.info('takeover abandoned: the new baton went away; serving on');
+    });
+  }
+
+  /** `takeover-commit`: drain and stop, then close the connection (the new baton waits for that). */
+  commit(conn: net.Socket): { stopping: true } {
+    if (this.by !== conn) throw new Error('no takeover in progress on this connection');
+    log.info('takeover committed: draining every generation; the sockets stay open in the new baton');
+    void this.host.handOver().then(() => conn.destroy());
+    return { stopping: true };
+  }
 }

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
+import { freePorts } from '../bench/harness.js';
 import { EXAMPLES, FIXTURES, runCli } from './helpers/baton.js';
 import { cli, configDir } from './helpers/ops.js';
 import type { GroupReload, GroupStatus } from '../src/services.js';
@@ -205,4 +206,41 @@ test('the control protocol routes by service; metrics label each series with its
   assert.equal((await groupStatus(c.dir)).services.length, 2, 'still running');
   await controlRequest(control, { cmd: 'stop' });
   assert.equal(await b.exited, 0);
+});
+
+test('--takeover of a baton running several services: 0 failed on both, same sockets; a failed one leaves the old serving', async (t) => {
+  // Real ports: a new baton takes a socket by its address, and port 0 asks for a new one.
+  const [apiPort, webPort] = await freePorts(2);
+  const FIXED = { api: { ...TWO.api, listen: [`127.0.0.1:${apiPort}`] }, web: { ...TWO.web, listen: [`127.0.0.1:${webPort}`] } };
+  const c = configDir(config(FIXED));
+  const old = cli(['start'], { cwd: c.dir });
+  t.after(() => old.kill());
+  await Promise.all([old.waitFor(/baton\[api\]: handoff 1: generation 1 serves/), old.waitFor(/baton\[web\]: handoff 1: generation 1 serves/)]);
+  const before = await groupStatus(c.dir);
+  const sockets = (s: GroupStatus): [string, string, number | null][] => s.services.flatMap((x) => x.listeners.map((l) => [x.name, l.address, l.inode] as [string, string, number | null]));
+  const loads = before.services.map((s) => startLoad({ target: { host: '127.0.0.1', port: portOf(s) }, clients: mixedClients(3, 3, 2), maxRequests: 200_000, maxDurationMs: 60_000 }));
+
+  // A new baton whose web cannot start: it exits with the reason, the old one never noticed.
+  c.write(config({ ...FIXED, web: { ...FIXED.web, command: broken } }));
+  const failing = cli(['start', '--takeover'], { cwd: c.dir });
+  t.after(() => failing.kill());
+  assert.equal(await failing.exited, 1);
+  assert.match(failing.out, /service web: generation 1 did not start/);
+  await old.waitFor(/takeover abandoned/);
+  assert.equal((await groupStatus(c.dir)).pid, before.pid);
+
+  c.write(config({ ...FIXED, api: { ...FIXED.api, command: v2 } }));
+  const next = cli(['start', '--takeover'], { cwd: c.dir });
+  t.after(() => next.kill());
+  assert.equal(await old.exited, 0, old.out);
+  await next.waitFor(/takeover done/);
+  const after = await groupStatus(c.dir);
+  assert.notEqual(after.pid, before.pid);
+  assert.deepEqual(sockets(after), sockets(before), 'each service serves the very sockets it had');
+  assert.match(await get(portOf(after.services[0]!)), /^gen=1 v2 /);
+  const [apiLoad, webLoad] = await Promise.all(loads.map((l) => l.stop()));
+  assertNothingLost('api', apiLoad!);
+  assertNothingLost('web', webLoad!);
+  assert.equal((await runCli(['stop'], { cwd: c.dir })).code, 0);
+  assert.equal(await next.exited, 0);
 });
