@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import * as sys from '../src/sys.js';
 import { EXAMPLES, FIXTURES, startBaton, tempDir } from './helpers/baton.js';
+import { cli, configDir } from './helpers/ops.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const broken = ['node', join(EXAMPLES, 'hello/broken.js')];
@@ -159,4 +160,20 @@ test('socket activation: inherited listeners are used, never bound again, and ou
   ]);
   const viaUnix = await request('http://localhost/', { dispatcher: new Agent({ connect: { socketPath: path } }) });
   assert.equal(await viaUnix.body.text(), 'gen=1 admin\n');
+});
+
+test('several services under systemd: one READY=1 once every service serves, one RELOADING=1 / READY=1 per SIGHUP', { timeout: 60_000 }, async (t) => {
+  const notify = notifySocket(t);
+  const services = { api: { listen: ['127.0.0.1:0'], command: v1 }, web: { listen: ['127.0.0.1:0'], command: v1, workers: 2 } };
+  const c = configDir(JSON.stringify({ control: './ctl.sock', services }));
+  const b = cli(['start'], { cwd: c.dir, env: { NOTIFY_SOCKET: notify.path } });
+  t.after(() => b.kill());
+  assert.match(await notify.next(/^READY=1/), /^READY=1\nSTATUS=api: serving generation 1 \(1\/1 ready\) \| web: serving generation 1 \(2\/2 ready\)$/);
+  b.proc.kill('SIGHUP');
+  await notify.next(/^RELOADING=1\nMONOTONIC_USEC=\d+\nSTATUS=reloading api, web$/);
+  assert.match(await notify.next(/^READY=1/), /api: serving generation 2 .*\| web: serving generation 2 /);
+  b.proc.kill('SIGTERM');
+  assert.equal(await b.exited, 0);
+  await notify.next(/^STOPPING=1/);
+  assert.deepEqual(kinds(notify.messages), ['READY=1', 'RELOADING=1', 'READY=1', 'STOPPING=1']);
 });
