@@ -14,7 +14,7 @@ import { parseDuration } from './duration.js';
 import { describe, parseListen, parseMetricsAddress, type ListenSpec, type MetricsAddress } from './listeners.js';
 import { parseSignal } from './host.js';
 import type { Reconfigurable } from './supervisor.js';
-import { log, serviceLog as serviceLogFor } from './log.js';
+import { log, serviceLog } from './log.js';
 
 
 
@@ -420,7 +420,7 @@ function serviceConfig(name: string, first: FileOptions, cmd: Command, pinned: (
   for (const [key, value] of Object.entries(svc)) if (value !== undefined && !pinned(key)) options[key] = value;
   const cwdOf = (f: FileOptions): string => own(f).cwd ?? f.cwd ?? dirname(path);
   const serviceEnv = (f: FileOptions): NodeJS.ProcessEnv => ({ ...envOf(f), ...own(f).env });
-  const slog = serviceLogFor(name);
+  const slog = serviceLog(name);
   return {
     name,
     options,
