@@ -13,7 +13,7 @@ import { formatAnyStatus, formatRecord } from './report.js';
 import { LOG_RING_LINES, type ControlReply, type ControlRequest, type LogEntry } from './protocol.js';
 import type { HandoffRecord } from './handoff.js';
 import { rmSync } from 'node:fs';
-import { requestTakeover } from './takeover.js';
+import { requestTakeover, type Takeover } from './takeover.js';
 import { log, setLogFormat } from './log.js';
 import { applyConfigFile, targetOf, type ServiceConfig } from './config.js';
 import { ReloadView } from './progress.js';
@@ -164,26 +164,11 @@ addTarget(
     scale: (by) => void sup.scale(by).catch((e: Error) => log.error(e.message)),
     upgrade: () => upgradeOnSignal(sup),
   });
-  try {
+  return serve(sup, takeover, controlPath(o), async () => {
     // Before generation 1: /healthz answers 503 while it starts. Loaded only when asked for.
     if (o.metrics) await (await import('./metrics.js')).serveMetrics([sup], o.metrics);
     await (o.upgradeStateFd === undefined ? sup.start() : resume(sup, o.upgradeStateFd));
-    if (takeover) {
-      await takeover.commit();
-      sup.controlMoved(controlPath(o));
-      log.info(`takeover done: supervisor ${takeover.oldPid} exited; control socket ${controlPath(o)}`);
-    }
-  } catch (e) {
-    takeover?.abort();
-    log.error((e as Error).message);
-    await sup.closeControl();
-    process.exit(EXIT_FAILED);
-  }
-  await sup.stopped;
-  await sup.closeControl();
-  // Node unlinks the path it bound; after a takeover that was the temporary one.
-  if (takeover) rmSync(controlPath(o), { force: true });
-  process.exit(0);
+  });
 });
 
 /** What a combination of start options cannot do, or null. */
@@ -283,24 +268,38 @@ async function startServices(o: Record<string, any>, services: ServiceConfig[], 
     scale: () => log.warn('SIGTTIN/SIGTTOU: this baton runs several services; name one: baton scale <service> +1'),
     upgrade: () => log.error('SIGUSR2: a supervisor upgrade is not supported (yet) for a baton running several services'),
   });
-  try {
+  return serve(group, takeover, controlPath(o), async () => {
     if (o.metrics) await (await import('./metrics.js')).serveMetrics(group.services, o.metrics);
     await group.start();
+  });
+}
+
+/** What `baton start` keeps in the foreground: one supervisor, or a group of them. */
+interface Foreground {
+  readonly stopped: Promise<void>;
+  controlMoved(path: string): void;
+  closeControl(): Promise<void>;
+}
+
+/** Start, finish a takeover if this is one, serve until stopped, and exit (1 if the start failed). */
+async function serve(fg: Foreground, takeover: Takeover | null, path: string, start: () => Promise<void>): Promise<never> {
+  try {
+    await start();
     if (takeover) {
       await takeover.commit();
-      group.controlMoved(controlPath(o));
-      log.info(`takeover done: supervisor ${takeover.oldPid} exited; control socket ${controlPath(o)}`);
+      fg.controlMoved(path);
+      log.info(`takeover done: supervisor ${takeover.oldPid} exited; control socket ${path}`);
     }
   } catch (e) {
     takeover?.abort();
     log.error((e as Error).message);
-    await group.closeControl();
+    await fg.closeControl();
     process.exit(EXIT_FAILED);
   }
-  await group.stopped;
-  await group.closeControl();
+  await fg.stopped;
+  await fg.closeControl();
   // Node unlinks the path it bound; after a takeover that was the temporary one.
-  if (takeover) rmSync(controlPath(o), { force: true });
+  if (takeover) rmSync(path, { force: true });
   process.exit(0);
 }
 
