@@ -100,6 +100,21 @@ export async function serveControl(where: string | { fd: number }, handler: Cont
   return server;
 }
 
+/**
+ * Close the control socket. close() waits for the connections still open (a `logs -f`
+ * client, the stop request's own), so not longer than a second.
+ */
+export async function closeControl(server: Server | null): Promise<void> {
+  if (!server) return;
+  await new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, 1000);
+    server.close(() => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
 function serveClient(sock: Socket, handler: ControlHandler): void {
   const write = (m: ControlReply | ControlEvent | LogEvent): void => {
     if (!sock.destroyed && sock.writable) sock.write(JSON.stringify(m) + '\n');

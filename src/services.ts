@@ -4,15 +4,14 @@
 // socket, which routes each request to the service it names; a stop, which stops them all.
 import type { Server, Socket } from 'node:net';
 import { EventEmitter } from 'node:events';
+import { ControlError, REPLIED, closeControl, prepareControlPath, serveControl } from './control.js';
 import type { ControlRequest } from './protocol.js';
 import type { HandoffRecord, HandoffTrigger } from './handoff.js';
-import type { LogClient } from './logring.js';
-import { serveLogs } from './logring.js';
+import { serveLogs, type LogClient } from './logring.js';
 import { log, ring } from './log.js';
 import type { StatusReport, Supervisor } from './supervisor.js';
 import { releaseUnused, type InheritedSocket } from './activation.js';
 import { TakeoverHost } from './takeover.js';
-import { ControlError, REPLIED, prepareControlPath, serveControl } from './control.js';
 
 export interface GroupStatus {
   name: string;
@@ -187,14 +186,7 @@ export class ServiceGroup {
   async closeControl(): Promise<void> {
     const c = this.control;
     this.control = null;
-    // close() waits for open connections (a `logs -f` client, the stop request's own): not long.
-    if (c) await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, 1000);
-      c.close(() => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    await closeControl(c);
   }
 
   status(): GroupStatus {

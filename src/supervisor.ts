@@ -9,7 +9,7 @@ import type { InheritedSocket } from './activation.js';
 import { Generation, type WorkerTemplate } from './generation.js';
 import type { Worker } from './worker.js';
 import { newRecord, runHandoff, type HandoffRecord, type HandoffTrigger } from './handoff.js';
-import { ControlError, REPLIED, prepareControlPath, serveControl } from './control.js';
+import { ControlError, REPLIED, closeControl, prepareControlPath, serveControl } from './control.js';
 import { TakeoverHost } from './takeover.js';
 import type { ControlRequest, Distribution, HandoffMode, ReadyMode } from './protocol.js';
 import { RoundRobin } from './roundrobin.js';
@@ -377,15 +377,8 @@ export class Supervisor {
 
   async closeControl(): Promise<void> {
     const c = this.control;
-    if (!c) return;
     this.control = null;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, 1000);
-      c.close(() => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    await closeControl(c);
   }
 
   /** A control request for this service: from its own control socket, or routed by a ServiceGroup. */
