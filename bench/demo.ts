@@ -5,9 +5,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { controlRequest } from '../src/control.js';
-import type { HandoffRecord } from '../src/handoff.js';
-import type { StatusReport } from '../src/supervisor.js';
+import { controlRequest } from '../src/control/control.js';
+import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 import { mixedClients, startLoad } from './load.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));

@@ -15,7 +15,7 @@
 // parallel: 4 serial start-ups would take 4× one; on 2 cores, 2× one is the floor.
 import { execFile } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import type { HandoffRecord } from '../src/handoff.js';
+import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import { APPS, Baton, CLI, LoadWatch, firstOk, freePorts, isMain, median, round, runMain, spawnBare, table, type AppName, type Section } from './harness.js';
 
 /** What the bar allows on top of the app's start-up. */

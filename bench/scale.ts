@@ -14,7 +14,7 @@
 import { writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { HandoffRecord } from '../src/handoff.js';
+import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import { Baton, LoadWatch, ROOT, freePorts, isMain, median, procSample, round, runMain, spawnBare, table, type Section } from './harness.js';
 import { svg } from './plot.js';
 

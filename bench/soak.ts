@@ -15,8 +15,8 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { controlRequest } from '../src/control.js';
-import type { StatusReport } from '../src/supervisor.js';
+import { controlRequest } from '../src/control/control.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 import { mixedClients, startLoad } from './load.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));

@@ -18,8 +18,8 @@
 // the overlapping one.
 import { parseArgs } from 'node:util';
 import { startLoad, percentile, type ClientKind, type Sample } from './load.js';
-import type { HandoffRecord } from '../src/handoff.js';
-import type { HandoffMode } from '../src/protocol.js';
+import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import type { HandoffMode } from '../src/common/protocol.js';
 import { APPS, Baton, LoadWatch, cpuShare, freePorts, isMain, median, procSample, round, runMain, spawnBare, table, type AppName, type Section } from './harness.js';
 
 /** After the handoff is done, how long a reload window lasts: "the second after a reload". */

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startLoad } from './load.js';
 import { Baton, LoadWatch, ROOT, isMain, median, procSample, round, runMain, table, type Section } from './harness.js';
-import type { HandoffRecord } from '../src/handoff.js';
+import type { HandoffRecord } from '../src/supervisor/handoff.js';
 
 const APP = join(ROOT, 'test/fixtures/threads.mjs');
 const LAYOUTS: [workers: number, threads: number][] = [[2, 1], [1, 2], [4, 1], [1, 4]];

@@ -7,15 +7,7 @@
 // version of this package than the one baton preloaded. Outside baton every function
 // is a harmless no-op, so the same app code runs bare.
 
-/** What baton's worker runtime registers on globalThis[Symbol.for('baton.runtime')]. */
-export interface BatonRuntime {
-  ready(): void;
-  onDrain(fn: () => unknown): void;
-  generation: number;
-  worker: number;
-}
-
-export const RUNTIME_KEY: unique symbol = Symbol.for('baton.runtime');
+import { RUNTIME_KEY, type BatonRuntime } from './common/protocol.js';
 
 function runtime(): BatonRuntime | undefined {
   return (globalThis as { [RUNTIME_KEY]?: BatonRuntime })[RUNTIME_KEY];

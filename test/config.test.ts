@@ -5,10 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { CONFIG_KEYS, validateConfig } from '../src/config.js';
+import { CONFIG_KEYS, validateConfig } from '../src/cli/config.js';
 import { EXAMPLES, FIXTURES, runCli } from './helpers/baton.js';
 import { cli, configDir } from './helpers/ops.js';
-import type { StatusReport } from '../src/supervisor.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 const OPS = join(FIXTURES, 'ops.mjs');
 

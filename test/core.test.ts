@@ -7,7 +7,7 @@ import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
 import { existsSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { EXAMPLES, FIXTURES, startBaton, runCli, tempDir } from './helpers/baton.js';
-import type { HandoffRecord } from '../src/handoff.js';
+import type { HandoffRecord } from '../src/supervisor/handoff.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];

@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { CONFIG_KEYS } from '../src/config.js';
-import { ControlRequest } from '../src/protocol.js';
+import { CONFIG_KEYS } from '../src/cli/config.js';
+import { ControlRequest } from '../src/common/protocol.js';
 import { createConnection } from 'node:net';
 import { ROOT, runCli, startBaton, FIXTURES } from './helpers/baton.js';
 

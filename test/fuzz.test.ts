@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import fc from 'fast-check';
-import { handleLine, type ControlHandler } from '../src/control.js';
-import { parseControlRequest, LOG_RING_LINES, type ControlReply, type ControlEvent, type LogEvent } from '../src/protocol.js';
-import { describe as describeListener, parseListen } from '../src/listeners.js';
-import { formatDuration, parseDuration } from '../src/duration.js';
-import { ConfigError, validateConfig } from '../src/config.js';
-import type { LogClient } from '../src/logring.js';
+import { handleLine, type ControlHandler } from '../src/control/control.js';
+import { parseControlRequest, LOG_RING_LINES, type ControlReply, type ControlEvent, type LogEvent } from '../src/common/protocol.js';
+import { describe as describeListener, parseListen } from '../src/common/address.js';
+import { formatDuration, parseDuration } from '../src/common/duration.js';
+import { ConfigError, validateConfig } from '../src/cli/config.js';
+import type { LogClient } from '../src/log/ring.js';
 
 // BATON_FUZZ_SEED / BATON_FUZZ_RUNS: hunt with other inputs locally; the suite uses these.
 const RUNS = { seed: Number(process.env.BATON_FUZZ_SEED ?? 20_240_601), numRuns: Number(process.env.BATON_FUZZ_RUNS ?? 500) };

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { FIXTURES, runCli, startBaton } from './helpers/baton.js';
 import { cli } from './helpers/ops.js';
-import type { LogEntry } from '../src/protocol.js';
+import type { LogEntry } from '../src/common/protocol.js';
 
 const ops = ['node', join(FIXTURES, 'ops.mjs')];
 

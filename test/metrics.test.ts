@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { EXAMPLES, FIXTURES, tempDir } from './helpers/baton.js';
 import { cli, configDir, type Proc } from './helpers/ops.js';
-import { controlRequest } from '../src/control.js';
-import type { StatusReport } from '../src/supervisor.js';
+import { controlRequest } from '../src/control/control.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 type Samples = Map<string, number>;
 

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
 import { EXAMPLES, FIXTURES, startBaton, type Baton } from './helpers/baton.js';
-import type { HandoffRecord } from '../src/handoff.js';
+import type { HandoffRecord } from '../src/supervisor/handoff.js';
 
 // The system interpreter, when there is one: a version manager's shim costs ~200 ms per start.
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { rmSync } from 'node:fs';
 import { request } from 'undici';
 import { mixedClients, startLoad } from '../bench/load.js';
-import { heldConnections } from '../src/proc.js';
+import { heldConnections } from '../src/os/proc.js';
 import { EXAMPLES, FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
-import type { StatusReport } from '../src/supervisor.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];

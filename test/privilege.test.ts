@@ -7,17 +7,19 @@ import { once } from 'node:events';
 import { chmodSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
-import * as sys from '../src/sys.js';
+import { closeFd } from '../src/os/fds.js';
+import { lookupUser } from '../src/os/process.js';
+import { openTcpListener } from '../src/os/sockets.js';
 import { EXAMPLES, startBaton } from './helpers/baton.js';
 
-const nobody = process.getuid?.() === 0 ? sys.lookupUser('nobody') : null;
+const nobody = process.getuid?.() === 0 ? lookupUser('nobody') : null;
 const skip = !nobody && 'needs root and a user named nobody';
 
 /** A free port below 1024, found by binding it (and letting it go). */
 function privilegedPort(): number {
   for (let port = 1023; port >= 900; port--) {
     try {
-      sys.closeFd(sys.openTcpListener('127.0.0.1', port, 1));
+      closeFd(openTcpListener('127.0.0.1', port, 1));
       return port;
     } catch {
       // taken: try the next

@@ -11,8 +11,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
-import * as sys from '../src/sys.js';
-import type { FromWorker, ListenerInfo } from '../src/protocol.js';
+import { closeFd, dup } from '../src/os/fds.js';
+import { onRawConnection } from '../src/os/internals.js';
+import { openTcpListener, openUnixListener, socketAddress } from '../src/os/sockets.js';
+import type { FromWorker, ListenerInfo } from '../src/common/protocol.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const FIXTURES = path.join(ROOT, 'test/fixtures');
@@ -162,14 +164,14 @@ function harness(t: TestContext) {
   const workers: Worker[] = [];
   t.after(() => {
     for (const w of workers) w.kill();
-    for (const fd of fds) sys.closeFd(fd);
+    for (const fd of fds) closeFd(fd);
     for (const p of paths) fs.rmSync(p, { recursive: true, force: true });
   });
   return {
     tcp(name = 'web'): Opened {
-      const fd = sys.openTcpListener('127.0.0.1', 0, 511);
+      const fd = openTcpListener('127.0.0.1', 0, 511);
       fds.push(fd);
-      const addr = sys.socketAddress(fd);
+      const addr = socketAddress(fd);
       assert.equal(addr.kind, 'tcp');
       return { fd, info: { fd: -1, name, kind: 'tcp', host: '127.0.0.1', port: addr.kind === 'tcp' ? addr.port : 0 } };
     },
@@ -177,7 +179,7 @@ function harness(t: TestContext) {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'baton-rt-'));
       paths.push(dir);
       const p = path.join(dir, 'app.sock');
-      const fd = sys.openUnixListener(p, 511);
+      const fd = openUnixListener(p, 511);
       fds.push(fd);
       return { fd, info: { fd: -1, name, kind: 'unix', path: p } };
     },
@@ -400,11 +402,11 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     assert.deepEqual(w.messages[0] && { ...w.messages[0], at: 0 }, { baton: 1, type: 'hello', pid: w.pid, at: 0 });
     await w.output(new RegExp(`listening \\{"address":"127\\.0\\.0\\.1","family":"IPv4","port":${port}\\}`));
 
-    // The supervisor's side, as src/roundrobin.ts does it: accept, pass the raw handle on, close ours.
+    // The supervisor's side, as src/supervisor/roundrobin.ts does it: accept, pass the raw handle on, close ours.
     let passed = 0;
     const acceptor = net.createServer(() => assert.fail('round-robin makes no socket in the supervisor'));
-    acceptor.listen({ fd: sys.dup(web.fd) }, 511);
-    sys.onRawConnection(acceptor, (conn) => {
+    acceptor.listen({ fd: dup(web.fd) }, 511);
+    onRawConnection(acceptor, (conn) => {
       passed++;
       w.child.send({ baton: 1, type: 'connection', listener: 'web' }, conn as unknown as net.Socket, { keepOpen: true }, () => conn.close());
     }, (e) => assert.fail(e));

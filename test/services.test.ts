@@ -8,8 +8,8 @@ import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
 import { freePorts } from '../bench/harness.js';
 import { EXAMPLES, FIXTURES, runCli } from './helpers/baton.js';
 import { cli, configDir } from './helpers/ops.js';
-import type { GroupReload, GroupStatus } from '../src/services.js';
-import type { StatusReport } from '../src/supervisor.js';
+import type { GroupReload, GroupStatus } from '../src/supervisor/services.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];
@@ -185,7 +185,7 @@ test('the control protocol routes by service; metrics label each series with its
     const r = await request(`http://127.0.0.1:${metricsPort}${path}`);
     return { status: r.statusCode, text: await r.body.text() };
   };
-  const { controlRequest } = await import('../src/control.js');
+  const { controlRequest } = await import('../src/control/control.js');
   const control = join(c.dir, 'ctl.sock');
   const reload = await controlRequest(control, { cmd: 'reload', service: 'web', argv: v2, cwd: '/' });
   assert.ok(reload.ok, JSON.stringify(reload));

@@ -6,7 +6,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 import { cli, cliInPty, plain } from './helpers/ops.js';
-import type { StatusReport } from '../src/supervisor.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 const ops = (...args: string[]): string[] => ['node', join(FIXTURES, 'ops.mjs'), ...args];
 

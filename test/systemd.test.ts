@@ -6,7 +6,8 @@ import { createRequire } from 'node:module';
 import { existsSync, fstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import * as sys from '../src/sys.js';
+import { closeFd } from '../src/os/fds.js';
+import { openTcpListener, openUnixListener, socketAddress } from '../src/os/sockets.js';
 import { EXAMPLES, FIXTURES, startBaton, tempDir } from './helpers/baton.js';
 import { cli, configDir } from './helpers/ops.js';
 
@@ -112,14 +113,14 @@ test('under systemd: READY=1, then RELOADING=1 + MONOTONIC_USEC and READY=1 per 
 
 test('socket activation: inherited listeners are used, never bound again, and outlive a full restart', { timeout: 60_000 }, async (t) => {
   // What systemd's .socket unit would hold: a TCP and a unix listener, at fds 3 and 4.
-  const tcp = sys.openTcpListener('127.0.0.1', 0, 128);
+  const tcp = openTcpListener('127.0.0.1', 0, 128);
   const path = join(tempDir(), 'admin.sock');
-  const unix = sys.openUnixListener(path, 128);
+  const unix = openUnixListener(path, 128);
   t.after(() => {
-    sys.closeFd(tcp);
-    sys.closeFd(unix);
+    closeFd(tcp);
+    closeFd(unix);
   });
-  const port = (sys.socketAddress(tcp) as { port: number }).port;
+  const port = (socketAddress(tcp) as { port: number }).port;
   const activation = { LISTEN_FDS: '2', LISTEN_FDNAMES: 'web:admin' };
 
   // Matched by address (the TCP one) and by name (the unix one, at another path on purpose).

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { mixedClients, startLoad } from '../bench/load.js';
 import { CLI, EXAMPLES, ROOT, runCli, startBaton, tempDir } from './helpers/baton.js';
-import type { StatusReport } from '../src/supervisor.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const MIXED = mixedClients(4, 4, 2);

@@ -7,7 +7,7 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { mixedClients, startLoad } from '../bench/load.js';
 import { FIXTURES, runCli, startBaton, type Baton } from './helpers/baton.js';
-import type { StatusReport } from '../src/supervisor.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 const APP = ['node', join(FIXTURES, 'threads.mjs')];
 const MIXED = mixedClients(4, 4, 2);

@@ -8,10 +8,11 @@ import { cpSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, readd
 import { dirname, join } from 'node:path';
 import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
 import { CLI, EXAMPLES, ROOT, runCli, startBaton, tempDir, type Baton } from './helpers/baton.js';
-import type { HandoffRecord } from '../src/handoff.js';
-import type { StatusReport } from '../src/supervisor.js';
-import { inheriting } from '../src/upgrade.js';
-import * as sys from '../src/sys.js';
+import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
+import { inheriting } from '../src/upgrade/upgrade.js';
+import { closeFd, isCloexec, memfd, setCloexec } from '../src/os/fds.js';
+import { execve } from '../src/os/process.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];
@@ -129,7 +130,7 @@ function buildWithFormats(dir: string, oldest: number, current: number, version:
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'baton', version, type: 'module' }));
   symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
   cpSync(join(ROOT, 'dist/src'), join(dir, 'dist/src'), { recursive: true });
-  const state = join(dir, 'dist/src/state.js');
+  const state = join(dir, 'dist/src/upgrade/state.js');
   const text = readFileSync(state, 'utf8');
   const patched = text.replace('export const STATE_FORMAT = 1;', `export const STATE_FORMAT = ${current};`).replace('export const OLDEST_FORMAT = 1;', `export const OLDEST_FORMAT = ${oldest};`);
   assert.notEqual(patched, text, 'state.js no longer declares its formats as expected');
@@ -225,22 +226,22 @@ test('a broken new baton is refused: syntax error, missing file, older and newer
 });
 
 test('a failed execve puts every FD_CLOEXEC flag back as it was', () => {
-  const flagged = sys.memfd('flagged');
-  const plain = sys.memfd('plain');
-  sys.setCloexec(plain, false);
+  const flagged = memfd('flagged');
+  const plain = memfd('plain');
+  setCloexec(plain, false);
   try {
     assert.throws(
       () =>
         inheriting([flagged, plain], () => {
-          assert.deepEqual([sys.isCloexec(flagged), sys.isCloexec(plain)], [false, false]);
-          return sys.execve('/nonexistent/baton', ['baton'], process.env);
+          assert.deepEqual([isCloexec(flagged), isCloexec(plain)], [false, false]);
+          return execve('/nonexistent/baton', ['baton'], process.env);
         }),
       { code: 'ENOENT' },
     );
-    assert.deepEqual([sys.isCloexec(flagged), sys.isCloexec(plain)], [true, false]);
+    assert.deepEqual([isCloexec(flagged), isCloexec(plain)], [true, false]);
   } finally {
-    sys.closeFd(flagged);
-    sys.closeFd(plain);
+    closeFd(flagged);
+    closeFd(plain);
   }
 });
 

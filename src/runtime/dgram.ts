@@ -8,8 +8,8 @@
 // BATON_LISTENERS. Meanwhile datagrams wait in the socket's receive buffer (SO_RCVBUF).
 import dgram from 'node:dgram';
 import { createRequire } from 'node:module';
-import type { ENV_UDP, UdpListenerInfo } from '../protocol.js';
-import { RUNTIME_KEY, type BatonRuntime } from '../sdk.js';
+import type { ENV_UDP, UdpListenerInfo } from '../common/protocol.js';
+import { RUNTIME_KEY, type BatonRuntime } from '../common/protocol.js';
 
 const UDP: typeof ENV_UDP = 'BATON_UDP_LISTENERS'; // checked against protocol.ts by tsc
 
@@ -104,7 +104,7 @@ function find(slots: Slot[], port: number, address: string | undefined): Slot | 
 
 function stopReading(slots: Slot[]): void {
   // Loaded only now, as runtime/listen.ts does: the runtime's start-up stays free of it.
-  const sys = createRequire(import.meta.url)('../sys.js') as typeof import('../sys.js');
+  const sys = createRequire(import.meta.url)('../os/internals.js') as typeof import('../os/internals.js');
   for (const s of slots) {
     if (!s.socket) continue;
     try {

@@ -13,7 +13,7 @@
 //  5. at the deadline destroy the rest and report them as cut.
 import * as net from 'node:net';
 import type { ServerResponse } from 'node:http';
-import type { FromWorker } from '../protocol.js';
+import type { FromWorker } from '../common/protocol.js';
 
 export interface DrainIO {
   send(msg: FromWorker, done?: () => void): void;

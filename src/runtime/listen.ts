@@ -5,7 +5,7 @@ import { closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as net from 'node:net';
 import { resolve } from 'node:path';
-import type { ListenerInfo } from '../protocol.js';
+import type { ListenerInfo } from '../common/protocol.js';
 
 /**
  * sys.js (libc through koffi) is needed only when an app closes a server it will listen
@@ -16,7 +16,7 @@ import type { ListenerInfo } from '../protocol.js';
  * warning and only a later listen() on that listener fails.
  */
 function dup(fd: number): number {
-  const sys = createRequire(import.meta.url)('../sys.js') as typeof import('../sys.js');
+  const sys = createRequire(import.meta.url)('../os/fds.js') as typeof import('../os/fds.js');
   return sys.dup(fd);
 }
 

@@ -5,7 +5,7 @@
 //
 // Only `import type` from ../protocol.js: that module loads valibot and builds the control
 // schemas, which no worker needs.
-import type { ENV } from '../protocol.js';
+import type { ENV } from '../common/protocol.js';
 import type { THREAD_KEY } from './threads.js';
 
 const LISTENERS: typeof ENV.listeners = 'BATON_LISTENERS'; // checked against protocol.ts by tsc

@@ -4,8 +4,8 @@
 // (or when baton is gone), and backs the SDK (../sdk.ts).
 import type * as net from 'node:net';
 import { isMainThread } from 'node:worker_threads';
-import type { ENV, ListenerInfo, ReadyMode } from '../protocol.js';
-import { RUNTIME_KEY, type BatonRuntime } from '../sdk.js';
+import type { ENV, ListenerInfo, ReadyMode } from '../common/protocol.js';
+import { RUNTIME_KEY, type BatonRuntime } from '../common/protocol.js';
 import { patchListen } from './listen.js';
 import { Drain } from './drain.js';
 import { ipcUplink } from './uplink.js';
@@ -73,7 +73,7 @@ export function start(): void {
   let socketOf: ((handle: unknown) => net.Socket) | null = null;
   const early: [string, unknown][] = [];
   if (roundRobin) {
-    void import('../sys.js').then((sys) => {
+    void import('../os/internals.js').then((sys) => {
       socketOf = sys.socketOf;
       for (const [listener, handle] of early.splice(0)) deliver(listener, sys.socketOf(handle));
     });

@@ -17,7 +17,7 @@
 // would hide a crashing app from status and from that backoff.
 import { createRequire } from 'node:module';
 import { MessageChannel, Worker, workerData, type MessagePort } from 'node:worker_threads';
-import type { ENV, ENV_UDP, FromWorker, ListenerInfo } from '../protocol.js';
+import type { ENV, ENV_UDP, FromWorker, ListenerInfo } from '../common/protocol.js';
 import type { Uplink } from './uplink.js';
 
 /** The workerData key that marks a thread as a copy baton started (checked by ./preload.ts). */
@@ -193,6 +193,6 @@ function entryFile(): string {
 /** Each listener with a duplicate of its fd, for one thread alone. */
 function ownFds<T extends { fd: number }>(list: T[]): T[] {
   // Loaded only with --threads, as ./listen.ts does: the runtime's start-up stays free of koffi.
-  const sys = createRequire(import.meta.url)('../sys.js') as typeof import('../sys.js');
+  const sys = createRequire(import.meta.url)('../os/fds.js') as typeof import('../os/fds.js');
   return list.map((l) => ({ ...l, fd: sys.dup(l.fd) }));
 }

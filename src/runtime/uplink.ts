@@ -2,7 +2,7 @@
 // its IPC channel (ipcUplink); with --threads, each thread's copy talks to the process's
 // main thread over a MessagePort, and the main thread speaks for all of them (./threads.ts).
 // The runtime (./runtime.ts) and the drain (./drain.ts) only ever see this interface.
-import type { FromWorker } from '../protocol.js';
+import type { FromWorker } from '../common/protocol.js';
 
 export interface Uplink {
   /** `done` always runs: once the message is out, or at once if it cannot be sent. */

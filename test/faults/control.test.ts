@@ -5,7 +5,7 @@ import { readdirSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { request } from 'undici';
 import { ROOT, startBaton } from '../helpers/baton.js';
-import type { ControlReply } from '../../src/protocol.js';
+import type { ControlReply } from '../../src/common/protocol.js';
 import { assertLoaded, assertNoneFailed, cases, faulty, flowing, load, record, settled, until } from './harness.js';
 
 const EXPECTED = cases({

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'undici';
 import { startBaton } from '../helpers/baton.js';
-import type { HandoffRecord } from '../../src/handoff.js';
+import type { HandoffRecord } from '../../src/supervisor/handoff.js';
 import { assertHeldFailed, assertLoaded, cases, describeHeld, faulty, flowing, freezeAndCount, load, record } from './harness.js';
 
 const EXPECTED = cases({

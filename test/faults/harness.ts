@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { mixedClients, startLoad, type LoadHandle, type LoadReport } from '../../bench/load.js';
-import { heldConnections } from '../../src/proc.js';
+import { heldConnections } from '../../src/os/proc.js';
 import type { Baton } from '../helpers/baton.js';
 import { FIXTURES } from '../helpers/baton.js';
 
@@ -83,7 +83,7 @@ export async function settled(l: LoadHandle, n: number, timeoutMs = 10_000): Pro
 }
 
 export interface Held {
-  /** Connections it holds with work possible in them (src/proc.ts heldConnections: what baton reports as cut). */
+  /** Connections it holds with work possible in them (src/os/proc.ts heldConnections: what baton reports as cut). */
   held: number;
   /** Of those, the ones with a request it has not even read: each of these fails for sure. */
   unread: number;

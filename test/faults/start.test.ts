@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { FIXTURES, startBaton, tempDir } from '../helpers/baton.js';
-import type { HandoffRecord } from '../../src/handoff.js';
+import type { HandoffRecord } from '../../src/supervisor/handoff.js';
 import { alive, assertHeldFailed, assertLoaded, assertNoneFailed, cases, describeHeld, faulty, flowing, freezeAndCount, load, record, until } from './harness.js';
 
 const EXPECTED = cases({

@@ -3,8 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'undici';
 import { startBaton } from '../helpers/baton.js';
-import type { StatusReport } from '../../src/supervisor.js';
-import type { HandoffRecord } from '../../src/handoff.js';
+import type { StatusReport } from '../../src/supervisor/supervisor.js';
+import type { HandoffRecord } from '../../src/supervisor/handoff.js';
 import { FAULTY, alive, assertHeldFailed, assertLoaded, cases, describeHeld, faulty, flowing, freezeAndCount, load, record, settled } from './harness.js';
 
 const EXPECTED = cases({

@@ -4,9 +4,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { controlRequest } from '../../src/control.js';
-import type { ControlReply, ControlRequest } from '../../src/protocol.js';
-import type { StatusReport } from '../../src/supervisor.js';
+import { controlRequest } from '../../src/control/control.js';
+import type { ControlReply, ControlRequest } from '../../src/common/protocol.js';
+import type { StatusReport } from '../../src/supervisor/supervisor.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const CLI = join(ROOT, 'dist/src/cli.js');

@@ -1,0 +1,195 @@
+// Every message baton exchanges, in one place.
+//
+// Two conversations:
+//  - supervisor <-> worker runtime, over the Node IPC channel of each worker
+//    (`process.send`). Messages carry `baton: 1` so an app that uses its own IPC
+//    messages (PM2 style `process.send('ready')`) never collides with ours.
+//  - control client <-> supervisor, newline-delimited JSON on the control socket.
+//    Requests are validated with valibot (it adds ~1 MB to a process where zod measured
+//    ~12 MB): anything malformed gets an error reply and changes nothing.
+import * as v from 'valibot';
+
+/* ------------------------------------------------------------------ */
+/* Worker contract: the environment every worker gets                  */
+/* ------------------------------------------------------------------ */
+
+/** One inherited listener as described to a worker in BATON_LISTENERS. */
+export type ListenerInfo =
+  | { fd: number; name: string; kind: 'tcp'; host: string; port: number }
+  | { fd: number; name: string; kind: 'unix'; path: string };
+
+/** One inherited UDP socket, described to a Node worker in BATON_UDP_LISTENERS. */
+export type UdpListenerInfo = { fd: number; name: string; host: string; port: number };
+
+/** Kept out of ENV: the runtime copies ENV literally and waits for every listener in it. */
+export const ENV_UDP = 'BATON_UDP_LISTENERS'; // JSON UdpListenerInfo[]
+
+/**
+ * When a worker is ready: listen = all listeners are served, manual = the app calls ready()
+ * (both said by the Node runtime), notify = it sent READY=1 to NOTIFY_SOCKET (any language).
+ */
+export type ReadyMode = 'listen' | 'manual' | 'notify';
+
+export const ENV = {
+  listeners: 'BATON_LISTENERS', // JSON ListenerInfo[]
+  backlog: 'BATON_BACKLOG', // listen() backlog to re-apply (Node resets it on every listen)
+  ready: 'BATON_READY', // ReadyMode
+  generation: 'BATON_GENERATION',
+  worker: 'BATON_WORKER',
+  drainTimeout: 'BATON_DRAIN_TIMEOUT_MS', // used when the supervisor vanishes
+  distribution: 'BATON_DISTRIBUTION', // Distribution
+  handoff: 'BATON_HANDOFF', // HandoffMode: 'exclusive' = accept only when told
+  threads: 'BATON_THREADS', // copies of the app per worker process, as worker_threads (runtime/threads.ts)
+} as const;
+
+/* ------------------------------------------------------------------ */
+/* Supervisor -> worker                                                */
+/* ------------------------------------------------------------------ */
+
+export type ToWorker =
+  /** Stop accepting, answer `accepting-stopped`, finish in-flight work, exit by `timeoutMs`. */
+  | { baton: 1; type: 'drain'; timeoutMs: number }
+  /** Round-robin mode: the connection passed with this message was accepted on `listener`. */
+  | { baton: 1; type: 'connection'; listener: string }
+  /** Exclusive handoff: the old generation has stopped accepting; start now (answer `accepting`). */
+  | { baton: 1; type: 'accept' };
+
+/** overlap: new workers accept from the moment they listen; exclusive: only once the old ones stopped. */
+export type HandoffMode = 'overlap' | 'exclusive';
+
+/** shared: every worker accepts from the inherited listener; round-robin: the supervisor accepts and hands out. */
+export type Distribution = 'shared' | 'round-robin';
+
+/* ------------------------------------------------------------------ */
+/* Worker -> supervisor                                                */
+/* ------------------------------------------------------------------ */
+
+export type FromWorker =
+  /** First message of the runtime: this worker understands IPC drain (else it gets the drain signal). */
+  | { baton: 1; type: 'hello'; pid: number }
+  | { baton: 1; type: 'listening'; listener: string }
+  | { baton: 1; type: 'ready' }
+  | { baton: 1; type: 'accepting-stopped' }
+  /** Exclusive handoff: the deferred listens are real now. */
+  | { baton: 1; type: 'accepting' }
+  | { baton: 1; type: 'drain-progress'; connections: number }
+  /** Sent just before exit; `cut` counts connections destroyed at the deadline. */
+  | { baton: 1; type: 'drained'; cut: number }
+  | { baton: 1; type: 'warning'; message: string };
+
+export function isFromWorker(m: unknown): m is FromWorker {
+  return typeof m === 'object' && m !== null && (m as { baton?: unknown }).baton === 1 && typeof (m as { type?: unknown }).type === 'string';
+}
+
+/* ------------------------------------------------------------------ */
+/* Control socket: client -> supervisor                                */
+/* ------------------------------------------------------------------ */
+
+/** Lines of output and events the supervisor keeps for `baton logs`. */
+export const LOG_RING_LINES = 2000;
+
+/** Longest request line accepted on the control socket. */
+export const MAX_CONTROL_LINE = 1 << 20;
+
+const argv = v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(1), v.maxLength(4096));
+const id = v.optional(v.pipe(v.number(), v.integer()));
+const absolute = v.optional(v.pipe(v.string(), v.startsWith('/', 'expected an absolute path'), v.maxLength(4096)));
+/** Which service of a baton running several (a config file's `services`); omitted: all of them, or the only one. */
+const service = v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a service name')));
+
+export const ControlRequest = v.variant('cmd', [
+  v.strictObject({
+    id,
+    cmd: v.literal('reload'),
+    service,
+    /** New command line; omitted = reload the current one. */
+    argv: v.optional(argv),
+    /** Directory the new command line's relative paths are meant from (the caller's cwd). */
+    cwd: absolute,
+    /** Reply when the new generation serves (default) or once the old one has exited. */
+    wait: v.optional(v.picklist(['serving', 'drained'])),
+  }),
+  v.strictObject({ id, cmd: v.literal('status'), service }),
+  v.strictObject({
+    id,
+    cmd: v.literal('scale'),
+    service,
+    /** An absolute count, or a relative change such as "+1" / "-2". */
+    workers: v.union([v.pipe(v.number(), v.integer()), v.pipe(v.string(), v.regex(/^[+-]\d{1,4}$/, 'expected a count or +N / -N'))]),
+  }),
+  v.strictObject({ id, cmd: v.literal('stop') }),
+  /** An unrelated new baton asks for the listening sockets (passed with the reply, SCM_RIGHTS). */
+  v.strictObject({ id, cmd: v.literal('takeover') }),
+  /** Sent on the same connection once the new baton serves: drain and exit. */
+  v.strictObject({ id, cmd: v.literal('takeover-commit') }),
+  v.strictObject({
+    id,
+    cmd: v.literal('upgrade'),
+    /** The new baton's entry point (default: the running one's dist/src/cli.js, as installed now). */
+    exec: absolute,
+    /** Also replace the workers: a fresh generation, as a reload (default: adopt them as they are). */
+    restartWorkers: v.optional(v.boolean()),
+  }),
+  v.strictObject({
+    id,
+    cmd: v.literal('logs'),
+    service,
+    /** Lines from the end of the ring to send first. */
+    lines: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(LOG_RING_LINES))),
+    /** Only the output of this generation's workers. */
+    generation: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+    /** Keep sending new lines as `log` events until the client disconnects. */
+    follow: v.optional(v.boolean()),
+  }),
+]);
+export type ControlRequest = v.InferOutput<typeof ControlRequest>;
+
+/** A request line's JSON, checked: the request, or what is wrong with it (the first problem, and where). */
+export function parseControlRequest(raw: unknown): { ok: true; request: ControlRequest } | { ok: false; where: string | null; message: string } {
+  const r = v.safeParse(ControlRequest, raw);
+  if (r.success) return { ok: true, request: r.output };
+  const issue = r.issues[0];
+  const path = v.getDotPath(issue);
+  return { ok: false, where: path, message: issue.message };
+}
+
+/* ------------------------------------------------------------------ */
+/* Control socket: supervisor -> client                                */
+/* ------------------------------------------------------------------ */
+
+/** Intermediate event of a long request (reload progress). Zero or more precede the reply. */
+export type ControlEvent = { id?: number; event: 'progress'; state: string; message: string; at: number };
+
+/**
+ * One line of the supervisor's log ring: a worker's output line (`gen`, `worker`, `stream`
+ * set) or one of baton's own events (`fields` may add structured values).
+ */
+export interface LogEntry {
+  at: number;
+  level: 'info' | 'warn' | 'error';
+  msg: string;
+  /** The service it concerns, when one baton runs several. */
+  service?: string;
+  gen?: number;
+  worker?: number;
+  stream?: 'stdout' | 'stderr';
+  fields?: Record<string, string | number | boolean | null>;
+}
+
+/** A line of `logs`: the tail, then (with `follow`) each new line as it is logged. */
+export type LogEvent = { id?: number; event: 'log'; entry: LogEntry };
+
+/** Exactly one reply ends each request. */
+export type ControlReply =
+  | { id?: number; ok: true; result: unknown }
+  | { id?: number; ok: false; error: string; detail?: unknown };
+
+/** The SDK's side of the worker runtime (src/sdk.ts): what the runtime registers on globalThis[Symbol.for('baton.runtime')]. */
+export interface BatonRuntime {
+  ready(): void;
+  onDrain(fn: () => unknown): void;
+  generation: number;
+  worker: number;
+}
+
+export const RUNTIME_KEY: unique symbol = Symbol.for('baton.runtime');

@@ -1,0 +1,67 @@
+// baton's own events and the workers' output, as the supervisor emits them:
+//  - text (default): `baton: <message> key=value ...` on stderr; worker lines with a
+//    `[gen.worker]` prefix on the stream they came from;
+//  - json (`--log-format json`): one pino JSON object per line on stdout, worker lines with
+//    `gen`, `worker`, `stream` and `msg`, baton's events with their fields.
+// Every line also goes to a bounded ring, which `baton logs` reads over the control socket.
+import { createRequire } from 'node:module';
+import type { Logger } from 'pino';
+import { LogRing, formatEntry } from './ring.js';
+import { LOG_RING_LINES, type LogEntry } from '../common/protocol.js';
+
+export type Fields = Record<string, string | number | boolean | null | undefined>;
+export type LogFormat = 'text' | 'json';
+
+export const ring = new LogRing(LOG_RING_LINES);
+
+let json: Logger | null = null;
+
+export function setLogFormat(format: LogFormat): void {
+  if (format === 'text') {
+    json = null;
+    return;
+  }
+  // Loaded only when asked for: every CLI command imports this module, few need pino.
+  const pino = createRequire(import.meta.url)('pino') as typeof import('pino');
+  // Synchronous: a line written just before process.exit must not be lost.
+  json = pino.pino({ base: undefined, formatters: { level: (label) => ({ level: label }) } }, pino.destination({ dest: 1, sync: true }));
+}
+
+function defined(fields: Fields | undefined): LogEntry['fields'] {
+  if (!fields) return undefined;
+  const out: NonNullable<LogEntry['fields']> = {};
+  for (const [k, v] of Object.entries(fields)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+function emit(e: LogEntry): void {
+  ring.push(e);
+  if (json) {
+    const { service, gen, worker, stream, fields } = e;
+    const scope = service === undefined ? {} : { service };
+    json[e.level](gen === undefined ? { ...scope, ...fields } : { ...scope, gen, worker, stream }, e.msg);
+  } else {
+    (e.stream === 'stdout' ? process.stdout : process.stderr).write(`${formatEntry(e)}\n`);
+  }
+}
+
+export interface Log {
+  info(msg: string, fields?: Fields): void;
+  warn(msg: string, fields?: Fields): void;
+  error(msg: string, fields?: Fields): void;
+  worker(gen: number, index: number, text: string, stream: 'stdout' | 'stderr'): void;
+}
+
+/** A log whose every line names `service` (one of several in one baton), or none. */
+export function serviceLog(service?: string): Log {
+  const scope = service === undefined ? {} : { service };
+  const event = (level: LogEntry['level'], msg: string, fields?: Fields): void => emit({ at: Date.now(), level, msg, ...scope, fields: defined(fields) });
+  return {
+    info: (msg, fields) => event('info', msg, fields),
+    warn: (msg, fields) => event('warn', msg, fields),
+    error: (msg, fields) => event('error', msg, fields),
+    worker: (gen, index, text, stream) => emit({ at: Date.now(), level: 'info', msg: text, ...scope, gen, worker: index, stream }),
+  };
+}
+
+export const log = serviceLog();

@@ -1,0 +1,176 @@
+// The systemd notify protocol (sd_notify(3)) between baton and its workers, so programs in
+// any language can say they are ready, what they are doing, and that they are alive. Each
+// worker gets a unix datagram socket of its own as NOTIFY_SOCKET, in a private directory:
+// whatever arrives on it comes from that worker (or a child it passed the variable on to),
+// so no SCM_CREDENTIALS are needed to tell workers apart.
+//
+// Understood: READY=1 (ready, with --ready notify), STATUS=… (shown by `baton status`),
+// STOPPING=1 (logged and shown), WATCHDOG=1 / WATCHDOG=trigger (with --watchdog). Other
+// assignments (MAINPID=, ERRNO=, …) are ignored. --ready-after lives here too: it is
+// readiness for the programs that say nothing at all.
+import { createRequire } from 'node:module';
+import { chmodSync, chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DgramSocket } from 'node-unix-socket';
+import { fdBoundTo, lowestFreeFd, setCloexec } from '../os/fds.js';
+import { log } from '../log/log.js';
+import type { ReadyMode } from '../common/protocol.js';
+
+export interface NotifyOptions {
+  /** A worker that has stayed up this long is ready, whatever it said or did not say (null: off). */
+  readyAfterMs: number | null;
+  /** A ready worker that sends no WATCHDOG=1 for this long is killed, then restarted (null: off). */
+  watchdogMs: number | null;
+}
+
+export interface Credentials {
+  uid: number;
+  gid: number;
+}
+
+/** Longest STATUS= kept: it is shown in one line of `baton status`. */
+const STATUS_MAX = 200;
+
+let dir: string | undefined;
+let shared = false;
+let sequence = 0;
+
+/**
+ * The directory of every worker's socket, made on first use and removed at exit. 0700; 0711
+ * once workers run as another user, who may then reach the socket they own (and only it:
+ * the directory cannot be listed, and each socket is 0600 and owned by its worker's user).
+ */
+function notifyDir(otherUser: boolean): string {
+  if (!dir) {
+    const made = mkdtempSync(join(tmpdir(), 'baton-notify-'));
+    dir = made;
+    process.once('exit', () => rmSync(made, { recursive: true, force: true }));
+  }
+  if (otherUser && !shared) {
+    chmodSync(dir, 0o711);
+    shared = true;
+  }
+  return dir;
+}
+
+/**
+ * The directory of this process's notify sockets, if made. A supervisor upgrade hands it to
+ * the new image, which removes it: the exec closes the sockets without running 'exit'.
+ */
+export function notifyDirectory(): string | null {
+  return dir ?? null;
+}
+
+// Loaded on first use: `baton status` and the other clients never need the native addon.
+function dgramSocket(): DgramSocket {
+  const addon = createRequire(import.meta.url)('node-unix-socket') as typeof import('node-unix-socket');
+  return new addon.DgramSocket();
+}
+
+/** What the notify socket reads and drives of its worker (worker.ts's Worker). */
+export interface NotifiedWorker {
+  readonly generation: number;
+  readonly index: number;
+  readonly pid: number | undefined;
+  readonly state: string;
+  statusText: string | null;
+  markReady(): void;
+  kill(): void;
+  once(event: 'ready' | 'draining' | 'exit', f: () => void): unknown;
+}
+
+export class WorkerNotify {
+  /** The socket's path: the worker's NOTIFY_SOCKET. */
+  readonly path: string;
+  private readonly socket: DgramSocket;
+  private worker: NotifiedWorker | null = null;
+  private readyTimer: NodeJS.Timeout | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly opts: NotifyOptions,
+    private readonly readyMode: ReadyMode,
+    label: string,
+    owner: Credentials | null,
+  ) {
+    this.path = join(notifyDir(owner !== null), `${label}-${++sequence}.sock`);
+    // The fd the addon's socket is about to get, so that finding it below takes one look.
+    const likely = lowestFreeFd();
+    this.socket = dgramSocket();
+    this.socket.on('data', (buf: Buffer) => this.onMessage(buf.toString('utf8')));
+    this.socket.on('error', (e: Error) => log.warn(`notify socket of worker ${label}: ${e.message}`));
+    this.socket.bind(this.path);
+    // The addon opens its socket without FD_CLOEXEC: every worker spawned later would
+    // inherit every other worker's notify socket. Synchronous, so no spawn comes between.
+    const fd = fdBoundTo(this.path, likely);
+    if (fd === null) {
+      this.close();
+      throw new Error(`cannot find the fd of notify socket ${this.path} to make it close-on-exec`);
+    }
+    setCloexec(fd, true);
+    chmodSync(this.path, 0o600);
+    if (owner) chownSync(this.path, owner.uid, owner.gid);
+  }
+
+  /** What the worker's environment gets. */
+  env(): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = { NOTIFY_SOCKET: this.path };
+    if (this.opts.watchdogMs !== null) env.WATCHDOG_USEC = String(this.opts.watchdogMs * 1000);
+    return env;
+  }
+
+  /** Start listening to `w`, which was just spawned with env(); ends when it exits. */
+  attach(w: NotifiedWorker): void {
+    this.worker = w;
+    const { readyAfterMs } = this.opts;
+    if (readyAfterMs !== null) this.readyTimer = setTimeout(() => w.markReady(), readyAfterMs);
+    // The watchdog runs while the worker serves: from ready until it drains.
+    w.once('ready', () => this.arm());
+    w.once('draining', () => clearTimeout(this.watchdog));
+    w.once('exit', () => this.close());
+  }
+
+  private onMessage(text: string): void {
+    const w = this.worker;
+    if (!w || this.closed) return;
+    for (const line of text.split('\n')) {
+      const eq = line.indexOf('=');
+      if (eq <= 0) continue;
+      const key = line.slice(0, eq);
+      const value = line.slice(eq + 1);
+      if (key === 'READY' && value === '1' && this.readyMode === 'notify') w.markReady();
+      else if (key === 'STATUS') w.statusText = value.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, STATUS_MAX);
+      else if (key === 'STOPPING' && value === '1') {
+        w.statusText = w.statusText ? `stopping: ${w.statusText}` : 'stopping';
+        // Expected while draining; news otherwise (it will exit, and be restarted).
+        if (w.state !== 'draining') log.info(`worker ${w.generation}.${w.index} says it is stopping (STOPPING=1)`, { pid: w.pid });
+      } else if (key === 'WATCHDOG' && value === '1') this.arm();
+      else if (key === 'WATCHDOG' && value === 'trigger') this.expire('it asked for it (WATCHDOG=trigger)');
+    }
+  }
+
+  private arm(): void {
+    const ms = this.opts.watchdogMs;
+    if (ms === null || this.worker?.state !== 'ready') return;
+    clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(() => this.expire(`no WATCHDOG=1 for ${ms} ms`), ms);
+  }
+
+  private expire(why: string): void {
+    const w = this.worker;
+    if (this.opts.watchdogMs === null || w?.state !== 'ready') return;
+    log.warn(`worker ${w.generation}.${w.index} failed its watchdog: ${why}; killing it (it is restarted)`, { pid: w.pid });
+    w.kill();
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.readyTimer);
+    clearTimeout(this.watchdog);
+    this.socket.close();
+    rmSync(this.path, { force: true });
+  }
+}

@@ -1,0 +1,202 @@
+// Several services under one baton (a config file's `services`): each its own Supervisor
+// with its own listeners, command, workers, timeouts and generations, so a reload, a scale or
+// a failure of one never touches another. What is process-wide lives here: the one control
+// socket, which routes each request to the service it names; a stop, which stops them all.
+import type { Server, Socket } from 'node:net';
+import { EventEmitter } from 'node:events';
+import { ControlError, REPLIED, closeControl, prepareControlPath, serveControl } from '../control/control.js';
+import type { ControlRequest } from '../common/protocol.js';
+import type { HandoffRecord, HandoffTrigger } from './handoff.js';
+import { serveLogs, type LogClient } from '../log/ring.js';
+import { log, ring } from '../log/log.js';
+import type { StatusReport, Supervisor } from './supervisor.js';
+import { releaseUnused, type InheritedSocket } from '../os/activation.js';
+import { TakeoverHost } from './takeover.js';
+
+export interface GroupStatus {
+  name: string;
+  pid: number;
+  rssBytes: number;
+  uptimeMs: number;
+  control: string;
+  services: StatusReport[];
+}
+
+export interface GroupEvents {
+  /** Every service's generation 1 serves. */
+  started: [];
+  /** reloadAll began, and ended (each service's result). */
+  reloading: [];
+  reloaded: [GroupReload];
+  stopping: [];
+}
+
+/** A reload of several services: one record per service, in the group's order. */
+export type GroupReload = { service: string; record: HandoffRecord | null; error: string | null }[];
+
+export class ServiceGroup {
+  private control: Server | null = null;
+  private stopping: Promise<void> | null = null;
+  private readonly startedAt = Date.now();
+  readonly stopped: Promise<void>;
+  readonly events = new EventEmitter<GroupEvents>();
+  /**
+   * A new baton taking every service's sockets over. They go out named `service/listener`, so
+   * that the new baton's services take them by address, each its own.
+   */
+  private readonly takeover = new TakeoverHost({
+    listeners: () => this.services.flatMap((s) => s.listenerList.map((l) => ({ ...l, name: `${s.name}/${l.name}` }))),
+    stopping: () => this.stopping !== null,
+    handOver: async () => {
+      for (const s of this.services) s.disown();
+      await this.stop();
+      await this.closeControl();
+    },
+  });
+
+  constructor(
+    readonly name: string,
+    private controlPath: string,
+    readonly services: readonly Supervisor[],
+    /** Sockets from socket activation or a takeover, shared out among the services by address. */
+    private readonly inherited: InheritedSocket[] = [],
+  ) {
+    this.stopped = Promise.all(services.map((s) => s.stopped)).then(() => undefined);
+  }
+
+  /**
+   * Every service's listeners first (a port conflict fails before any worker runs), then the
+   * control socket, then every generation 1 side by side. If one does not start, the others
+   * are stopped too: a half-started set of services is not what the config file asked for.
+   */
+  async start(): Promise<void> {
+    await prepareControlPath(this.controlPath);
+    const opened: Supervisor[] = [];
+    try {
+      for (const s of this.services) {
+        s.open();
+        opened.push(s);
+      }
+      releaseUnused(this.inherited);
+      this.control = await serveControl(this.controlPath, (req, emit, client, conn) => this.handle(req, emit, client, conn));
+    } catch (e) {
+      for (const s of opened) s.close();
+      throw e;
+    }
+    log.info('control socket ready', { path: this.controlPath, services: this.names });
+    const results = await Promise.allSettled(this.services.map((s) => s.startFirst()));
+    const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [`service ${this.services[i]!.name}: ${(r.reason as Error).message}`] : []));
+    if (failed.length) {
+      await this.stop();
+      throw new Error(failed.join('\n'));
+    }
+    this.events.emit('started');
+  }
+
+  service(name: string): Supervisor {
+    const s = this.services.find((x) => x.name === name);
+    if (!s) throw new Error(`no service '${name}': this baton runs ${this.services.map((x) => `'${x.name}'`).join(', ')}`);
+    return s;
+  }
+
+  private get names(): string {
+    return this.services.map((s) => s.name).join(', ');
+  }
+
+  /**
+   * Reload every service, each on its own (SIGHUP, `baton reload` without a name). Resolves
+   * once all are over; one failing leaves the others' results as they are.
+   */
+  async reloadAll(trigger: HandoffTrigger, watch?: (service: string, state: string, message: string) => void): Promise<GroupReload> {
+    this.events.emit('reloading');
+    const results = await Promise.all(
+      this.services.map(async (s) => {
+        try {
+          const record = await s.reload({ trigger, watch: watch && ((state, message) => watch(s.name, state, message)) });
+          return { service: s.name, record, error: record.state === 'failed' ? record.error : null };
+        } catch (e) {
+          return { service: s.name, record: null, error: (e as Error).message };
+        }
+      }),
+    );
+    this.events.emit('reloaded', results);
+    return results;
+  }
+
+  /** A request for one service, answered by it; an error names it. */
+  private async routed(name: string, req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient, conn: Socket): Promise<unknown> {
+    const s = this.service(name);
+    try {
+      return await s.handle(req, emit, client, conn);
+    } catch (e) {
+      if (e instanceof Error) e.message = `service ${name}: ${e.message}`;
+      throw e;
+    }
+  }
+
+  private async handle(req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient, conn: Socket): Promise<unknown> {
+    switch (req.cmd) {
+      case 'status':
+        return req.service === undefined ? this.status() : this.service(req.service).status();
+      case 'reload': {
+        if (req.service !== undefined) return this.routed(req.service, req, emit, client, conn);
+        if (req.argv) throw new Error(`a new command line is for one service: name it (${this.names})`);
+        const results = await this.reloadAll('reload', (service, state, message) => emit(state, `${service}: ${message}`));
+        const failed = results.filter((r) => r.error !== null);
+        if (failed.length) throw new ControlError(`reload failed for ${failed.map((r) => `${r.service} (${r.error})`).join(', ')}; the others reloaded`, results);
+        return results;
+      }
+      case 'scale':
+        if (req.service === undefined) throw new Error(`name the service to scale: ${this.names}`);
+        return this.routed(req.service, req, emit, client, conn);
+      case 'logs':
+        if (req.service !== undefined) this.service(req.service);
+        return serveLogs(ring, req, client, this.stopped);
+      case 'stop':
+        await this.stop();
+        return { stopped: true };
+      case 'takeover':
+        this.takeover.offer(conn);
+        return REPLIED;
+      case 'takeover-commit':
+        return this.takeover.commit(conn);
+      case 'upgrade':
+        throw new Error('upgrade refused: not supported (yet) for a baton running several services; a new baton can take over with `baton start --takeover`');
+    }
+  }
+
+  /** After a takeover: the control socket was renamed onto the service's own path. */
+  controlMoved(path: string): void {
+    this.controlPath = path;
+  }
+
+  /** Every service drains and stops, together. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.events.emit('stopping');
+      await Promise.all(this.services.map((s) => s.stop()));
+    })();
+    return this.stopping;
+  }
+
+  kill(): void {
+    for (const s of this.services) s.kill();
+  }
+
+  async closeControl(): Promise<void> {
+    const c = this.control;
+    this.control = null;
+    await closeControl(c);
+  }
+
+  status(): GroupStatus {
+    return {
+      name: this.name,
+      pid: process.pid,
+      rssBytes: process.memoryUsage.rss(),
+      uptimeMs: Date.now() - this.startedAt,
+      control: this.controlPath,
+      services: this.services.map((s) => s.status()),
+    };
+  }
+}

@@ -1,0 +1,565 @@
+// The long-lived baton process: owns the listeners, runs one handoff at a time (coalescing
+// the reload requests that arrive meanwhile), tracks the generations still draining,
+// answers the control socket, and stops gracefully.
+import type { Server, Socket } from 'node:net';
+import { rmSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { type ListenSpec, type Listener, describe } from '../common/address.js';
+import { closeListeners, inodeOf, openListeners } from './listeners.js';
+import type { InheritedSocket } from '../os/activation.js';
+import { Generation, type WorkerTemplate } from './generation.js';
+import type { Worker } from './worker.js';
+import { newRecord, runHandoff, type HandoffRecord, type HandoffTrigger } from './handoff.js';
+import { ControlError, REPLIED, closeControl, prepareControlPath, serveControl } from '../control/control.js';
+import { TakeoverHost } from './takeover.js';
+import type { ControlRequest, Distribution, HandoffMode, ReadyMode } from '../common/protocol.js';
+import { RoundRobin } from './roundrobin.js';
+import { log as processLog, ring, serviceLog, type Log } from '../log/log.js';
+import { serveLogs, type LogClient } from '../log/ring.js';
+import { reportDrain } from './inflight.js';
+import { rssBytes } from '../os/proc.js';
+
+export interface ServiceOptions {
+  name: string;
+  controlPath: string;
+  /** One of several services in one baton (services.ts): no control socket of its own, its name on every log line. */
+  grouped?: boolean;
+  listen: ListenSpec[];
+  argv: string[];
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+  workers: number;
+  backlog: number;
+  readyMode: ReadyMode;
+  distribution: Distribution;
+  handoff: HandoffMode;
+  /** Copies of the app per worker process, as worker_threads (Node runtime only). */
+  threads: number;
+  readyTimeoutMs: number;
+  drainTimeoutMs: number;
+  /** Rolling reloads: at most this many extra workers at a time (null: all at once). */
+  maxSurge: number | null;
+  /** A reload waits while this many old generations are still draining. */
+  maxDraining: number;
+  /** Asked at each reload for settings that changed (the config file, read again); throws if invalid. */
+  configure?: () => Promise<Partial<Reconfigurable>>;
+  /** How workers are launched beyond their command line: NOTIFY_SOCKET, drain signal, user. */
+  launch?: Pick<WorkerTemplate, 'notify' | 'drainSignal' | 'credentials'>;
+  /** Sockets baton was handed by systemd socket activation, used for matching `listen` entries. */
+  inherited?: InheritedSocket[];
+  /** A stop kills whatever still runs after this long, drain deadlines notwithstanding (container grace period). */
+  stopTimeoutMs?: number | null;
+}
+
+/** What a reload may change: it applies to the new generation, and stays once that one serves. */
+export type Reconfigurable = Pick<ServiceOptions, 'argv' | 'cwd' | 'env' | 'workers' | 'readyMode' | 'readyTimeoutMs' | 'drainTimeoutMs' | 'maxSurge' | 'maxDraining'>;
+
+/** What the supervisor tells observers (metrics): each generation made, each handoff step, refused reloads. */
+/** What the supervisor shows a supervisor upgrade (upgrade/upgrade.ts) of itself, in the old image. */
+export interface SupervisorInternals {
+  options: ServiceOptions;
+  listeners: readonly Listener[];
+  control: Server | null;
+  generations: readonly Generation[];
+  serving: Generation | null;
+  history: readonly HandoffRecord[];
+  nextGeneration: number;
+  nextHandoff: number;
+  startedAt: number;
+  roundRobin: RoundRobin | null;
+  /** Why no upgrade may start now (stopping, a reload running or queued), or null. */
+  busy: string | null;
+  stopping: boolean;
+}
+
+/** A generation the old image ran, as far as the supervisor reads it (upgrade/state.ts has the whole record). */
+export interface ResumedGeneration {
+  number: number;
+  argv: string[];
+  cwd: string;
+}
+
+/** What the supervisor takes over in the new image, instead of start(). */
+export interface Resumed {
+  listeners: Listener[];
+  controlFd: number;
+  startedAt: number;
+  nextGeneration: number;
+  nextHandoff: number;
+  history: HandoffRecord[];
+  serving: number | null;
+  generations: ResumedGeneration[];
+  /** Fill a generation the supervisor made for `s` (and tracks) with its adopted workers. */
+  adopt(g: Generation, s: ResumedGeneration): void;
+}
+
+/**
+ * A supervisor upgrade, given by the layer above (upgrade/upgrade.ts): it replaces this
+ * process's image, so it never resolves; it throws when the upgrade is refused or fails.
+ */
+export type Upgrader = (sup: Supervisor, req: Extract<ControlRequest, { cmd: 'upgrade' }>, emit: (state: string, message: string) => void, conn: Socket | null) => Promise<never>;
+
+export interface SupervisorEvents {
+  generation: [Generation];
+  handoff: [HandoffRecord, string];
+  'reload-rejected': [string];
+  stopping: [];
+  /** No handoff runs and none is queued. */
+  idle: [];
+}
+
+/** Reload requests waiting for their handoff; those arriving during one are merged into the next. */
+interface Ticket {
+  argv: string[] | null;
+  cwd: string | null;
+  settings: Partial<Reconfigurable>;
+  trigger: HandoffTrigger;
+  waiters: Array<{ resolve(r: HandoffRecord): void; reject(e: Error): void }>;
+  watchers: Set<(state: string, message: string) => void>;
+}
+
+const HISTORY = 50;
+/** Quick deaths in a row after which a worker is reported as crash-looping. */
+const CRASH_LOOP = 3;
+const TRANSFER_TIMEOUT_MS = 5000;
+const PRELOAD_URL = new URL('../runtime/preload.js', import.meta.url).href;
+
+export class Supervisor {
+  private listeners: Listener[] = [];
+  private control: Server | null = null;
+  private roundRobin: RoundRobin | null = null;
+  /** A new baton that holds our sockets and has not committed yet. */
+  private readonly takeover = new TakeoverHost({ listeners: () => this.listeners, stopping: () => this.stopping !== null, handOver: () => this.handOver() });
+  /** Set by the command line (upgrade/upgrade.ts); a supervisor made in a test may have none. */
+  upgrader: Upgrader | null = null;
+  /** Every generation not yet exited, oldest first. */
+  private generations: Generation[] = [];
+  private serving: Generation | null = null;
+  private current: HandoffRecord | null = null;
+  private pending: Ticket | null = null;
+  private readonly history: HandoffRecord[] = [];
+  private nextGeneration = 1;
+  private nextHandoff = 1;
+  private stopping: Promise<void> | null = null;
+  /** Set again by an upgrade: the service's start, not this image's. */
+  startedAt = Date.now();
+  /** Resolves once a stop (signal, control request, failed start) has finished. */
+  readonly stopped: Promise<void>;
+  private markStopped!: () => void;
+  readonly events = new EventEmitter<SupervisorEvents>();
+  private readonly log: Log;
+
+  constructor(private readonly opts: ServiceOptions) {
+    this.stopped = new Promise((resolve) => (this.markStopped = resolve));
+    this.log = opts.grouped ? serviceLog(opts.name) : processLog;
+  }
+
+  get name(): string {
+    return this.opts.name;
+  }
+
+  get grouped(): boolean {
+    return this.opts.grouped === true;
+  }
+
+  /** Open the listeners and the control socket, start generation 1. Throws if any of it fails. */
+  async start(): Promise<void> {
+    await prepareControlPath(this.opts.controlPath);
+    this.open();
+    try {
+      this.control = await serveControl(this.opts.controlPath, (req, emit, client, conn) => this.handle(req, emit, client, conn));
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    processLog.info('control socket ready', { path: this.opts.controlPath });
+    await this.startFirst();
+  }
+
+  /** Open the listeners (and round-robin's accept loop on them). Throws, with nothing left open, if one cannot be had. */
+  open(): void {
+    this.listeners = openListeners(this.opts.listen, this.opts.backlog, this.opts.inherited, !this.grouped);
+    for (const l of this.listeners) this.log.info(`listening on ${describe(l)}`, { name: l.name, fd: l.fd });
+    this.startRoundRobin();
+  }
+
+  /** Give back what open() took, for a start that failed before any worker ran. */
+  close(): void {
+    this.roundRobin?.close();
+    closeListeners(this.listeners);
+  }
+
+  /** Start generation 1 on the open listeners. Throws (the service stopped) if it does not get ready. */
+  async startFirst(): Promise<void> {
+    const rec = await this.reload({ argv: this.opts.argv, trigger: 'start' });
+    if (rec.state !== 'done') {
+      await this.stop();
+      const out = rec.output.length ? `\n${rec.output.map((l) => `  | ${l}`).join('\n')}` : '';
+      throw new Error(`generation 1 did not start: ${rec.error}${out}`);
+    }
+  }
+
+  private startRoundRobin(): void {
+    if (this.opts.distribution !== 'round-robin') return;
+    // Adopted workers (supervisor upgrade) cannot be passed connections: see adopt.ts.
+    this.roundRobin = new RoundRobin(() => this.generations.flatMap((g) => g.accepting ? g.workers.filter((w) => w.state === 'ready' && !w.adopted) : []));
+    this.roundRobin.start(this.listeners, this.opts.backlog);
+  }
+
+  /** Supervisor upgrade, old image (src/upgrade/upgrade.ts): what is carried over to the new image. */
+  get internals(): SupervisorInternals {
+    return {
+      options: this.opts,
+      listeners: this.listeners,
+      control: this.control,
+      generations: this.generations,
+      serving: this.serving,
+      history: this.history,
+      nextGeneration: this.nextGeneration,
+      nextHandoff: this.nextHandoff,
+      startedAt: this.startedAt,
+      roundRobin: this.roundRobin,
+      busy: this.stopping ? 'the supervisor is stopping' : this.current || this.pending ? 'a reload is in progress' : this.takeover.inProgress ? 'a takeover is in progress' : null,
+      stopping: this.stopping !== null,
+    };
+  }
+
+  /** Supervisor upgrade, new image (src/upgrade/upgrade.ts): take over what the old image ran, instead of start(). */
+  async resume(r: Resumed): Promise<void> {
+    this.listeners = r.listeners;
+    for (const l of this.listeners) this.log.info(`listening on ${describe(l)} (taken over)`, { name: l.name, fd: l.fd });
+    this.startedAt = r.startedAt;
+    this.nextGeneration = r.nextGeneration;
+    this.nextHandoff = r.nextHandoff;
+    this.history.push(...r.history);
+    for (const s of r.generations) {
+      const g = new Generation(s.number, s.argv, s.cwd, this.template());
+      this.track(g);
+      r.adopt(g, s);
+    }
+    this.serving = this.generations.find((g) => g.number === r.serving) ?? null;
+    // Slots whose worker died before the exec (or during it) get a new one now.
+    if (this.serving?.state === 'serving') this.serving.resize(this.opts.workers);
+    this.startRoundRobin();
+    this.control = await serveControl({ fd: r.controlFd }, (req, emit, client, conn) => this.handle(req, emit, client, conn));
+    // Bound by an earlier image, the path is not unlinked by close(): stop removes it as start's would.
+    const path = this.opts.controlPath;
+    this.control.once('close', () => rmSync(path, { force: true }));
+  }
+
+  get listenerList(): readonly Listener[] {
+    return this.listeners;
+  }
+
+  /**
+   * Ask for a handoff. Resolves with its record (state done or failed); rejects when stopping,
+   * or when the settings read for it are invalid (nothing is started then).
+   */
+  async reload(req: { argv?: string[] | null; cwd?: string | null; trigger: HandoffTrigger; watch?: (state: string, message: string) => void }): Promise<HandoffRecord> {
+    let settings: Partial<Reconfigurable> = {};
+    if (req.trigger !== 'start' && this.opts.configure) {
+      try {
+        settings = await this.opts.configure();
+      } catch (e) {
+        const message = `reload failed: ${(e as Error).message}`;
+        this.log.error(message);
+        this.events.emit('reload-rejected', message);
+        throw new Error(message);
+      }
+    }
+    if (this.stopping) throw new Error('the supervisor is stopping');
+    const ticket: Ticket = this.pending ?? { argv: null, cwd: null, settings, trigger: req.trigger, waiters: [], watchers: new Set() };
+    ticket.settings = settings;
+    if (req.argv) {
+      ticket.argv = req.argv;
+      ticket.cwd = req.cwd ?? null;
+    }
+    if (req.watch) ticket.watchers.add(req.watch);
+    const done = new Promise<HandoffRecord>((resolve, reject) => ticket.waiters.push({ resolve, reject }));
+    if (this.current) {
+      if (!this.pending) this.log.info('reload requested during a handoff: queued, merged with any others', { during: this.current.id });
+      this.pending = ticket;
+      // Said at once, so the caller knows its request is in (a storm of them is merged).
+      req.watch?.('queued', `handoff ${this.current.id} is running: queued, merged with the ${ticket.waiters.length - 1} other request(s) made meanwhile`);
+    } else void this.runTicket(ticket);
+    return done;
+  }
+
+  private async runTicket(ticket: Ticket): Promise<void> {
+    this.pending = null;
+    const old = this.serving;
+    // This handoff's options: the reload's settings over the current ones, kept only if it succeeds.
+    const s = ticket.settings;
+    const o: ServiceOptions = { ...this.opts, ...s };
+    const argv = ticket.argv ?? s.argv ?? old?.argv ?? this.opts.argv;
+    const cwd = ticket.argv ? (ticket.cwd ?? this.opts.cwd) : s.argv ? o.cwd : (old?.cwd ?? this.opts.cwd);
+    const next = new Generation(this.nextGeneration++, argv, cwd, this.template(o));
+    this.track(next);
+    const draining = (): Generation[] => this.generations.filter((g) => g.state === 'draining');
+    const rec = newRecord(this.nextHandoff++, ticket.trigger, old?.number ?? null, next.number, argv, draining().length >= o.maxDraining);
+    this.current = rec;
+    this.history.push(rec);
+    if (this.history.length > HISTORY) this.history.shift();
+    await runHandoff(rec, {
+      old,
+      next,
+      workers: o.workers,
+      readyTimeoutMs: o.readyTimeoutMs,
+      drainTimeoutMs: o.drainTimeoutMs,
+      transferTimeoutMs: TRANSFER_TIMEOUT_MS,
+      maxSurge: o.maxSurge,
+      exclusive: o.handoff === 'exclusive',
+      drainSlot: (async () => {
+        while (draining().length >= o.maxDraining) await Promise.race(draining().map((g) => g.whenExited()));
+      })(),
+      onChange: (r, message) => {
+        (r.state === 'failed' ? this.log.error : this.log.info)(`handoff ${r.id}: ${message}`, { state: r.state });
+        if (r.state === 'failed' && r.output.length) for (const l of r.output) this.log.error(`  | ${l}`);
+        for (const w of ticket.watchers) w(r.state, message);
+        this.events.emit('handoff', r, message);
+      },
+    });
+    if (rec.state === 'done') {
+      this.serving = next;
+      Object.assign(this.opts, s);
+    }
+    // A scale request that arrived during the handoff applies to the generation that serves now.
+    if (this.serving && this.serving.target !== this.opts.workers) this.serving.resize(this.opts.workers);
+    this.current = null;
+    for (const w of ticket.waiters) w.resolve(rec);
+    const queued = this.pending as Ticket | null;
+    if (!queued) return void this.events.emit('idle');
+    if (this.stopping) for (const w of queued.waiters) w.reject(new Error('the supervisor is stopping'));
+    else void this.runTicket(queued);
+  }
+
+  private template(o: ServiceOptions = this.opts): WorkerTemplate {
+    return {
+      env: o.env,
+      listeners: this.listeners,
+      backlog: o.backlog,
+      readyMode: o.readyMode,
+      distribution: o.distribution,
+      handoff: o.handoff,
+      threads: o.threads,
+      drainTimeoutMs: o.drainTimeoutMs,
+      preloadUrl: PRELOAD_URL,
+      ...this.opts.launch,
+      onOutput: (w, line, stream) => this.log.worker(w.generation, w.index, line, stream),
+    };
+  }
+
+  private track(g: Generation): void {
+    this.generations.push(g);
+    this.events.emit('generation', g);
+    g.on('worker-start', (w: Worker) => {
+      this.log.info(`worker ${g.number}.${w.index} ${w.adopted ? 'adopted' : 'started'}`, { pid: w.pid });
+      w.once('ready', () => {
+        this.log.info(`worker ${g.number}.${w.index} ready`, { pid: w.pid, ms: (w.readyAt ?? 0) - w.startedAt });
+        this.roundRobin?.flush();
+      });
+      w.once('draining', () => this.log.info(`worker ${g.number}.${w.index} draining`, { pid: w.pid }));
+    });
+    g.on('worker-exit', (w: Worker, unexpected: boolean) => {
+      this.log.info(`worker ${g.number}.${w.index} exited`, { pid: w.pid, code: w.exit?.code, signal: w.exit?.signal });
+      if (w.killedAtDeadline) {
+        this.log.warn(`worker ${g.number}.${w.index} killed at the drain deadline`, { pid: w.pid, cut: w.cut });
+      } else if (w.cut > 0) {
+        this.log.warn(`worker ${g.number}.${w.index} cut ${w.cut} connection(s) at the drain deadline`, { pid: w.pid });
+      } else if (unexpected) {
+        this.log.warn(`worker ${g.number}.${w.index} ${w.describeExit()} while serving`, { pid: w.pid });
+      }
+    });
+    g.on('respawn', (w: Worker, delay: number, streak: number) => {
+      const fields = { delay_ms: delay, restarts: g.restarts[w.index] };
+      if (streak >= CRASH_LOOP) this.log.warn(`worker ${g.number}.${w.index} is crash-looping (${streak} quick deaths in a row); restarting with backoff`, fields);
+      else this.log.info(`restarting worker ${g.number}.${w.index}`, fields);
+    });
+    void g.whenExited().then(() => {
+      this.generations = this.generations.filter((x) => x !== g);
+      this.log.info(`generation ${g.number} exited`, { cut: g.cut });
+    });
+  }
+
+  /** Graceful stop: every generation drains, then the listeners close for good. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.log.info('stopping: draining every generation', { generations: this.generations.length });
+      const pending = this.pending as Ticket | null;
+      this.pending = null;
+      for (const w of pending?.waiters ?? []) w.reject(new Error('the supervisor is stopping'));
+      this.events.emit('stopping');
+      const all = [...this.generations];
+      // With a stop timeout (a container's grace period) the drain ends a little before it,
+      // so workers can still report what they cut; generations already draining from a
+      // reload have later deadlines of their own, hence the hard kill at the timeout.
+      const stopMs = this.opts.stopTimeoutMs ?? null;
+      const drainMs = stopMs === null ? this.opts.drainTimeoutMs : Math.min(this.opts.drainTimeoutMs, stopMs - Math.min(1000, stopMs / 10));
+      for (const g of all) void g.drain(drainMs);
+      const hard = stopMs === null ? undefined : setTimeout(() => {
+        this.log.warn(`stop timeout (${stopMs} ms) reached: killing every worker still running`);
+        this.kill();
+      }, stopMs);
+      // The service is going away: refuse new connections now rather than queue them for nobody.
+      this.roundRobin?.close();
+      closeListeners(this.listeners);
+      await Promise.all(all.map((g) => g.whenExited()));
+      clearTimeout(hard);
+      this.log.info('stopped');
+      this.markStopped();
+    })();
+    return this.stopping;
+  }
+
+  /** After a takeover, the control socket was renamed onto the service's own path. */
+  controlMoved(path: string): void {
+    this.opts.controlPath = path;
+  }
+
+  /** Stop now: no drain. For a second Ctrl-C. */
+  kill(): void {
+    for (const g of this.generations) g.kill();
+  }
+
+  async closeControl(): Promise<void> {
+    const c = this.control;
+    this.control = null;
+    await closeControl(c);
+  }
+
+  /** A control request for this service: from its own control socket, or routed by a ServiceGroup. */
+  async handle(req: ControlRequest, emit: (state: string, message: string) => void, client: LogClient, conn: Socket): Promise<unknown> {
+    if ('service' in req && req.service !== undefined && req.service !== this.opts.name) {
+      throw new Error(`no service '${req.service}': this baton runs '${this.opts.name}'`);
+    }
+    switch (req.cmd) {
+      case 'status':
+        return this.status();
+      case 'logs':
+        return serveLogs(ring, req, client, this.stopped);
+      case 'reload': {
+        const rec = await this.reload({ argv: req.argv ?? null, cwd: req.cwd ?? null, trigger: 'reload', watch: emit });
+        if (rec.state === 'failed') throw new ControlError(`reload failed: ${rec.error}`, rec);
+        const old = rec.from === null ? undefined : this.generations.find((g) => g.number === rec.from);
+        if (old) await reportDrain(old, emit, req.wait === 'drained');
+        if (req.wait === 'drained' && rec.from !== null) {
+          if (old) await old.whenExited();
+          rec.cut = old?.cut ?? rec.cut;
+        }
+        return rec;
+      }
+      case 'scale':
+        return this.scale(req.workers);
+      case 'stop':
+        await this.stop();
+        return { stopped: true };
+      case 'upgrade':
+        if (!this.upgrader) throw new ControlError('upgrade is not available in this process');
+        return this.upgrader(this, req, emit, conn);
+      case 'takeover':
+        this.takeover.offer(conn);
+        return REPLIED;
+      case 'takeover-commit':
+        return this.takeover.commit(conn);
+    }
+  }
+
+  /** The new baton serves: drain everything and free the control path. */
+  private async handOver(): Promise<void> {
+    this.disown();
+    await this.stop();
+    await this.closeControl();
+  }
+
+  /** After a takeover the sockets (and unix paths) are the new baton's: a stop closes ours, unlinks nothing. */
+  disown(): void {
+    for (const l of this.listeners) l.inherited = true;
+  }
+
+  /** Resize the serving generation (and every later one). Resolves once the new size is ready. */
+  async scale(workers: number | string): Promise<{ target: number; ready: number; generation: number | null }> {
+    if (this.stopping) throw new Error('the supervisor is stopping');
+    const base = this.opts.workers;
+    const target = typeof workers === 'number' ? workers : base + Number(workers);
+    if (!Number.isInteger(target) || target < 1 || target > 1024) throw new Error(`cannot scale to ${target} workers: use 1-1024`);
+    this.opts.workers = target;
+    this.log.info(`scaling to ${target} worker(s)`, { from: base });
+    // During a handoff the answer waits until it is over (and any reload queued behind it):
+    // the size applies to whichever generation serves then, and is reported for that one.
+    while (this.current) await new Promise<void>((resolve) => this.events.once('idle', resolve));
+    if (this.stopping) throw new Error('the supervisor is stopping');
+    const g = this.serving;
+    if (!g) return { target, ready: 0, generation: null };
+    g.resize(target);
+    await g.whenSized(this.opts.readyTimeoutMs);
+    return { target, ready: g.readyCount, generation: g.number };
+  }
+
+  status(): StatusReport {
+    const now = Date.now();
+    return {
+      name: this.opts.name,
+      pid: process.pid,
+      rssBytes: process.memoryUsage.rss(),
+      uptimeMs: now - this.startedAt,
+      state: this.stopping ? 'stopping' : this.current ? 'reloading' : 'running',
+      control: this.opts.controlPath,
+      workers: this.opts.workers,
+      listeners: this.listeners.map((l) => ({ name: l.name, address: describe(l), fd: l.fd, inode: inodeOf(l), inherited: l.inherited === true })),
+      serving: this.serving?.number ?? null,
+      handoff: this.current ? { id: this.current.id, state: this.current.state, from: this.current.from, to: this.current.to } : null,
+      reloadQueued: this.pending !== null,
+      draining: this.generations.filter((g) => g.state === 'draining').length,
+      maxDraining: this.opts.maxDraining,
+      generations: this.generations.map((g) => ({
+        number: g.number,
+        state: g.state,
+        argv: g.argv,
+        target: g.target,
+        ready: g.readyCount,
+        startedAt: g.startedAt,
+        readyAt: g.readyAt,
+        workers: g.workers.map((w) => ({
+          index: w.index,
+          pid: w.pid,
+          state: w.state,
+          uptimeMs: now - w.startedAt,
+          restarts: g.restarts[w.index] ?? 0,
+          crashLoop: g.streakOf(w.index) >= CRASH_LOOP,
+          connections: w.connections,
+          rssBytes: w.state === 'exited' ? null : rssBytes(w.pid),
+          status: w.statusText,
+        })),
+      })),
+      history: this.history.map((r) => ({ ...r })),
+    };
+  }
+}
+
+export interface StatusReport {
+  name: string;
+  pid: number;
+  rssBytes: number;
+  uptimeMs: number;
+  state: 'running' | 'reloading' | 'stopping';
+  control: string;
+  workers: number;
+  /** `inode` names the socket (as in /proc/<pid>/fd); `inherited`: from socket activation. */
+  listeners: { name: string; address: string; fd: number; inode: number | null; inherited: boolean }[];
+  serving: number | null;
+  handoff: { id: number; state: string; from: number | null; to: number } | null;
+  reloadQueued: boolean;
+  draining: number;
+  maxDraining: number;
+  generations: {
+    number: number;
+    state: string;
+    argv: string[];
+    target: number;
+    ready: number;
+    startedAt: number;
+    readyAt: number | null;
+    workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; crashLoop: boolean; connections: number | null; rssBytes: number | null; status: string | null }[];
+  }[];
+  history: HandoffRecord[];
+}
