@@ -11,7 +11,7 @@ import type { StatusReport } from '../src/supervisor/supervisor.js';
 import { mixedClients, startLoad } from './load.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'dist/src/cli.js');
+const CLI = join(ROOT, 'dist/src/cli/main.js');
 const app = (v: string): string[] => ['node', join(ROOT, 'examples/hello', `${v}.js`)];
 // Two versions back and forth, and one broken deploy in the middle that must roll back.
 const PLAN = ['v2', 'v1', 'v2', 'broken', 'v1', 'v2', 'v1', 'v2', 'v1', 'v2'];

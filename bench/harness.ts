@@ -14,7 +14,7 @@ import type { ControlReply, ControlRequest } from '../src/common/protocol.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const CLI = join(ROOT, 'dist/src/cli.js');
+export const CLI = join(ROOT, 'dist/src/cli/main.js');
 
 /** The apps the benchmarks run: the trivial one and a framework one. */
 export const APPS = {

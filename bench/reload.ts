@@ -18,7 +18,7 @@ import type { StatusReport } from '../src/supervisor/supervisor.js';
 import { percentile, startLoad, windowStats, type ClientKind, type LoadReport } from './load.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'dist/src/cli.js');
+const CLI = join(ROOT, 'dist/src/cli/main.js');
 
 const { values: o } = parseArgs({
   options: {

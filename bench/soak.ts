@@ -20,7 +20,7 @@ import type { StatusReport } from '../src/supervisor/supervisor.js';
 import { mixedClients, startLoad } from './load.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'dist/src/cli.js');
+const CLI = join(ROOT, 'dist/src/cli/main.js');
 const V1 = ['node', join(ROOT, 'examples/hello/v1.js')];
 const V2 = ['node', join(ROOT, 'examples/hello/v2.js')];
 const WARMUP = 10;

@@ -21,7 +21,7 @@ const APART: Record<string, readonly string[]> = {
   runtime: ['common', 'os'],
 };
 /** The entry files at the top of src/ and what they may import. */
-const ENTRIES: Record<string, readonly string[]> = { 'cli.ts': ['cli'], 'sdk.ts': ['common'] };
+const ENTRIES: Record<string, readonly string[]> = { 'sdk.ts': ['common'] };
 /** Beyond the order: the upgrade's pre-flight loads the runtime new workers will preload. */
 const ALSO: Record<string, readonly string[]> = { upgrade: ['runtime'] };
 

@@ -135,7 +135,7 @@ function buildWithFormats(dir: string, oldest: number, current: number, version:
   const patched = text.replace('export const STATE_FORMAT = 1;', `export const STATE_FORMAT = ${current};`).replace('export const OLDEST_FORMAT = 1;', `export const OLDEST_FORMAT = ${oldest};`);
   assert.notEqual(patched, text, 'state.js no longer declares its formats as expected');
   writeFileSync(state, patched);
-  return join(dir, 'dist/src/cli.js');
+  return join(dir, 'dist/src/cli/main.js');
 }
 
 test('10 upgrades under keep-alive and new-connection load: 0 failed, same pid and workers, full history, no zombie, no fd leaked', async (t) => {

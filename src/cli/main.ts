@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // baton's command line: `start` runs a supervisor in the foreground; every other command
 // talks to a running one over its control socket.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';

@@ -125,7 +125,7 @@ export const ControlRequest = v.variant('cmd', [
   v.strictObject({
     id,
     cmd: v.literal('upgrade'),
-    /** The new baton's entry point (default: the running one's dist/src/cli.js, as installed now). */
+    /** The new baton's entry point (default: the running one's dist/src/cli/main.js, as installed now). */
     exec: absolute,
     /** Also replace the workers: a fresh generation, as a reload (default: adopt them as they are). */
     restartWorkers: v.optional(v.boolean()),

@@ -26,7 +26,7 @@ import { notifyDirectory } from '../supervisor/notify.js';
 import { log, ring } from '../log/log.js';
 
 /** The entry point of this baton: what `baton upgrade` runs when not told otherwise. */
-export const DEFAULT_ENTRY = fileURLToPath(new URL('../cli.js', import.meta.url));
+export const DEFAULT_ENTRY = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 /** Hidden options of `baton start`: run as the new image of an upgrade, or only check that it could. */
 export const STATE_FLAG = '--upgrade-state-fd';

@@ -9,7 +9,7 @@ import type { ControlReply, ControlRequest } from '../../src/common/protocol.js'
 import type { StatusReport } from '../../src/supervisor/supervisor.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-export const CLI = join(ROOT, 'dist/src/cli.js');
+export const CLI = join(ROOT, 'dist/src/cli/main.js');
 export const FIXTURES = join(ROOT, 'test/fixtures');
 export const EXAMPLES = join(ROOT, 'examples');
 
