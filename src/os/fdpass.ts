@@ -2,10 +2,6 @@
 // hands the listening sockets to a new baton.
 import { AF_UNIX, CMSG_HDR, E, MSG_CMSG_CLOEXEC, MSG_NOSIGNAL, SCM_RIGHTS, SOCK_CLOEXEC, SOCK_STREAM, SOL_SOCKET, c, check, sockaddrUn, sysError } from './libc.js';
 
-/* ------------------------------------------------------------------ */
-/* Passing fds to an unrelated process (SCM_RIGHTS): takeover          */
-/* ------------------------------------------------------------------ */
-
 /** A blocking, close-on-exec connection to a unix stream socket. */
 export function connectUnix(path: string): number {
   const what = `cannot connect to ${path}`;

@@ -1,5 +1,5 @@
 // Node.js internals: the only module that reads them. Each is checked by a contract test
-// (test/os.test.ts) so that a Node.js upgrade that breaks one fails loudly there.
+// (test/os/internals.test.ts) so that a Node.js upgrade that breaks one fails loudly there.
 import * as net from 'node:net';
 import { ChildProcess } from 'node:child_process';
 import type * as dgram from 'node:dgram';

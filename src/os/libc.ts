@@ -1,6 +1,6 @@
 // libc through koffi: loading it, the constants, errno handling and socket addresses the
 // other os modules share. src/os/ is the only place where baton makes raw syscalls or
-// reaches into Node.js internals (internals.ts); test/os.test.ts and test/os-host.test.ts
+// reaches into Node.js internals (internals.ts); test/os/*.test.ts (one file per module)
 // hold their contract tests, so that a Node or koffi upgrade that breaks one fails there.
 //
 // Why libc and not Node's API: Node 20 cannot listen on a socket without also

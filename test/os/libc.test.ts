@@ -1,0 +1,38 @@
+// Contract tests for src/os/libc.ts: koffi reports errno, and koffi loads only on the
+// first syscall (workers import the os modules without making one).
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import { isListening, socketAddress } from '../../src/os/sockets.js';
+import { closeFd, dup, setCloexec } from '../../src/os/fds.js';
+import { TIMEOUT, assertSysError, importOs } from '../helpers/os.js';
+
+describe('libc through koffi', () => {
+  test('koffi errno contract: a failing call reports its errno', (t) => {
+    assertSysError(() => closeFd(-1), 'EBADF', /^cannot close fd -1: bad file descriptor \(EBADF\)$/);
+    assertSysError(() => dup(-1), 'EBADF', /^cannot duplicate fd -1: bad file descriptor \(EBADF\)$/);
+    assertSysError(() => setCloexec(-1, true), 'EBADF', /bad file descriptor/);
+    const notSocket = fs.openSync('/dev/null', 'r');
+    t.after(() => fs.closeSync(notSocket));
+    assertSysError(() => socketAddress(notSocket), 'ENOTSOCK', /socket operation on non-socket/);
+    assertSysError(() => isListening(notSocket), 'ENOTSOCK', /socket operation on non-socket/);
+  });
+
+  test('importing the os modules does not load koffi until a syscall is made', TIMEOUT, async () => {
+    const script = `
+      import { createRequire } from 'node:module';
+      const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((k) => k.includes('koffi'));
+      ${importOs('closeFd')}
+      const before = loaded();
+      try { closeFd(-1); } catch {}
+      console.log(JSON.stringify({ before, after: loaded() }));`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const [code] = await once(child, 'exit');
+    assert.equal(code, 0);
+    assert.deepEqual(JSON.parse(out), { before: false, after: true });
+  });
+});
