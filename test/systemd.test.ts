@@ -163,7 +163,7 @@ test('socket activation: inherited listeners are used, never bound again, and ou
   assert.equal(await viaUnix.body.text(), 'gen=1 admin\n');
 });
 
-test('several services under systemd: one READY=1 once every service serves, one RELOADING=1 / READY=1 per SIGHUP', { timeout: 60_000 }, async (t) => {
+test('several services under systemd: one READY=1 once every service serves, one RELOADING=1 / READY=1 per SIGHUP and per reload of one service (failed too)', { timeout: 60_000 }, async (t) => {
   const notify = notifySocket(t);
   const services = { api: { listen: ['127.0.0.1:0'], command: v1 }, web: { listen: ['127.0.0.1:0'], command: v1, workers: 2 } };
   const c = configDir(JSON.stringify({ control: './ctl.sock', services }));
@@ -173,8 +173,19 @@ test('several services under systemd: one READY=1 once every service serves, one
   b.proc.kill('SIGHUP');
   await notify.next(/^RELOADING=1\nMONOTONIC_USEC=\d+\nSTATUS=reloading api, web$/);
   assert.match(await notify.next(/^READY=1/), /api: serving generation 2 .*\| web: serving generation 2 /);
+  // One service through the control socket: systemd hears of it as well.
+  const control = join(c.dir, 'ctl.sock');
+  const one = cli(['reload', '--control', control, '--quiet', 'web']);
+  await notify.next(/^RELOADING=1\nMONOTONIC_USEC=\d+\nSTATUS=reloading web: generation 2 -> 3$/);
+  assert.match(await notify.next(/^READY=1/), /api: serving generation 2 .*\| web: serving generation 3 /);
+  assert.equal(await one.exited, 0, one.out);
+  // A failed one too: the old generation serves on, and the reason is in STATUS=.
+  const failed = cli(['reload', '--control', control, '--quiet', 'api', '--', ...broken]);
+  await notify.next(/^RELOADING=1\nMONOTONIC_USEC=\d+\nSTATUS=reloading api: generation 2 -> 3$/);
+  assert.match(await notify.next(/^READY=1/), /api: serving generation 2 .*reload #3 failed in \d+ ms: worker 0 of generation 3 exited/);
+  assert.equal(await failed.exited, 1, failed.out);
   b.proc.kill('SIGTERM');
   assert.equal(await b.exited, 0);
   await notify.next(/^STOPPING=1/);
-  assert.deepEqual(kinds(notify.messages), ['READY=1', 'RELOADING=1', 'READY=1', 'STOPPING=1']);
+  assert.deepEqual(kinds(notify.messages), ['READY=1', 'RELOADING=1', 'READY=1', 'RELOADING=1', 'READY=1', 'RELOADING=1', 'READY=1', 'STOPPING=1']);
 });

@@ -8,7 +8,9 @@ import { cpSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, readd
 import { dirname, join } from 'node:path';
 import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
 import { CLI, EXAMPLES, ROOT, runCli, startBaton, tempDir, type Baton } from './helpers/baton.js';
+import { cli, configDir } from './helpers/ops.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import type { GroupStatus } from '../src/supervisor/services.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
 import { inheriting } from '../src/upgrade/upgrade.js';
 import { closeFd, isCloexec, memfd, setCloexec } from '../src/os/fds.js';
@@ -123,7 +125,7 @@ async function until(what: string, cond: () => boolean, ms = 5000): Promise<void
 
 /**
  * A copy of this build that reads only the given state formats: an older baton (formats up
- * to 0) or a newer one that dropped format 1. Its modules resolve to this repository's.
+ * to 1) or a newer one that dropped format 2. Its modules resolve to this repository's.
  */
 function buildWithFormats(dir: string, oldest: number, current: number, version: string): string {
   mkdirSync(join(dir, 'dist'), { recursive: true });
@@ -132,7 +134,7 @@ function buildWithFormats(dir: string, oldest: number, current: number, version:
   cpSync(join(ROOT, 'dist/src'), join(dir, 'dist/src'), { recursive: true });
   const state = join(dir, 'dist/src/upgrade/state.js');
   const text = readFileSync(state, 'utf8');
-  const patched = text.replace('export const STATE_FORMAT = 1;', `export const STATE_FORMAT = ${current};`).replace('export const OLDEST_FORMAT = 1;', `export const OLDEST_FORMAT = ${oldest};`);
+  const patched = text.replace('export const STATE_FORMAT = 2;', `export const STATE_FORMAT = ${current};`).replace('export const OLDEST_FORMAT = 1;', `export const OLDEST_FORMAT = ${oldest};`);
   assert.notEqual(patched, text, 'state.js no longer declares its formats as expected');
   writeFileSync(state, patched);
   return join(dir, 'dist/src/cli/main.js');
@@ -197,13 +199,13 @@ test('a broken new baton is refused: syntax error, missing file, older and newer
 
   const syntax = join(dir, 'syntax.js');
   writeFileSync(syntax, 'export const = ;\n');
-  const older = buildWithFormats(join(dir, 'older'), 0, 0, '0.0.1');
-  const newer = buildWithFormats(join(dir, 'newer'), 2, 2, '9.0.0');
+  const older = buildWithFormats(join(dir, 'older'), 1, 1, '0.0.1');
+  const newer = buildWithFormats(join(dir, 'newer'), 3, 3, '9.0.0');
   const cases: [string, string, RegExp][] = [
     ['syntax error', syntax, /failed its check: it exited with code 1[\s\S]*SyntaxError/],
     ['missing file', join(dir, 'nope/cli.js'), /nope\/cli\.js: no such file/],
-    ['older baton', older, /state is format 1, newer than this baton understands \(baton 0\.0\.1 reads state formats 0 to 0\)/],
-    ['newer baton without format 1', newer, /state is format 1, older than this baton understands \(baton 9\.0\.0 reads state formats 2 to 2\)/],
+    ['older baton', older, /state is format 2, newer than this baton understands \(baton 0\.0\.1 reads state formats 1 to 1\)/],
+    ['newer baton without format 2', newer, /state is format 2, older than this baton understands \(baton 9\.0\.0 reads state formats 3 to 3\)/],
   ];
   const l = load(port);
   for (const [what, entry, why] of cases) {
@@ -245,10 +247,10 @@ test('a failed execve puts every FD_CLOEXEC flag back as it was', () => {
   }
 });
 
-test('the check mode reads states: this format, a newer one (999), an older one and garbage', async (t) => {
+test('the check mode reads states: this format, format 1 (one supervisor, as baton 0.1.0 wrote it), a newer one (999), an older one and garbage', async (t) => {
   const dir = tempDir('baton-state-');
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const valid = {
+  const v1State = {
     format: 1,
     writtenBy: { version: '0.1.0', entry: CLI, pid: 1 },
     writtenAt: Date.now(),
@@ -260,6 +262,19 @@ test('the check mode reads states: this format, a newer one (999), an older one 
     leftovers: [],
     history: [],
     generations: [],
+    logs: [],
+  };
+  // Format 2: the same supervisor as the one service in a list, beside the control socket.
+  const valid = {
+    format: 2,
+    writtenBy: v1State.writtenBy,
+    writtenAt: v1State.writtenAt,
+    request: v1State.request,
+    control: v1State.control,
+    group: null,
+    upgrades: 1,
+    leftovers: [],
+    services: [{ options: v1State.service, listeners: v1State.listeners, supervisor: { startedAt: 1, nextGeneration: 2, nextHandoff: 2, serving: 1 }, history: [], generations: [] }],
     logs: [],
   };
   const checkWith = async (content: string): Promise<{ code: number | null; out: string }> => {
@@ -281,16 +296,26 @@ test('the check mode reads states: this format, a newer one (999), an older one 
   };
   const good = await checkWith(JSON.stringify(valid));
   assert.equal(good.code, 0, good.out);
-  assert.match(good.out, /^baton upgrade check: ok: baton \S+, state format 1, 1 listener\(s\), 0 worker\(s\)/);
+  assert.match(good.out, /^baton upgrade check: ok: baton \S+, state format 2, 1 service\(s\), 1 listener\(s\), 0 worker\(s\)/);
+  const old = await checkWith(JSON.stringify(v1State));
+  assert.equal(old.code, 0, old.out);
+  assert.match(old.out, /^baton upgrade check: ok: baton \S+, state format 1, 1 service\(s\), 1 listener\(s\), 0 worker\(s\)/);
+  const oldBroken = await checkWith(JSON.stringify({ ...v1State, supervisor: { ...v1State.supervisor, upgrades: -1 } }));
+  assert.equal(oldBroken.code, 1);
+  assert.match(oldBroken.out, /invalid baton state \(format 1\) at 'supervisor\.upgrades'/);
+  // A baton of several services cannot become one supervisor (the command line changed).
+  const group = await checkWith(JSON.stringify({ ...valid, group: { name: 'baton', startedAt: 1 } }));
+  assert.equal(group.code, 1);
+  assert.match(group.out, /the running baton runs several services \(x\), and its command line .* starts one supervisor/);
   const future = await checkWith(JSON.stringify({ ...valid, format: 999, somethingNew: true }));
   assert.equal(future.code, 1);
-  assert.match(future.out, /state is format 999, newer than this baton understands \(baton \S+ reads state formats 1 to 1\): a supervisor cannot be upgraded to an older baton/);
+  assert.match(future.out, /state is format 999, newer than this baton understands \(baton \S+ reads state formats 1 to 2\): a supervisor cannot be upgraded to an older baton/);
   const past = await checkWith(JSON.stringify({ ...valid, format: 0 }));
   assert.equal(past.code, 1);
   assert.match(past.out, /state is format 0, older than this baton understands/);
-  const changed = await checkWith(JSON.stringify({ ...valid, listeners: [{ ...valid.listeners[0], fd: 'nine' }] }));
+  const changed = await checkWith(JSON.stringify({ ...valid, services: [{ ...valid.services[0], listeners: [{ ...v1State.listeners[0], fd: 'nine' }] }] }));
   assert.equal(changed.code, 1);
-  assert.match(changed.out, /invalid baton state \(format 1\) at 'listeners\.0\.fd'/);
+  assert.match(changed.out, /invalid baton state \(format 2\) at 'services\.0\.listeners\.0\.fd'/);
   const garbage = await checkWith('{"hello":');
   assert.equal(garbage.code, 1);
   assert.match(garbage.out, /not a baton state: it is not JSON/);
@@ -397,4 +422,48 @@ test('round-robin: adopting is refused with the way out; --restart-workers works
   assert.equal(s.serving, 3);
   // Round-robin spreads evenly: both new workers answered.
   assert.ok(Object.keys(report.bodies).includes('gen=3'), JSON.stringify(report.bodies));
+});
+
+test('two services under one baton: upgrades under load on both, adopting then restarting the workers: 0 failed on both, same pid', async (t) => {
+  const services = { api: { listen: ['127.0.0.1:0'], command: v1, workers: 2 }, web: { listen: ['127.0.0.1:0'], command: v2 } };
+  const c = configDir(JSON.stringify({ control: './ctl.sock', services }));
+  t.after(() => rmSync(c.dir, { recursive: true, force: true }));
+  const b = cli(['start'], { cwd: c.dir });
+  t.after(() => b.kill());
+  await b.waitFor(/api.*handoff 1: generation 1 serves[\s\S]*web.*handoff 1: generation 1 serves|web.*handoff 1: generation 1 serves[\s\S]*api.*handoff 1: generation 1 serves/);
+  const control = join(c.dir, 'ctl.sock');
+  const status = async (): Promise<GroupStatus> => JSON.parse((await runCli(['status', '--control', control, '--json'])).stdout) as GroupStatus;
+  const portOf = (s: GroupStatus, name: string): number => Number(/:(\d+)$/.exec(s.services.find((x) => x.name === name)!.listeners[0]!.address)![1]);
+  const pidsOf = (s: GroupStatus): number[] => s.services.flatMap(workerPids);
+  const before = await status();
+  const loads = { api: load(portOf(before, 'api')), web: load(portOf(before, 'web')) };
+
+  const up = await runCli(['upgrade', '--control', control, '--quiet']);
+  assert.equal(up.code, 0, `${up.stderr}\n${b.out}`);
+  assert.match(up.stdout, new RegExp(`^upgraded: pid ${b.proc.pid} now runs baton .* 3 worker\\(s\\) carry on`));
+  const mid = await status();
+  assert.equal(mid.pid, b.proc.pid);
+  assert.deepEqual(pidsOf(mid), pidsOf(before), 'the workers of both services were adopted');
+  assert.ok(mid.uptimeMs > before.uptimeMs, 'uptime is the group\'s, not the image\'s');
+  assert.deepEqual(mid.services.map((x) => historyOf(x)), before.services.map((x) => historyOf(x)));
+
+  const again = await runCli(['upgrade', '--control', control, '--quiet', '--restart-workers']);
+  assert.equal(again.code, 0, `${again.stderr}\n${b.out}`);
+  assert.match(again.stdout, /^api: #2 .* upgrade .* done/m);
+  assert.match(again.stdout, /^web: #2 .* upgrade .* done/m);
+  const after = await status();
+  assert.equal(after.pid, b.proc.pid);
+  assert.deepEqual(after.services.map((x) => [x.name, x.serving]), [['api', 2], ['web', 2]]);
+  // A reload of one service still works in the new image, through the carried control socket.
+  const rel = await runCli(['reload', '--control', control, '--quiet', 'web']);
+  assert.equal(rel.code, 0, rel.stderr);
+
+  for (const [name, l] of Object.entries(loads)) {
+    const r = await l.stop();
+    assertNothingLost(r, b.out);
+    assert.ok(r.ok > 200, `${name}: too little load to prove anything: ${r.ok}`);
+  }
+  const stop = await runCli(['stop', '--control', control]);
+  assert.equal(stop.code, 0, stop.stderr);
+  assert.equal(await b.exited, 0);
 });

@@ -155,7 +155,7 @@ addTarget(
     configure: file?.reread,
   });
   sup.upgrader = upgrade;
-  if (o.upgradeCheck !== undefined) await checkState(o.upgradeCheck);
+  if (o.upgradeCheck !== undefined) await checkState(o.upgradeCheck, null);
   host.follow(sup);
   onSignals({
     stop: () => void sup.stop(),
@@ -234,7 +234,6 @@ async function startServices(o: Record<string, any>, services: ServiceConfig[], 
   const only = (what: string): never => usage(`${what}: the config file defines services, each with its own; change them there`);
   if (given.length) only('a command after --');
   if (o.listen?.length) only('--listen');
-  if (o.upgradeStateFd !== undefined || o.upgradeCheck !== undefined) fail('a supervisor upgrade is not supported (yet) for a baton running several services');
   for (const svc of services) {
     const conflict = conflictOf(svc.options);
     if (conflict) usage(`service ${svc.name}: ${conflict.replace(/--([a-z-]+)/g, (_, k: string) => `"${k.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase())}"`)}`);
@@ -261,17 +260,19 @@ async function startServices(o: Record<string, any>, services: ServiceConfig[], 
     ),
     host.inherited,
   );
+  group.upgrader = upgrade;
+  if (o.upgradeCheck !== undefined) await checkState(o.upgradeCheck, services.map((s) => s.name));
   host.followGroup(group);
   onSignals({
     stop: () => void group.stop(),
     kill: () => group.kill(),
     reload: () => void group.reloadAll('signal'),
     scale: () => log.warn('SIGTTIN/SIGTTOU: this baton runs several services; name one: baton scale <service> +1'),
-    upgrade: () => log.error('SIGUSR2: a supervisor upgrade is not supported (yet) for a baton running several services'),
+    upgrade: () => upgradeOnSignal(group),
   });
   return serve(group, takeover, controlPath(o), async () => {
     if (o.metrics) await (await import('../host/metrics.js')).serveMetrics(group.services, o.metrics);
-    await group.start();
+    await (o.upgradeStateFd === undefined ? group.start() : resume(group, o.upgradeStateFd));
   });
 }
 
@@ -419,8 +420,9 @@ addTarget(
   });
   if (reply.ok) {
     const r = reply.result as UpgradeResult;
-    const how = r.handoff ? `; workers replaced: ${formatRecord(r.handoff)}` : `; ${r.adopted} worker(s) carry on`;
+    const how = r.handoff ? `; workers replaced: ${formatRecord(r.handoff)}` : r.reloads ? '; workers replaced' : `; ${r.adopted} worker(s) carry on`;
     console.log(`upgraded: pid ${r.pid} now runs baton ${r.version} (was ${r.from.version}) in ${r.ms} ms${how}`);
+    for (const x of r.reloads ?? []) console.log(`${x.service}: ${formatRecord(x.record!)}`);
     return;
   }
   console.error(`baton: ${reply.error}`);

@@ -45,14 +45,38 @@ export class SystemdNotifier {
   }
 
   /**
-   * Several services: READY=1 once every one serves; a reload of them all (SIGHUP, which is
-   * what systemctl reload sends) is one RELOADING=1 ... READY=1, whatever each one's result.
+   * Several services: READY=1 once every one serves. Reloads are told as busy spells: the
+   * first reload to begin (of them all, as SIGHUP asks, or of one service through the
+   * control socket) says RELOADING=1, the last to end READY=1, whatever each one's result;
+   * systemd has one reload state per unit, not one per service.
    */
   followGroup(group: ServiceGroup, watchdogMs: number | null): void {
     const line = (): string => group.services.map((s) => `${s.name}: ${statusLine(s.status())}`).join(' | ');
+    const busy = new Set<string>();
+    const begin = (key: string, status: string): void => {
+      if (busy.size === 0) this.send(`${reloadingNow()}\nSTATUS=${status}`);
+      busy.add(key);
+    };
+    const end = (key: string): void => {
+      if (busy.delete(key) && busy.size === 0) setImmediate(() => this.send(`READY=1\nSTATUS=${line()}`));
+    };
     group.events.on('started', () => this.send(`READY=1\nSTATUS=${line()}`));
-    group.events.on('reloading', () => this.send(`${reloadingNow()}\nSTATUS=reloading ${group.services.map((s) => s.name).join(', ')}`));
-    group.events.on('reloaded', () => setImmediate(() => this.send(`READY=1\nSTATUS=${line()}`)));
+    group.events.on('reloading', () => begin('*', `reloading ${group.services.map((s) => s.name).join(', ')}`));
+    group.events.on('reloaded', () => end('*'));
+    for (const s of group.services) {
+      s.events.on('handoff', (rec) => {
+        if (rec.trigger === 'start') return;
+        const key = `${s.name}#${rec.id}`;
+        if (rec.state === 'done' || rec.state === 'failed') end(key);
+        else if (!busy.has(key)) begin(key, `reloading ${s.name}: generation ${rec.from ?? '-'} -> ${rec.to}`);
+      });
+      // A reload refused before it began (its config invalid): over at once, with the reason.
+      s.events.on('reload-rejected', (message) => {
+        if (busy.size > 0) return;
+        this.send(reloadingNow());
+        this.send(`READY=1\nSTATUS=${s.name}: ${statusLine(s.status(), message)}`);
+      });
+    }
     group.events.on('stopping', () => this.send('STOPPING=1\nSTATUS=stopping: draining every generation'));
     if (watchdogMs !== null) setInterval(() => this.send('WATCHDOG=1'), Math.max(1, watchdogMs / 2)).unref();
   }
@@ -95,6 +119,6 @@ export function statusLine(s: StatusReport, note?: string): string {
   if (s.draining) parts.push(`${s.draining} draining`);
   const last = s.history.at(-1);
   if (note) parts.push(note);
-  else if (last && last.trigger !== 'start') parts.push(`reload #${last.id} ${last.state}${last.totalMs !== null ? ` in ${last.totalMs} ms` : ''}`);
+  else if (last && last.trigger !== 'start') parts.push(`reload #${last.id} ${last.state}${last.totalMs !== null ? ` in ${last.totalMs} ms` : ''}${last.state === 'failed' ? `: ${last.error ?? 'unknown error'}` : ''}`);
   return parts.join('; ').replace(/\n/g, ' ');
 }

@@ -3,13 +3,14 @@
 // a failure of one never touches another. What is process-wide lives here: the one control
 // socket, which routes each request to the service it names; a stop, which stops them all.
 import type { Server, Socket } from 'node:net';
+import { rmSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { ControlError, REPLIED, closeControl, prepareControlPath, serveControl } from '../control/control.js';
 import type { ControlRequest } from '../common/protocol.js';
 import type { HandoffRecord, HandoffTrigger } from './handoff.js';
 import { serveLogs, type LogClient } from '../log/ring.js';
 import { log, ring } from '../log/log.js';
-import type { StatusReport, Supervisor } from './supervisor.js';
+import type { StatusReport, Supervisor, Upgrader } from './supervisor.js';
 import { releaseUnused, type InheritedSocket } from '../os/activation.js';
 import { TakeoverHost } from './takeover.js';
 
@@ -21,6 +22,18 @@ export interface GroupStatus {
   control: string;
   services: StatusReport[];
 }
+
+/** What a group shows a supervisor upgrade (upgrade/upgrade.ts) of what its services share, in the old image. */
+export interface GroupInternals {
+  control: Server | null;
+  controlPath: string;
+  startedAt: number;
+  /** Why no upgrade may start now (stopping, a takeover), or null. */
+  busy: string | null;
+}
+
+/** A supervisor upgrade of every service at once, given by the layer above (upgrade/upgrade.ts); never resolves. */
+export type GroupUpgrader = (group: ServiceGroup, ...rest: Parameters<Upgrader> extends [unknown, ...infer R] ? R : never) => Promise<never>;
 
 export interface GroupEvents {
   /** Every service's generation 1 serves. */
@@ -37,7 +50,10 @@ export type GroupReload = { service: string; record: HandoffRecord | null; error
 export class ServiceGroup {
   private control: Server | null = null;
   private stopping: Promise<void> | null = null;
-  private readonly startedAt = Date.now();
+  /** Set again by an upgrade: the group's start, not this image's. */
+  private startedAt = Date.now();
+  /** Set by the command line (upgrade/upgrade.ts). */
+  upgrader: GroupUpgrader | null = null;
   readonly stopped: Promise<void>;
   readonly events = new EventEmitter<GroupEvents>();
   /**
@@ -161,8 +177,29 @@ export class ServiceGroup {
       case 'takeover-commit':
         return this.takeover.commit(conn);
       case 'upgrade':
-        throw new Error('upgrade refused: not supported (yet) for a baton running several services; a new baton can take over with `baton start --takeover`');
+        if (!this.upgrader) throw new ControlError('upgrade is not available in this process');
+        return this.upgrader(this, req, emit, conn);
     }
+  }
+
+  /** Supervisor upgrade, old image (src/upgrade/upgrade.ts): what the services share. */
+  get internals(): GroupInternals {
+    return {
+      control: this.control,
+      controlPath: this.controlPath,
+      startedAt: this.startedAt,
+      busy: this.stopping ? 'the supervisor is stopping' : this.takeover.inProgress ? 'a takeover is in progress' : null,
+    };
+  }
+
+  /** Supervisor upgrade, new image: every service resumed (Supervisor.resume); serve the control socket carried over. */
+  async resume(controlFd: number, startedAt: number): Promise<void> {
+    this.startedAt = startedAt;
+    this.control = await serveControl({ fd: controlFd }, (req, emit, client, conn) => this.handle(req, emit, client, conn));
+    // Bound by an earlier image, the path is not unlinked by close(): stop removes it as start's would.
+    const path = this.controlPath;
+    this.control.once('close', () => rmSync(path, { force: true }));
+    log.info('control socket taken over', { path, services: this.names });
   }
 
   /** After a takeover: the control socket was renamed onto the service's own path. */

@@ -82,7 +82,8 @@ export interface ResumedGeneration {
 /** What the supervisor takes over in the new image, instead of start(). */
 export interface Resumed {
   listeners: Listener[];
-  controlFd: number;
+  /** Its own control socket, already bound; null for one of a group's services (the group serves it). */
+  controlFd: number | null;
   startedAt: number;
   nextGeneration: number;
   nextHandoff: number;
@@ -241,6 +242,7 @@ export class Supervisor {
     // Slots whose worker died before the exec (or during it) get a new one now.
     if (this.serving?.state === 'serving') this.serving.resize(this.opts.workers);
     this.startRoundRobin();
+    if (r.controlFd === null) return; // one of a group's services: the group serves control
     this.control = await serveControl({ fd: r.controlFd }, (req, emit, client, conn) => this.handle(req, emit, client, conn));
     // Bound by an earlier image, the path is not unlinked by close(): stop removes it as start's would.
     const path = this.opts.controlPath;

@@ -6,6 +6,11 @@
 // read) and refuses a newer one: an older baton cannot know what a newer one's state
 // means. The refusal happens in the pre-flight check, so a downgrade "by upgrade" is refused
 // while the running supervisor carries on untouched.
+//
+// Format 1: one supervisor. Format 2: a list of services (one for `baton start -- cmd`,
+// several for a config file's `services`) and the control socket they share; each service
+// carries its own list of generations, each with a state, so a generation of another kind
+// (a warm standby, say) is one more state there, in a later format.
 import { fstatSync, ftruncateSync, readFileSync, readSync, writeSync } from 'node:fs';
 import * as v from 'valibot';
 import type { Listener } from '../common/address.js';
@@ -14,7 +19,7 @@ import type { ServiceOptions } from '../supervisor/supervisor.js';
 import type { WorkerSnapshot } from '../supervisor/worker.js';
 import type { LogEntry } from '../common/protocol.js';
 
-export const STATE_FORMAT = 1;
+export const STATE_FORMAT = 2;
 export const OLDEST_FORMAT = 1;
 
 /** This build's version, for messages: "baton 0.1.0". */
@@ -71,56 +76,104 @@ const generation = v.strictObject({
   workers: v.array(worker),
 });
 
+const writtenBy = v.strictObject({ version: v.string(), entry: v.string(), pid: v.pipe(v.number(), v.integer()) });
+const request = v.strictObject({
+  /** Where the upgrade was asked for, so the new image can answer: the client's connection. */
+  reply: v.nullable(v.strictObject({ fd, id: v.nullable(v.pipe(v.number(), v.integer())) })),
+  restartWorkers: v.boolean(),
+  requestedAt: ms,
+});
+/**
+ * The supervisor's options as they are now (scale and reloads change them). Only the JSON
+ * values: what is computed (the config file's re-reader) the new image rebuilds from the
+ * same command line. Loose: options other features add are carried as they are.
+ */
+const options = v.looseObject({
+  name: v.string(),
+  controlPath: v.string(),
+  argv: v.pipe(v.array(v.string()), v.minLength(1)),
+  cwd: v.string(),
+  workers: int(1),
+  drainTimeoutMs: ms,
+  readyTimeoutMs: ms,
+});
+const supervisor = v.strictObject({
+  startedAt: ms,
+  nextGeneration: int(1),
+  nextHandoff: int(1),
+  serving: v.nullable(v.pipe(v.number(), v.integer())),
+});
+/** The handoff records of `baton status`, as they are. */
+const history = v.array(v.looseObject({ id: v.pipe(v.number(), v.integer()), from: v.nullable(v.pipe(v.number(), v.integer())), to: v.pipe(v.number(), v.integer()), state: v.string(), drainedMs: v.nullable(ms) }));
+/** What `baton logs` shows: the supervisor's ring of recent lines, oldest first. */
+const logs = v.array(v.looseObject({ at: ms, level: v.picklist(['info', 'warn', 'error']), msg: v.string() }));
+
 const stateV1 = v.strictObject({
   format: v.literal(1),
-  writtenBy: v.strictObject({ version: v.string(), entry: v.string(), pid: v.pipe(v.number(), v.integer()) }),
+  writtenBy,
   writtenAt: ms,
-  request: v.strictObject({
-    /** Where the upgrade was asked for, so the new image can answer: the client's connection. */
-    reply: v.nullable(v.strictObject({ fd, id: v.nullable(v.pipe(v.number(), v.integer())) })),
-    restartWorkers: v.boolean(),
-    requestedAt: ms,
-  }),
-  /**
-   * The supervisor's options as they are now (scale and reloads change them). Only the JSON
-   * values: what is computed (the config file's re-reader) the new image rebuilds from the
-   * same command line. Loose: options other features add are carried as they are.
-   */
-  service: v.looseObject({
-    name: v.string(),
-    controlPath: v.string(),
-    argv: v.pipe(v.array(v.string()), v.minLength(1)),
-    cwd: v.string(),
-    workers: int(1),
-    drainTimeoutMs: ms,
-    readyTimeoutMs: ms,
-  }),
+  request,
+  service: options,
   listeners: v.array(listener),
   control: v.strictObject({ path: v.string(), fd }),
-  supervisor: v.strictObject({
-    startedAt: ms,
-    nextGeneration: int(1),
-    nextHandoff: int(1),
-    serving: v.nullable(v.pipe(v.number(), v.integer())),
-    /** Upgrades this supervisor has been through, this one included. */
-    upgrades: count,
-  }),
-  /** Files of the old image that only the new one can remove (the notify sockets' directory). */
+  supervisor: v.strictObject({ ...supervisor.entries, upgrades: count }),
   leftovers: v.array(v.string()),
-  /** The handoff records of `baton status`, as they are. */
-  history: v.array(v.looseObject({ id: v.pipe(v.number(), v.integer()), from: v.nullable(v.pipe(v.number(), v.integer())), to: v.pipe(v.number(), v.integer()), state: v.string(), drainedMs: v.nullable(ms) })),
+  history,
   generations: v.array(generation),
-  /** What `baton logs` shows: the supervisor's ring of recent lines, oldest first. */
-  logs: v.array(v.looseObject({ at: ms, level: v.picklist(['info', 'warn', 'error']), msg: v.string() })),
+  logs,
 });
 
-export type State = Omit<v.InferOutput<typeof stateV1>, 'service' | 'history' | 'logs'> & { service: ServiceOptions; history: HandoffRecord[]; logs: LogEntry[] };
+/** One service: what one Supervisor runs. */
+const service = v.strictObject({
+  options,
+  listeners: v.array(listener),
+  supervisor,
+  history,
+  generations: v.array(generation),
+});
+
+const stateV2 = v.strictObject({
+  format: v.literal(2),
+  writtenBy,
+  writtenAt: ms,
+  request,
+  /** The one control socket: the supervisor's own, or the one a group of services shares. */
+  control: v.strictObject({ path: v.string(), fd }),
+  /** Several services under one baton (a config file's `services`), or null for one supervisor. */
+  group: v.nullable(v.strictObject({ name: v.string(), startedAt: ms })),
+  /** Upgrades this baton has been through, this one included. */
+  upgrades: count,
+  /** Files of the old image that only the new one can remove (the notify sockets' directory). */
+  leftovers: v.array(v.string()),
+  services: v.pipe(v.array(service), v.minLength(1)),
+  logs,
+});
+
+/** Format 1 (one supervisor, everything at the top) as format 2: a list of one service. */
+function fromV1(s: v.InferOutput<typeof stateV1>): v.InferOutput<typeof stateV2> {
+  const { upgrades, ...sup } = s.supervisor;
+  return {
+    format: 2,
+    writtenBy: s.writtenBy,
+    writtenAt: s.writtenAt,
+    request: s.request,
+    control: s.control,
+    group: null,
+    upgrades,
+    leftovers: s.leftovers,
+    services: [{ options: s.service, listeners: s.listeners, supervisor: sup, history: s.history, generations: s.generations }],
+    logs: s.logs,
+  };
+}
+
+export type ServiceState = Omit<v.InferOutput<typeof service>, 'options' | 'history'> & { options: ServiceOptions; history: HandoffRecord[] };
+export type State = Omit<v.InferOutput<typeof stateV2>, 'services' | 'logs'> & { services: ServiceState[]; logs: LogEntry[] };
 export type GenerationState = v.InferOutput<typeof generation>;
 
 export class StateError extends Error {}
 
-/** Parse and validate a state of any format this baton reads. */
-export function decodeState(text: string): State {
+/** Parse and validate a state of any format this baton reads; `format`: the one it was written in. */
+export function decodeState(text: string): { state: State; format: number } {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -139,12 +192,12 @@ export function decodeState(text: string): State {
   if (format < OLDEST_FORMAT) {
     throw new StateError(`the running supervisor's state is format ${format}, older than this baton understands (${reads}): upgrade through an intermediate version`);
   }
-  const r = v.safeParse(stateV1, raw);
+  const r = format === 1 ? v.safeParse(stateV1, raw) : v.safeParse(stateV2, raw);
   if (!r.success) {
     const issue = r.issues[0];
     throw new StateError(`invalid baton state (format ${format}) at '${v.getDotPath(issue) ?? ''}': ${issue.message}`);
   }
-  return r.output as unknown as State;
+  return { state: (r.output.format === 1 ? fromV1(r.output) : r.output) as unknown as State, format };
 }
 
 /** Replace the file's content with the state (positional writes: the fd's offset is shared with readers). */
@@ -154,7 +207,7 @@ export function writeState(fd: number, state: State): void {
   for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off, off);
 }
 
-export function readState(fd: number): State {
+export function readState(fd: number): { state: State; format: number } {
   const size = fstatSync(fd).size;
   const buf = Buffer.alloc(size);
   let off = 0;

@@ -5,7 +5,9 @@
 // `baton start` with the same command line plus the state's fd, and carries on from the
 // state instead of starting: by default it adopts the running workers (the app is not
 // even restarted, see adopt.ts); with --restart-workers it then hands over to a fresh
-// generation, as a reload does. See docs/upgrade.md.
+// generation, as a reload does. A baton running several services (a config file's
+// `services`) is upgraded the same way, every service at once: they share the process and
+// its control socket. See docs/upgrade.md.
 //
 // If anything fails before the exec (the check, or the execve itself), the old image keeps
 // running as if nothing had happened and the request gets the reason.
@@ -18,10 +20,11 @@ import { closeFd, isCloexec, memfd, setCloexec } from '../os/fds.js';
 import { handleFd } from '../os/internals.js';
 import { execve } from '../os/process.js';
 import { AdoptedProcess, processFds } from '../supervisor/adopt.js';
-import { STATE_FORMAT, VERSION, readState, writeState, type GenerationState, type State } from './state.js';
+import { STATE_FORMAT, VERSION, readState, writeState, type GenerationState, type ServiceState, type State } from './state.js';
 import type { HandoffRecord } from '../supervisor/handoff.js';
 import type { ControlEvent, ControlReply } from '../common/protocol.js';
 import type { ServiceOptions, Supervisor } from '../supervisor/supervisor.js';
+import type { GroupReload, ServiceGroup } from '../supervisor/services.js';
 import { notifyDirectory } from '../supervisor/notify.js';
 import { log, ring } from '../log/log.js';
 
@@ -48,6 +51,12 @@ const HANDOVER_TIMEOUT_MS = 5000;
  */
 const BIRTH_ENV: NodeJS.ProcessEnv = { ...process.env };
 
+/** What is upgraded: one supervisor, or several services sharing the process and its control socket. */
+export type Upgradable = Supervisor | ServiceGroup;
+
+const isGroup = (t: Upgradable): t is ServiceGroup => 'services' in t;
+const servicesOf = (t: Upgradable): readonly Supervisor[] => (isGroup(t) ? t.services : [t]);
+
 export interface UpgradeRequest {
   id?: number | undefined;
   exec?: string | undefined;
@@ -63,7 +72,10 @@ export interface UpgradeResult {
   ms: number;
   adopted: number;
   upgrades: number;
+  /** --restart-workers, one supervisor: the handoff to the fresh generation. */
   handoff: HandoffRecord | null;
+  /** --restart-workers, several services: each one's handoff. */
+  reloads: GroupReload | null;
 }
 
 type Emit = (state: string, message: string) => void;
@@ -76,7 +88,7 @@ let upgrades = 0;
  * Old image: check `req.exec`, then become it. Never resolves: on success this process runs
  * the new image; on failure it throws, and nothing has changed.
  */
-export async function upgrade(sup: Supervisor, req: UpgradeRequest, emit: Emit, conn: Socket | null): Promise<never> {
+export async function upgrade(sup: Upgradable, req: UpgradeRequest, emit: Emit, conn: Socket | null): Promise<never> {
   if (upgrading) throw new Error('upgrade refused: another upgrade is in progress');
   refuse(sup, req);
   const entry = resolve(req.exec ?? DEFAULT_ENTRY);
@@ -92,16 +104,17 @@ export async function upgrade(sup: Supervisor, req: UpgradeRequest, emit: Emit, 
     // The event must be out before the exec: a line cut in half would garble the reply.
     if (conn) await flushed(conn);
     // Round-robin: a connection accepted here but not yet passed on would close with this image.
-    const { roundRobin: rr, listeners, options } = sup.internals;
+    const dealing = servicesOf(sup).map((s) => s.internals).filter((i) => i.roundRobin !== null);
     try {
-      if (rr && !(await rr.handOver(HANDOVER_TIMEOUT_MS))) {
+      const handed = await Promise.all(dealing.map((i) => i.roundRobin!.handOver(HANDOVER_TIMEOUT_MS)));
+      if (handed.includes(false)) {
         throw new Error(`upgrade refused: connections accepted in round-robin mode found no ready worker within ${HANDOVER_TIMEOUT_MS} ms; the running supervisor carries on`);
       }
       refuse(sup, req); // a reload or a stop may have begun meanwhile
       become(sup, req, conn, requestedAt, entry, mem);
     } catch (e) {
       // A stop closes the listeners: there is nothing to accept on any more.
-      if (!sup.internals.stopping) rr?.start(listeners, options.backlog);
+      for (const i of dealing) if (!i.stopping) i.roundRobin!.start(i.listeners, i.options.backlog);
       throw e;
     }
   } finally {
@@ -111,25 +124,29 @@ export async function upgrade(sup: Supervisor, req: UpgradeRequest, emit: Emit, 
 }
 
 /** SIGUSR2: upgrade to this package's entry point (usually just installed over the old one). */
-export function upgradeOnSignal(sup: Supervisor): void {
+export function upgradeOnSignal(sup: Upgradable): void {
   log.info('SIGUSR2: upgrade');
   upgrade(sup, {}, (_state, message) => log.info(`upgrade: ${message}`), null).catch((e: Error) => log.error(e.message));
 }
 
-function refuse(sup: Supervisor, req: UpgradeRequest): void {
-  const { busy, options } = sup.internals;
+function refuse(t: Upgradable, req: UpgradeRequest): void {
   const no = (why: string): never => {
     throw new Error(`upgrade refused: ${why}; the running supervisor carries on`);
   };
-  if (busy) no(busy);
+  if (isGroup(t) && t.internals.busy) no(t.internals.busy);
   if (process.argv[2] !== 'start') no('this supervisor was not started by `baton start`, whose command line the new image runs again');
-  if (req.restartWorkers) return;
-  if (options.distribution === 'round-robin') {
-    no('with --distribution round-robin the supervisor passes connections to workers over their IPC channel, which a new image can only reach as a plain stream; use baton upgrade --restart-workers');
-  }
-  const notify = options.launch?.notify;
-  if (options.readyMode === 'notify' || notify?.watchdogMs != null || notify?.readyAfterMs != null) {
-    no('with --ready notify, --ready-after or --watchdog baton watches each worker through a NOTIFY_SOCKET of its own, which a new image does not take over; use baton upgrade --restart-workers');
+  for (const s of servicesOf(t)) {
+    const { busy, options } = s.internals;
+    const label = isGroup(t) ? `service ${s.name}: ` : '';
+    if (busy) no(`${label}${busy}`);
+    if (req.restartWorkers) continue;
+    if (options.distribution === 'round-robin') {
+      no(`${label}with --distribution round-robin the supervisor passes connections to workers over their IPC channel, which a new image can only reach as a plain stream; use baton upgrade --restart-workers`);
+    }
+    const notify = options.launch?.notify;
+    if (options.readyMode === 'notify' || notify?.watchdogMs != null || notify?.readyAfterMs != null) {
+      no(`${label}with --ready notify, --ready-after or --watchdog baton watches each worker through a NOTIFY_SOCKET of its own, which a new image does not take over; use baton upgrade --restart-workers`);
+    }
   }
 }
 
@@ -175,27 +192,37 @@ function check(entry: string, mem: number): Promise<void> {
 }
 
 /** The state as it is now. Synchronous from here to the execve: no worker can come or go unseen. */
-function snapshot(sup: Supervisor, req: UpgradeRequest, conn: Socket | null, requestedAt: number): State {
-  const i = sup.internals;
-  if (!i.control) throw new Error('upgrade refused: the control socket is not open');
+function snapshot(t: Upgradable, req: UpgradeRequest, conn: Socket | null, requestedAt: number): State {
+  const g = isGroup(t) ? t.internals : null;
+  const control = g ? g.control : (t as Supervisor).internals.control;
+  if (!control) throw new Error('upgrade refused: the control socket is not open');
   return {
     format: STATE_FORMAT,
     writtenBy: { version: VERSION, entry: process.argv[1] ?? DEFAULT_ENTRY, pid: process.pid },
     writtenAt: Date.now(),
     // A client that left needs no answer.
     request: { reply: conn && !conn.destroyed ? { fd: handleFd(conn), id: req.id ?? null } : null, restartWorkers: req.restartWorkers === true, requestedAt },
+    control: { path: g ? g.controlPath : (t as Supervisor).internals.options.controlPath, fd: handleFd(control) },
+    group: g ? { name: (t as ServiceGroup).name, startedAt: g.startedAt } : null,
+    upgrades: upgrades + 1,
+    leftovers: [notifyDirectory()].filter((d) => d !== null),
+    services: servicesOf(t).map(serviceSnapshot),
+    logs: ring.tail(ring.size),
+  };
+}
+
+function serviceSnapshot(sup: Supervisor): ServiceState {
+  const i = sup.internals;
+  return {
     // JSON only: what is computed (the config file's re-reader) the new image makes itself.
-    service: JSON.parse(JSON.stringify(i.options)) as ServiceOptions,
+    options: JSON.parse(JSON.stringify(i.options)) as ServiceOptions,
     listeners: i.listeners.map((l) => ({ ...l })),
-    control: { path: i.options.controlPath, fd: handleFd(i.control) },
     supervisor: {
       startedAt: i.startedAt,
       nextGeneration: i.nextGeneration,
       nextHandoff: i.nextHandoff,
       serving: i.serving?.number ?? null,
-      upgrades: upgrades + 1,
     },
-    leftovers: [notifyDirectory()].filter((d) => d !== null),
     history: [...i.history],
     // A draining generation whose workers are all gone only waits for its exit to be noticed.
     generations: i.generations
@@ -212,20 +239,22 @@ function snapshot(sup: Supervisor, req: UpgradeRequest, conn: Socket | null, req
         restarts: Array.from(g.restarts, (n) => n ?? 0),
         workers: g.live.map((w) => ({ ...w.snapshot(), retired: !g.workers.includes(w), fds: processFds(w.process) })),
       })),
-    logs: ring.tail(ring.size),
   };
 }
 
 /** Every fd the new image takes over, the state's own and stdio aside. */
 function carriedFds(s: State): number[] {
-  const fds = [s.control.fd, ...s.listeners.map((l) => l.fd)];
+  const fds = [s.control.fd];
   if (s.request.reply) fds.push(s.request.reply.fd);
-  for (const g of s.generations) for (const w of g.workers) for (const fd of Object.values(w.fds)) if (fd !== null) fds.push(fd);
+  for (const svc of s.services) {
+    fds.push(...svc.listeners.map((l) => l.fd));
+    for (const g of svc.generations) for (const w of g.workers) for (const fd of Object.values(w.fds)) if (fd !== null) fds.push(fd);
+  }
   return fds;
 }
 
 /** Write the final state and execve into the new image. Returns only by throwing, with every fd's flag as it was. */
-function become(sup: Supervisor, req: UpgradeRequest, conn: Socket | null, requestedAt: number, entry: string, mem: number): never {
+function become(sup: Upgradable, req: UpgradeRequest, conn: Socket | null, requestedAt: number, entry: string, mem: number): never {
   const state = snapshot(sup, req, conn, requestedAt);
   writeState(mem, state);
   // Node sets FD_CLOEXEC on 0-2 too: cleared, or the new image's output would go nowhere.
@@ -233,7 +262,7 @@ function become(sup: Supervisor, req: UpgradeRequest, conn: Socket | null, reque
   const argv = [process.execPath, ...process.execArgv, entry, 'start', `${STATE_FLAG}=${mem}`, ...startArgs()];
   try {
     return inheriting(fds, () => {
-      log.info(`upgrade: execve ${entry}`, { pid: process.pid, workers: state.generations.reduce((n, g) => n + g.workers.length, 0) });
+      log.info(`upgrade: execve ${entry}`, { pid: process.pid, workers: workerCount(state) });
       return execve(process.execPath, argv, BIRTH_ENV);
     });
   } catch (e) {
@@ -253,6 +282,10 @@ export function inheriting(fds: readonly number[], exec: () => never): never {
   }
 }
 
+function workerCount(s: State): number {
+  return s.services.reduce((n, svc) => n + svc.generations.reduce((m, g) => m + g.workers.length, 0), 0);
+}
+
 function flushed(conn: Socket): Promise<void> {
   if (conn.writableLength === 0 || conn.destroyed) return Promise.resolve();
   return new Promise((res) => conn.write('', () => res()));
@@ -263,42 +296,62 @@ function flushed(conn: Socket): Promise<void> {
 /* ------------------------------------------------------------------ */
 
 /**
- * New image, in place of `sup.start()`: take over what the old image ran, answer whoever
- * asked for the upgrade, and with --restart-workers hand over to a fresh generation.
+ * Why the state cannot be taken over by what this command line starts (one supervisor, or
+ * the services its config file defines now), or null. The new image runs the same command
+ * line, but the config file may have been edited since.
  */
-export async function resume(sup: Supervisor, stateFd: number): Promise<void> {
-  const state = readState(stateFd);
+export function mismatch(state: State, names: readonly string[] | null): string | null {
+  const running = state.group ? `several services (${state.services.map((s) => s.options.name).join(', ')})` : 'one supervisor';
+  const starting = names ? `several services (${names.join(', ')})` : 'one supervisor';
+  const same = names ? state.group !== null && names.join('\0') === state.services.map((s) => s.options.name).join('\0') : state.group === null;
+  if (same) return null;
+  return `the running baton runs ${running}, and its command line with the config file as it is now starts ${starting}: an upgrade carries every service as it is; to change the set of services, start a new baton with --takeover`;
+}
+
+/**
+ * New image, in place of `start()`: take over what the old image ran, answer whoever
+ * asked for the upgrade, and with --restart-workers hand over to fresh generations.
+ */
+export async function resume(t: Upgradable, stateFd: number): Promise<void> {
+  const { state } = readState(stateFd);
   closeFd(stateFd);
+  const services = servicesOf(t);
+  const wrong = mismatch(state, isGroup(t) ? services.map((s) => s.name) : null);
+  if (wrong) throw new Error(`upgrade: ${wrong}`);
   for (const e of state.logs) ring.push(e);
   // They were left open for this image only: workers spawned from now on must not inherit them.
   for (const fd of carriedFds(state)) setCloexec(fd, true);
-  upgrades = state.supervisor.upgrades;
+  upgrades = state.upgrades;
   // Adopted workers keep their NOTIFY_SOCKET path, but its socket closed with the old image.
   for (const path of state.leftovers) rmSync(path, { recursive: true, force: true });
-  const options = sup.internals.options;
-  // What changed at run time (scale, reloads) wins over the command line it was started with.
-  Object.assign(options, state.service);
   let adopted = 0;
-  await sup.resume({
-    listeners: state.listeners,
-    controlFd: state.control.fd,
-    startedAt: state.supervisor.startedAt,
-    nextGeneration: state.supervisor.nextGeneration,
-    nextHandoff: state.supervisor.nextHandoff,
-    history: state.history,
-    serving: state.supervisor.serving,
-    generations: state.generations,
-    adopt: (g, s: GenerationState) => {
-      Object.assign(g, { state: s.state, target: s.target, startedAt: s.startedAt, readyAt: s.readyAt, drainStartedAt: s.drainStartedAt });
-      s.restarts.forEach((n, i) => (g.restarts[i] = n));
-      // Retired ones first: see Generation.adopt.
-      for (const ws of [...s.workers].sort((a, b) => Number(b.retired) - Number(a.retired))) {
-        g.adopt(ws.index, new AdoptedProcess(ws.pid, ws.fds), ws.retired).resume(ws, options.drainTimeoutMs);
-        adopted++;
-      }
-    },
-  });
-  followDrains(sup, state.history);
+  for (const [i, sup] of services.entries()) {
+    const s = state.services[i]!;
+    const options = sup.internals.options;
+    // What changed at run time (scale, reloads) wins over the command line it was started with.
+    Object.assign(options, s.options);
+    await sup.resume({
+      listeners: s.listeners,
+      controlFd: isGroup(t) ? null : state.control.fd,
+      startedAt: s.supervisor.startedAt,
+      nextGeneration: s.supervisor.nextGeneration,
+      nextHandoff: s.supervisor.nextHandoff,
+      history: s.history,
+      serving: s.supervisor.serving,
+      generations: s.generations,
+      adopt: (g, gs: GenerationState) => {
+        Object.assign(g, { state: gs.state, target: gs.target, startedAt: gs.startedAt, readyAt: gs.readyAt, drainStartedAt: gs.drainStartedAt });
+        gs.restarts.forEach((n, k) => (g.restarts[k] = n));
+        // Retired ones first: see Generation.adopt.
+        for (const ws of [...gs.workers].sort((x, y) => Number(y.retired) - Number(x.retired))) {
+          g.adopt(ws.index, new AdoptedProcess(ws.pid, ws.fds), ws.retired).resume(ws, options.drainTimeoutMs);
+          adopted++;
+        }
+      },
+    });
+    followDrains(sup, s.history);
+  }
+  if (isGroup(t)) await t.resume(state.control.fd, state.group!.startedAt);
   log.info(`upgraded in place to baton ${VERSION} (${process.argv[1]}) from baton ${state.writtenBy.version}`, {
     pid: process.pid,
     adopted,
@@ -314,16 +367,22 @@ export async function resume(sup: Supervisor, stateFd: number): Promise<void> {
     adopted,
     upgrades,
     handoff: null,
+    reloads: null,
   };
   if (state.request.restartWorkers) {
     reply?.event('restarting', `took over ${adopted} worker(s); starting a fresh generation`);
-    const rec = await sup.reload({ trigger: 'upgrade', watch: (s, m) => reply?.event(s, m) }).catch((e: Error) => e);
-    if (rec instanceof Error || rec.state === 'failed') {
-      const why = rec instanceof Error ? rec.message : rec.error;
-      reply?.fail(`upgraded to baton ${VERSION}, but restarting the workers failed: ${why}; the adopted workers serve on`, rec instanceof Error ? undefined : rec);
-      return;
+    const failed = (why: string, detail?: unknown): void =>
+      reply?.fail(`upgraded to baton ${VERSION}, but restarting the workers failed: ${why}; the adopted workers serve on`, detail);
+    if (isGroup(t)) {
+      const results = await t.reloadAll('upgrade', (service, s, m) => reply?.event(s, `${service}: ${m}`));
+      const bad = results.filter((r) => r.error !== null);
+      if (bad.length) return failed(bad.map((r) => `${r.service} (${r.error})`).join(', '), results);
+      result.reloads = results;
+    } else {
+      const rec = await t.reload({ trigger: 'upgrade', watch: (s, m) => reply?.event(s, m) }).catch((e: Error) => e);
+      if (rec instanceof Error || rec.state === 'failed') return failed(rec instanceof Error ? rec.message : (rec.error ?? 'unknown error'), rec instanceof Error ? undefined : rec);
+      result.handoff = rec;
     }
-    result.handoff = rec;
   }
   result.ms = Date.now() - state.request.requestedAt;
   reply?.ok(result);
@@ -365,13 +424,15 @@ function answerOn(to: { fd: number; id: number | null }): { event: Emit; ok(resu
 }
 
 /** `baton start --upgrade-check=N`: the new entry point loads everything and reads the state, then exits. */
-export async function checkState(fd: number): Promise<never> {
+export async function checkState(fd: number, names: readonly string[] | null): Promise<never> {
   try {
-    const s = readState(fd);
+    const { state: s, format } = readState(fd);
+    const wrong = mismatch(s, names);
+    if (wrong) throw new Error(wrong);
     isCloexec(fd); // loads koffi: the new image needs it at once
     await import('../runtime/runtime.js'); // what new workers preload
-    const workers = s.generations.reduce((n, g) => n + g.workers.length, 0);
-    process.stdout.write(`${CHECK_OK}: baton ${VERSION}, state format ${s.format}, ${s.listeners.length} listener(s), ${workers} worker(s)\n`);
+    const listeners = s.services.reduce((n, svc) => n + svc.listeners.length, 0);
+    process.stdout.write(`${CHECK_OK}: baton ${VERSION}, state format ${format}, ${s.services.length} service(s), ${listeners} listener(s), ${workerCount(s)} worker(s)\n`);
     process.exit(0);
   } catch (e) {
     process.stderr.write(`baton: ${(e as Error).message}\n`);
