@@ -1,5 +1,6 @@
-// baton as a systemd service (Type=notify, or Type=notify-reload so `systemctl reload`
-// works): when systemd gave baton a NOTIFY_SOCKET, baton tells it READY=1 once generation
+// baton as a systemd service (Type=notify, with ExecReload=baton reload so that a failed
+// reload fails `systemctl reload`: docs/systemd.md): when systemd gave baton a NOTIFY_SOCKET,
+// baton tells it READY=1 once generation
 // 1 serves; on each reload RELOADING=1 with MONOTONIC_USEC, then READY=1 when it is over
 // (also when it failed: the old generation serves on); STOPPING=1 on stop; and a one-line
 // STATUS= each time. With WatchdogSec= it pings WATCHDOG=1 at half the interval.
