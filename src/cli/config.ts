@@ -11,6 +11,7 @@ import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import * as v from 'valibot';
 import { parseDuration } from '../common/duration.js';
+import { parseSize } from '../common/size.js';
 import { type ListenSpec, type MetricsAddress, describe, parseListen, parseMetricsAddress } from '../common/address.js';
 import { parseSignal } from '../host/host.js';
 import type { Reconfigurable } from '../supervisor/supervisor.js';
@@ -141,6 +142,7 @@ const fieldsFor = (dir: string) => ({
   drainTimeout: v.optional(duration),
   maxSurge: v.optional(count(1024, true)),
   maxDraining: v.optional(count(1024, false)),
+  maxMemory: v.optional(parsed('a size such as "512M" or "1G"', parseSize)),
   backlog: v.optional(count(65535, false)),
   logFormat: v.optional(oneOf(['text', 'json'])),
   metrics: v.optional(parsed<MetricsAddress>('"HOST:PORT" or "PORT"', parseMetricsAddress)),
@@ -154,7 +156,7 @@ const fieldsFor = (dir: string) => ({
  * file are the default for every service. The rest (control socket, logs, metrics, user,
  * signals, stop timeout) belongs to the baton process and stays at the top.
  */
-export const SERVICE_KEYS = ['listen', 'command', 'env', 'cwd', 'workers', 'threads', 'ready', 'distribution', 'handoff', 'readyTimeout', 'drainTimeout', 'maxSurge', 'maxDraining', 'backlog'] as const;
+export const SERVICE_KEYS = ['listen', 'command', 'env', 'cwd', 'workers', 'threads', 'ready', 'distribution', 'handoff', 'readyTimeout', 'drainTimeout', 'maxSurge', 'maxDraining', 'maxMemory', 'backlog'] as const;
 
 const SERVICES = 'an object of services such as { "api": { "listen": [8080], "command": ["node", "api.js"] } }';
 
@@ -333,6 +335,7 @@ const RELOADABLE = {
   drainTimeout: 'drainTimeoutMs',
   maxSurge: 'maxSurge',
   maxDraining: 'maxDraining',
+  maxMemory: 'maxMemoryBytes',
 } as const satisfies Partial<Record<keyof FileOptions, keyof Reconfigurable>>;
 /** Fixed for the life of the supervisor: the sockets, its name, its own outputs. */
 const FIXED = ['name', 'control', 'listen', 'backlog', 'distribution', 'handoff', 'threads', 'readyAfter', 'watchdog', 'drainSignal', 'stopTimeout', 'user', 'group', 'logFormat', 'metrics'] as const;

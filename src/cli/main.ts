@@ -6,6 +6,7 @@ import { availableParallelism } from 'node:os';
 import { resolve as pathResolve } from 'node:path';
 import { type ListenSpec, parseListen, parseMetricsAddress } from '../common/address.js';
 import { parseDuration } from '../common/duration.js';
+import { parseSize } from '../common/size.js';
 import { controlPathFor, controlRequest } from '../control/control.js';
 import { Supervisor, type ServiceOptions, type StatusReport } from '../supervisor/supervisor.js';
 import { ServiceGroup, type GroupReload, type GroupStatus } from '../supervisor/services.js';
@@ -121,6 +122,7 @@ addTarget(
     .addOption(new Option('--ready-timeout <duration>', 'how long a new generation may take to be ready').argParser(arg(parseDuration)).default(30_000, '30s'))
     .addOption(new Option('--drain-timeout <duration>', 'how long an old generation may take to finish').argParser(arg(parseDuration)).default(30_000, '30s'))
     .addOption(new Option('--max-surge <n>', 'rolling reload: replace at most n workers at a time (default: all at once)').argParser(arg(parseWorkers)))
+    .addOption(new Option('--max-memory <size>', 'replace a worker whose memory (RSS) goes over this, e.g. 512M or 1G: a fresh one starts, then it drains').argParser(arg(parseSize)))
     .addOption(new Option('--max-draining <n>', 'a reload waits while n old generations are still draining').argParser(arg(parseWorkers)).default(4))
     .addOption(new Option('--backlog <n>', 'listen backlog (capped by net.core.somaxconn)').argParser(arg(parseBacklog)).default(4096))
     .addOption(new Option('--log-format <format>', 'text: prefixed lines; json: one JSON object per line (pino) on stdout').choices(['text', 'json']).default('text'))
@@ -195,6 +197,7 @@ function serviceOptions(o: Record<string, any>, host: Host): Omit<ServiceOptions
     drainTimeoutMs: o.drainTimeout,
     maxSurge: o.maxSurge ?? null,
     maxDraining: o.maxDraining,
+    maxMemoryBytes: o.maxMemory ?? null,
     ...host.service,
   };
 }

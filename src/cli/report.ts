@@ -41,7 +41,8 @@ export function formatStatus(s: StatusReport, width = WIDTH): string {
   const out: string[] = [];
   const serving = s.generations.find((g) => g.number === s.serving);
   const ready = serving ? `${serving.ready}/${s.workers} ready` : `0/${s.workers} ready`;
-  out.push(`${s.name}  pid ${s.pid}  ${s.state}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  workers ${ready}`);
+  const limit = s.maxMemoryBytes === null ? '' : `  max-memory ${formatBytes(s.maxMemoryBytes)}`;
+  out.push(`${s.name}  pid ${s.pid}  ${s.state}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  workers ${ready}${limit}`);
   out.push(`control  ${s.control}`);
   for (const l of s.listeners) out.push(`listen   ${pad(l.name, 16)} ${l.address}${l.inherited ? '  (socket activation)' : ''}`);
   if (s.handoff) out.push(`handoff  #${s.handoff.id} ${s.handoff.state}: generation ${s.handoff.from ?? '-'} -> ${s.handoff.to}${s.reloadQueued ? ' (another reload queued)' : ''}`);
@@ -60,7 +61,8 @@ export function formatStatus(s: StatusReport, width = WIDTH): string {
           String(w.pid),
           w.state,
           formatDuration(w.uptimeMs),
-          `${w.restarts}${w.crashLoop ? ' looping' : ''}`,
+          // Replacements for memory are not crashes: shown apart, e.g. "0, 2 mem".
+          `${w.restarts}${w.replaced ? `, ${w.replaced} mem` : ''}${w.crashLoop ? ' looping' : ''}`,
           formatBytes(w.rssBytes),
           String(w.connections ?? '-'),
         ]),

@@ -42,6 +42,7 @@ export function createMetrics(sups: readonly Supervisor[]): Registry {
     registers,
   });
   const restarts = new Counter({ name: 'baton_worker_restarts_total', help: 'Workers restarted after they died while serving', labelNames: names(), registers });
+  const replaced = new Counter({ name: 'baton_worker_memory_replacements_total', help: 'Workers replaced for going over --max-memory (a fresh one first, then the old one drained)', labelNames: names(), registers });
   const cut = new Counter({ name: 'baton_connections_cut_total', help: 'Connections still open when a draining worker reached its drain deadline', labelNames: names(), registers });
   new Gauge({
     name: 'baton_workers',
@@ -85,6 +86,7 @@ export function createMetrics(sups: readonly Supervisor[]): Registry {
       for (const [phase, ms] of Object.entries(phaseDurations(rec))) phases.observe(by(sup, { phase }), ms / 1000);
     });
     sup.events.on('reload-rejected', () => reloads.inc(by(sup, { result: 'rejected' })));
+    sup.events.on('memory-replaced', () => replaced.inc(by(sup)));
     sup.events.on('generation', (g) => {
       g.on('respawn', () => restarts.inc(by(sup)));
       g.on('worker-exit', (w: { cut: number }) => {

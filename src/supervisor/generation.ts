@@ -1,7 +1,7 @@
 // The workers that run one version (one command line + env), numbered for the life of
 // the service. A generation starts, becomes ready (or fails), serves, drains, exits.
 import { EventEmitter } from 'node:events';
-import { Worker, type WorkerOptions } from './worker.js';
+import { Worker, type WorkerOptions, type WorkerState } from './worker.js';
 import type { WorkerProcess } from './adopt.js';
 
 export type GenerationState = 'starting' | 'serving' | 'draining' | 'exited';
@@ -43,6 +43,8 @@ export class Generation extends EventEmitter {
   exitedAt: number | null = null;
   /** Restarts per worker index, for status. */
   readonly restarts: number[] = [];
+  /** Replacements per worker index of a worker over --max-memory (replace()), for status. */
+  readonly replaced: number[] = [];
   /** Quick deaths in a row per worker index, for the backoff. */
   private readonly streak: number[] = [];
   private readonly respawnTimers = new Map<number, NodeJS.Timeout>();
@@ -139,6 +141,43 @@ export class Generation extends EventEmitter {
       w.drain(timeoutMs);
     }
     await Promise.all(ws.map((w) => w.whenExited()));
+  }
+
+  /**
+   * Replace a serving worker without a gap (--max-memory): a fresh one starts in its slot
+   * while the old one serves on; once the fresh one is ready the old one drains, as in a
+   * reload. Resolves true then; false, with the old one back in its slot as it was, if the
+   * fresh one does not get ready within `readyTimeoutMs` (it is stopped).
+   */
+  async replace(w: Worker, readyTimeoutMs: number): Promise<boolean> {
+    if (this.state !== 'serving' || w.state !== 'ready' || !this.workers.includes(w)) return false;
+    this.retired.push(...this.workers.splice(this.workers.indexOf(w), 1));
+    const fresh = this.spawn(w.index);
+    const ready = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), readyTimeoutMs);
+      const settle = (ok: boolean) => (): void => {
+        clearTimeout(timer);
+        resolve(ok);
+      };
+      fresh.once('ready', settle(true));
+      fresh.once('exit', settle(false));
+    });
+    if (ready) {
+      this.replaced[w.index] = (this.replaced[w.index] ?? 0) + 1;
+      w.drain(this.template.drainTimeoutMs);
+      return true;
+    }
+    const slot = this.workers.indexOf(fresh);
+    // The old one died meanwhile, or a reload took over: the slot is handled as it would be.
+    if (slot < 0 || (w.state as WorkerState) === 'exited' || this.state !== 'serving') return false;
+    // A fresh one that died was taken for a crash: no respawn, the old one serves on.
+    clearTimeout(this.respawnTimers.get(w.index));
+    this.respawnTimers.delete(w.index);
+    this.workers[slot] = w;
+    this.retired.splice(this.retired.indexOf(w), 1, fresh);
+    fresh.kill();
+    this.emit('change');
+    return false;
   }
 
   /** Stop accepting and finish; resolves once every worker has stopped accepting. */

@@ -49,10 +49,12 @@ export interface ServiceOptions {
   inherited?: InheritedSocket[];
   /** A stop kills whatever still runs after this long, drain deadlines notwithstanding (container grace period). */
   stopTimeoutMs?: number | null;
+  /** A serving worker whose RSS goes over this is replaced: a fresh one first, then it drains (null: no limit). */
+  maxMemoryBytes?: number | null;
 }
 
 /** What a reload may change: it applies to the new generation, and stays once that one serves. */
-export type Reconfigurable = Pick<ServiceOptions, 'argv' | 'cwd' | 'env' | 'workers' | 'readyMode' | 'readyTimeoutMs' | 'drainTimeoutMs' | 'maxSurge' | 'maxDraining'>;
+export type Reconfigurable = Pick<ServiceOptions, 'argv' | 'cwd' | 'env' | 'workers' | 'readyMode' | 'readyTimeoutMs' | 'drainTimeoutMs' | 'maxSurge' | 'maxDraining' | 'maxMemoryBytes'>;
 
 /** What the supervisor tells observers (metrics): each generation made, each handoff step, refused reloads. */
 /** What the supervisor shows a supervisor upgrade (upgrade/upgrade.ts) of itself, in the old image. */
@@ -104,6 +106,8 @@ export interface SupervisorEvents {
   generation: [Generation];
   handoff: [HandoffRecord, string];
   'reload-rejected': [string];
+  /** A worker over --max-memory was replaced: its fresh copy is ready, it drains. */
+  'memory-replaced': [Generation, Worker];
   stopping: [];
   /** No handoff runs and none is queued. */
   idle: [];
@@ -123,6 +127,8 @@ const HISTORY = 50;
 /** Quick deaths in a row after which a worker is reported as crash-looping. */
 const CRASH_LOOP = 3;
 const TRANSFER_TIMEOUT_MS = 5000;
+/** How often each serving worker's RSS is compared with --max-memory. */
+const MEMORY_CHECK_MS = 1000;
 const PRELOAD_URL = new URL('../runtime/preload.js', import.meta.url).href;
 
 export class Supervisor {
@@ -142,6 +148,9 @@ export class Supervisor {
   private nextGeneration = 1;
   private nextHandoff = 1;
   private stopping: Promise<void> | null = null;
+  private memoryGuard: NodeJS.Timeout | null = null;
+  /** A worker over --max-memory is being replaced: one at a time, so memory never doubles at once. */
+  private replacing = false;
   /** Set again by an upgrade: the service's start, not this image's. */
   startedAt = Date.now();
   /** Resolves once a stop (signal, control request, failed start) has finished. */
@@ -198,6 +207,35 @@ export class Supervisor {
       const out = rec.output.length ? `\n${rec.output.map((l) => `  | ${l}`).join('\n')}` : '';
       throw new Error(`generation 1 did not start: ${rec.error}${out}`);
     }
+    this.guardMemory();
+  }
+
+  /** --max-memory: every second, the first serving worker over the limit is replaced (Generation.replace). */
+  private guardMemory(): void {
+    this.memoryGuard ??= setInterval(() => void this.checkMemory(), MEMORY_CHECK_MS).unref();
+  }
+
+  private async checkMemory(): Promise<void> {
+    const max = this.opts.maxMemoryBytes ?? null;
+    const g = this.serving;
+    // A handoff replaces every worker anyway; a stop needs none.
+    if (max === null || this.replacing || this.current || this.stopping || g?.state !== 'serving') return;
+    const over = g.workers.map((w) => ({ w, rss: w.state === 'ready' ? (rssBytes(w.pid) ?? 0) : 0 })).find((x) => x.rss > max);
+    if (!over) return;
+    const { w, rss } = over;
+    const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    this.replacing = true;
+    this.log.warn(`worker ${g.number}.${w.index} uses ${mib(rss)}, over --max-memory ${mib(max)}: replacing it (a fresh one first, then it drains)`, { pid: w.pid, rss });
+    try {
+      if (await g.replace(w, this.opts.readyTimeoutMs)) {
+        this.log.info(`worker ${g.number}.${w.index} replaced for memory; the old one drains`, { pid: w.pid });
+        this.events.emit('memory-replaced', g, w);
+      } else if (g.workers.includes(w)) {
+        this.log.error(`worker ${g.number}.${w.index} could not be replaced: its fresh copy did not get ready; it serves on`, { pid: w.pid });
+      }
+    } finally {
+      this.replacing = false;
+    }
   }
 
   private startRoundRobin(): void {
@@ -242,6 +280,7 @@ export class Supervisor {
     // Slots whose worker died before the exec (or during it) get a new one now.
     if (this.serving?.state === 'serving') this.serving.resize(this.opts.workers);
     this.startRoundRobin();
+    this.guardMemory();
     if (r.controlFd === null) return; // one of a group's services: the group serves control
     this.control = await serveControl({ fd: r.controlFd }, (req, emit, client, conn) => this.handle(req, emit, client, conn));
     // Bound by an earlier image, the path is not unlinked by close(): stop removes it as start's would.
@@ -391,6 +430,7 @@ export class Supervisor {
       this.pending = null;
       for (const w of pending?.waiters ?? []) w.reject(new Error('the supervisor is stopping'));
       this.events.emit('stopping');
+      clearInterval(this.memoryGuard ?? undefined);
       const all = [...this.generations];
       // With a stop timeout (a container's grace period) the drain ends a little before it,
       // so workers can still report what they cut; generations already draining from a
@@ -507,6 +547,7 @@ export class Supervisor {
       state: this.stopping ? 'stopping' : this.current ? 'reloading' : 'running',
       control: this.opts.controlPath,
       workers: this.opts.workers,
+      maxMemoryBytes: this.opts.maxMemoryBytes ?? null,
       listeners: this.listeners.map((l) => ({ name: l.name, address: describe(l), fd: l.fd, inode: inodeOf(l), inherited: l.inherited === true })),
       serving: this.serving?.number ?? null,
       handoff: this.current ? { id: this.current.id, state: this.current.state, from: this.current.from, to: this.current.to } : null,
@@ -527,6 +568,7 @@ export class Supervisor {
           state: w.state,
           uptimeMs: now - w.startedAt,
           restarts: g.restarts[w.index] ?? 0,
+          replaced: g.replaced[w.index] ?? 0,
           crashLoop: g.streakOf(w.index) >= CRASH_LOOP,
           connections: w.connections,
           rssBytes: w.state === 'exited' ? null : rssBytes(w.pid),
@@ -546,6 +588,8 @@ export interface StatusReport {
   state: 'running' | 'reloading' | 'stopping';
   control: string;
   workers: number;
+  /** --max-memory in bytes, or null. */
+  maxMemoryBytes: number | null;
   /** `inode` names the socket (as in /proc/<pid>/fd); `inherited`: from socket activation. */
   listeners: { name: string; address: string; fd: number; inode: number | null; inherited: boolean }[];
   serving: number | null;
@@ -561,7 +605,8 @@ export interface StatusReport {
     ready: number;
     startedAt: number;
     readyAt: number | null;
-    workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; crashLoop: boolean; connections: number | null; rssBytes: number | null; status: string | null }[];
+    /** `replaced`: how often the worker in this slot was replaced for going over --max-memory. */
+    workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; replaced: number; crashLoop: boolean; connections: number | null; rssBytes: number | null; status: string | null }[];
   }[];
   history: HandoffRecord[];
 }
