@@ -3,10 +3,11 @@
 // fails the reload and changes nothing).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { CONFIG_KEYS, validateConfig } from '../src/cli/config.js';
-import { EXAMPLES, FIXTURES, runCli } from './helpers/baton.js';
+import { EXAMPLES, FIXTURES, ROOT, runCli, tempDir } from './helpers/baton.js';
 import { cli, configDir } from './helpers/ops.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
 
@@ -191,10 +192,47 @@ test('flags override the file, also on reload; a .mjs file is read again on each
   assert.equal(r.code, 0, r.stderr);
   const s = JSON.parse((await runCli(['status', '--json', '--control', control])).stdout) as StatusReport;
   assert.equal(s.workers, 1, '--workers on the command line stays in force');
+  assert.match(b.out, /baton\.config\.mjs: workers changed in the file, but --workers given to baton start wins; start baton without --workers for the file to count/);
   const port = Number(s.listeners[0]!.address.split(':')[1]);
   assert.match(await get(port), /^gen=2 greeting=two /, 'the edited module was imported again');
   c.write('export default 42;\n');
   const bad = await runCli(['reload', '--control', control]);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /reload failed: baton\.config\.mjs: expected an object of settings, got 42/);
+});
+
+test('the getting-started file kept next to the app: its command runs where baton start runs; a relative cwd is the file\'s directory; a command after -- wins over an edited one, with a warning', { timeout: 60_000 }, async (t) => {
+  const dir = tempDir('baton-cwd-');
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const app = join(dir, 'examples/hello');
+  mkdirSync(app, { recursive: true });
+  for (const f of ['v1.js', 'v2.js']) copyFileSync(join(EXAMPLES, 'hello', f), join(app, f));
+  // The file exactly as docs/getting-started.md shows it.
+  const page = readFileSync(join(ROOT, 'docs/getting-started.md'), 'utf8');
+  const shown = /## Keep the settings in a file[\s\S]*?```json\n([\s\S]*?)```/.exec(page)?.[1] ?? assert.fail('no config file in docs/getting-started.md');
+  assert.deepEqual((JSON.parse(shown) as { command: string[] }).command, ['node', 'examples/hello/v1.js']);
+  const file = join(app, 'baton.config.json');
+  writeFileSync(file, shown);
+  const control = join(dir, 'ctl.sock');
+  // Run from the directory the page's other commands run in; a port of our own instead of 3000.
+  const a = cli(['start', '--config', 'examples/hello/baton.config.json', '--listen', '127.0.0.1:0', '--control', control], { cwd: dir });
+  t.after(() => a.kill());
+  await a.waitFor(/handoff 1: generation 1 serves/);
+  const s = JSON.parse((await runCli(['status', '--json', '--control', control])).stdout) as StatusReport;
+  assert.equal(s.generations[0]!.ready, 2);
+  assert.match(await get(Number(s.listeners[0]!.address.split(':')[1])), /^gen=1 v1 /);
+  assert.equal((await runCli(['stop', '--control', control])).code, 0);
+  assert.equal(await a.exited, 0);
+
+  // "cwd": "." is the file's own directory, wherever baton starts; the command after -- wins.
+  writeFileSync(file, JSON.stringify({ listen: ['127.0.0.1:0'], cwd: '.', command: ['node', 'v1.js'] }));
+  const b = cli(['start', '--config', file, '--control', control, '--', 'node', 'v1.js'], { cwd: ROOT });
+  t.after(() => b.kill());
+  await b.waitFor(/handoff 1: generation 1 serves/);
+  writeFileSync(file, JSON.stringify({ listen: ['127.0.0.1:0'], cwd: '.', command: ['node', 'v2.js'] }));
+  const r = await runCli(['reload', '--control', control]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(b.out, /command changed in the file, but baton was started with a command after --, which wins/);
+  const port = Number((JSON.parse((await runCli(['status', '--json', '--control', control])).stdout) as StatusReport).listeners[0]!.address.split(':')[1]);
+  assert.match(await get(port), /^gen=2 v1 /);
 });

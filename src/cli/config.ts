@@ -2,7 +2,9 @@
 // `baton start` takes on its command line (same names, camelCase), the command, and env for
 // the workers. Flags given on the command line win over the file. The file is read again on
 // every reload, so editing it and reloading is a deploy; a file that does not validate fails
-// that reload and changes nothing.
+// that reload and changes nothing. Relative paths in the file (cwd, control, unix listeners)
+// are meant from the file's directory; without `cwd`, the command runs where `baton start`
+// was run, as it would typed in that shell, wherever the file is.
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
@@ -379,10 +381,12 @@ export async function applyConfigFile(cmd: Command, commandGiven: boolean): Prom
       cmd.setOptionValueWithSource(key, value, 'config');
     }
   }
-  const cwdOf = (f: FileOptions): string => f.cwd ?? (commandGiven ? process.cwd() : dirname(path));
+  // Where `baton start` ran: `command` runs from there unless the file says `cwd`.
+  const startDir = process.cwd();
+  const cwdOf = (f: FileOptions): string => f.cwd ?? startDir;
   const envOf = (f: FileOptions): NodeJS.ProcessEnv => ({ ...process.env, ...f.env });
   const services = first.services
-    ? Object.keys(first.services).map((name) => serviceConfig(name, first, cmd, pinned, path, label, envOf))
+    ? Object.keys(first.services).map((name) => serviceConfig(name, first, cmd, pinned, label, envOf, startDir, path))
     : null;
   return {
     services,
@@ -396,6 +400,10 @@ export async function applyConfigFile(cmd: Command, commandGiven: boolean): Prom
       const f = await readConfig(path, label);
       const changed = FIXED.filter((k) => !pinned(k) && JSON.stringify(f[k]) !== JSON.stringify(first[k]));
       if (changed.length) log.warn(`${label}: ${changed.join(', ')} changed; that takes effect when baton restarts`);
+      overridden(f, first, pinned, label, log);
+      if (commandGiven && f.command && JSON.stringify(f.command) !== JSON.stringify(first.command)) {
+        log.warn(`${label}: command changed in the file, but baton was started with a command after --, which wins; name the new one with baton reload -- <command>, or start baton without one`);
+      }
       const s: Partial<Reconfigurable> = { env: envOf(f) };
       if (!commandGiven && f.command) Object.assign(s, { argv: f.command, cwd: cwdOf(f) });
       for (const [key, opt] of Object.entries(RELOADABLE) as [keyof typeof RELOADABLE, keyof Reconfigurable][]) {
@@ -408,11 +416,26 @@ export async function applyConfigFile(cmd: Command, commandGiven: boolean): Prom
 
 type Layer = NonNullable<FileOptions['services']>[string];
 
+/** `--workers` for `workers`: the flag a key of the file is given by. */
+const flagOf = (key: string): string => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+/**
+ * Keys the file changed since baton started whose flag was given on the command line: the
+ * flag wins, as it did at the start, but an edit that changes nothing must not go unnoticed.
+ */
+function overridden(now: Partial<Record<string, unknown>>, then: Partial<Record<string, unknown>>, pinned: (key: string) => boolean, label: string, to: { warn(m: string): void }): void {
+  const keys = new Set([...Object.keys(now), ...Object.keys(then)]);
+  for (const k of keys) {
+    if (k === 'services' || !pinned(k) || JSON.stringify(now[k]) === JSON.stringify(then[k])) continue;
+    to.warn(`${label}: ${k} changed in the file, but ${flagOf(k)} given to baton start wins; start baton without ${flagOf(k)} for the file to count`);
+  }
+}
+
 /**
  * A service of `first.services`: its keys over the top-level ones, the command line over both.
  * Read again at each of its reloads; a file that no longer has it fails that reload.
  */
-function serviceConfig(name: string, first: FileOptions, cmd: Command, pinned: (key: string) => boolean, path: string, label: string, envOf: (f: FileOptions) => NodeJS.ProcessEnv): ServiceConfig {
+function serviceConfig(name: string, first: FileOptions, cmd: Command, pinned: (key: string) => boolean, label: string, envOf: (f: FileOptions) => NodeJS.ProcessEnv, startDir: string, path: string): ServiceConfig {
   const own = (f: FileOptions): Layer => {
     const svc = f.services?.[name];
     if (!svc) throw new ConfigError(`${label}: service "${name}" is no longer in the file; it runs on as it is until baton restarts`);
@@ -421,7 +444,7 @@ function serviceConfig(name: string, first: FileOptions, cmd: Command, pinned: (
   const svc = own(first);
   const options: Record<string, unknown> = { ...cmd.opts() };
   for (const [key, value] of Object.entries(svc)) if (value !== undefined && !pinned(key)) options[key] = value;
-  const cwdOf = (f: FileOptions): string => own(f).cwd ?? f.cwd ?? dirname(path);
+  const cwdOf = (f: FileOptions): string => own(f).cwd ?? f.cwd ?? startDir;
   const serviceEnv = (f: FileOptions): NodeJS.ProcessEnv => ({ ...envOf(f), ...own(f).env });
   const slog = serviceLog(name);
   return {
@@ -437,6 +460,7 @@ function serviceConfig(name: string, first: FileOptions, cmd: Command, pinned: (
       const now = own(f);
       const fixed = (['listen', 'distribution', 'handoff', 'threads', 'backlog'] as const).filter((k) => !pinned(k) && JSON.stringify(now[k] ?? f[k]) !== JSON.stringify(svc[k] ?? first[k]));
       if (fixed.length) slog.warn(`${label}: ${fixed.join(', ')} changed; that takes effect when baton restarts`);
+      overridden({ ...f, ...now }, { ...first, ...svc }, pinned, label, slog);
       const names = (o: FileOptions): string => Object.keys(o.services ?? {}).sort().join(', ');
       if (names(f) !== names(first)) slog.warn(`${label}: the services are now ${names(f)}; baton runs ${names(first)} until it restarts`);
       const s: Partial<Reconfigurable> = { env: serviceEnv(f), argv: now.command!, cwd: cwdOf(f) };
