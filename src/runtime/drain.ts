@@ -1,6 +1,7 @@
-// How a worker leaves: the "graceful" drain measured in notes/node-probes.md §7 and
-// notes/netem-drain.md (0 failed requests with undici, fetch and http.Agent, also with 5
-// and 20 ms of network delay, where `server.close()` lost up to 504 per run):
+// How a worker leaves: the "graceful" drain, held to 0 failed requests across reloads with
+// undici and http.Agent keep-alive clients and new-connection clients (test/load.test.ts,
+// npm run soak), where a plain `server.close()` loses requests of clients reusing a
+// connection just as it closes:
 //  1. stop accepting; the listening socket stays open in baton and the new generation;
 //  2. `Connection: close` on every response that starts from now on, and on in-flight ones
 //     whose headers are not out yet: the client learns with its answer not to reuse the
