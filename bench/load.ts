@@ -3,7 +3,7 @@
 // has no retry interceptor unless one is composed in; http.Agent never retries), every body is
 // read to the end, and anything other than a complete, expected response is a failure.
 //
-// Three client behaviours matter for a drain (test/load.test.ts reloads under all three):
+// Three client behaviours matter for a drain (test/core.test.ts reloads under all three):
 //   undici: keep-alive Pool; closes idle sockets ~2 s before the server's Keep-Alive hint.
 //   agent:  node http.Agent({keepAlive:true}) with defaults; ignores the hint and keeps idle
 //           sockets forever, so it is the one that races a server closing an idle socket.

@@ -1,5 +1,5 @@
 // How a worker leaves: the "graceful" drain, held to 0 failed requests across reloads with
-// undici and http.Agent keep-alive clients and new-connection clients (test/load.test.ts,
+// undici and http.Agent keep-alive clients and new-connection clients (test/core.test.ts,
 // npm run soak), where a plain `server.close()` loses requests of clients reusing a
 // connection just as it closes:
 //  1. stop accepting; the listening socket stays open in baton and the new generation;
