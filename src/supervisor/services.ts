@@ -10,7 +10,7 @@ import type { ControlRequest } from '../common/protocol.js';
 import type { HandoffRecord, HandoffTrigger } from './handoff.js';
 import { serveLogs, type LogClient } from '../log/ring.js';
 import { log, ring } from '../log/log.js';
-import type { StatusReport, Supervisor, Upgrader } from './supervisor.js';
+import type { StatusReport, Supervisor } from './supervisor.js';
 import { releaseUnused, type InheritedSocket } from '../os/activation.js';
 import { TakeoverHost } from './takeover.js';
 
@@ -33,7 +33,7 @@ export interface GroupInternals {
 }
 
 /** A supervisor upgrade of every service at once, given by the layer above (upgrade/upgrade.ts); never resolves. */
-export type GroupUpgrader = (group: ServiceGroup, ...rest: Parameters<Upgrader> extends [unknown, ...infer R] ? R : never) => Promise<never>;
+export type GroupUpgrader = (group: ServiceGroup, req: Extract<ControlRequest, { cmd: 'upgrade' }>, emit: (state: string, message: string) => void, conn: Socket | null) => Promise<never>;
 
 export interface GroupEvents {
   /** Every service's generation 1 serves. */
