@@ -22,6 +22,8 @@ import { formatEntry } from '../log/ring.js';
 import { parseSignal, prepareHost, type Host } from '../host/host.js';
 import { specsFromInherited } from '../os/activation.js';
 import { CHECK_FLAG, DEFAULT_ENTRY, STATE_FLAG, checkState, resume, upgrade, upgradeOnSignal, type UpgradeResult } from '../upgrade/upgrade.js';
+import { VERSION } from '../common/version.js';
+import { jsonOutput, printJson, printJsonError, wantsJson } from './json.js';
 
 /** Exit codes: 0 success, 1 the operation failed, 2 the command line was wrong. */
 const EXIT_FAILED = 1;
@@ -86,15 +88,26 @@ async function call(o: Target, req: ControlRequest, onEvent?: (state: string, me
   try {
     return await controlRequest(await targetPath(o), req, (e) => onEvent?.(e.state, e.message), onLog);
   } catch (e) {
-    console.error(`baton: ${(e as Error).message}`);
+    fail((e as Error).message);
+  }
+}
+
+/** A reply that is an error: said (in JSON with --json, with the protocol's detail), then exit 1. */
+function failed(reply: ControlReply & { ok: false }): never {
+  if (jsonOutput()) {
+    printJsonError(reply.error, reply.detail);
     process.exit(EXIT_FAILED);
   }
+  fail(reply.error);
 }
 
 const program = new Command('baton')
   .description('Replace a running server with a new version without losing a connection')
+  .version(VERSION, '-V, --version', 'print baton\'s version')
   .enablePositionalOptions()
   .exitOverride()
+  // With --json, commander's own errors are printed as JSON (below), not as text.
+  .configureOutput({ outputError: (text, write) => jsonOutput() || write(text) })
   .showSuggestionAfterError();
 
 addTarget(
@@ -305,34 +318,37 @@ async function serve(fg: Foreground, takeover: Takeover | null, path: string, st
 }
 
 /**
- * Operands before `--` name a service; after it comes a new command line. Commander keeps the
- * `--` among the operands when one came before it, and drops it when none did.
+ * Operands before `--` name a service; after it comes a new command line. Commander parses
+ * options anywhere before `--` and gives every operand in one list, without the `--`: the
+ * last ones are those that followed the first `--` of the command line.
  */
 function serviceAndCommand(operands: string[], usageLine: string): { service?: string; command: string[] } {
-  const dd = operands.indexOf('--');
-  const before = dd >= 0 ? operands.slice(0, dd) : process.argv.slice(2).includes('--') ? [] : operands;
-  const command = dd >= 0 ? operands.slice(dd + 1) : operands.slice(before.length);
+  const args = process.argv.slice(2);
+  const dd = args.indexOf('--');
+  const after = dd < 0 ? 0 : args.length - dd - 1;
+  const before = operands.slice(0, operands.length - after);
   if (before.length > 1) usage(`put the new command line after --: ${usageLine}`);
-  return { service: before[0], command };
+  return { service: before[0], command: operands.slice(before.length) };
 }
 
 addTarget(
   program
     .command('reload')
     .description('start a new generation and hand the service over to it: baton reload [service] [-- new command]')
-    .passThroughOptions()
     .argument('[service]', 'which service, when the config file defines several (default: all of them)')
     .argument('[command...]', 'a new command line, after --')
     .option('--wait-drained', 'return only once the old generation has exited')
-    .option('-q, --quiet', 'print only the result'),
+    .option('-q, --quiet', 'print only the result')
+    .option('--json', 'print the handoff record as JSON, and nothing else'),
 ).action(async (first: string | undefined, rest: string[], o) => {
   const { service, command } = serviceAndCommand(first === undefined ? rest : [first, ...rest], 'baton reload [service] -- node app.js');
   const req: ControlRequest = { cmd: 'reload', wait: o.waitDrained ? 'drained' : 'serving' };
   if (service !== undefined) req.service = service;
   if (command.length) Object.assign(req, { argv: command, cwd: process.cwd() });
-  const view = o.quiet ? null : new ReloadView(process.stdout);
+  const view = o.quiet || o.json ? null : new ReloadView(process.stdout);
   const reply = await call(o, req, (state, message) => view?.step(state, message));
   view?.end();
+  if (o.json) return reply.ok ? printJson(reply.result) : failed(reply);
   if (reply.ok) {
     if (Array.isArray(reply.result)) for (const r of reply.result as GroupReload) console.log(`${r.service}: reloaded: ${formatRecord(r.record!)}`);
     else console.log(`reloaded: ${formatRecord(reply.result as HandoffRecord)}`);
@@ -358,7 +374,7 @@ addTarget(
     .description('show generations, workers and recent reloads')
     .argument('[service]', 'only this service, when the config file defines several')
     .option('--json', 'machine-readable')
-    .option('-w, --watch', 'refresh in place on a terminal, as top does (elsewhere: one table per interval)')
+    .option('--watch', 'refresh in place on a terminal, as top does (elsewhere: one table per interval)')
     .addOption(new Option('--interval <duration>', 'how often --watch refreshes').argParser(arg(parseDuration)).default(1000, '1s')),
 ).action(async (service: string | undefined, o) => {
   const req: ControlRequest = service === undefined ? { cmd: 'status' } : { cmd: 'status', service };
@@ -373,11 +389,9 @@ addTarget(
     );
   }
   const reply = await call(o, req);
-  if (!reply.ok) {
-    console.error(`baton: ${reply.error}`);
-    process.exit(EXIT_FAILED);
-  }
-  console.log(o.json ? JSON.stringify(reply.result, null, 2) : formatAnyStatus(reply.result as StatusReport | GroupStatus));
+  if (!reply.ok) failed(reply);
+  if (o.json) printJson(reply.result);
+  else console.log(formatAnyStatus(reply.result as StatusReport | GroupStatus));
 });
 
 addTarget(
@@ -387,7 +401,8 @@ addTarget(
     .usage('[options] [service] <workers>')
     .argument('[service]', 'which service, when the config file defines several')
     .argument('[workers]', 'a count, or +N / -N')
-    .option('-q, --quiet', 'print nothing on success'),
+    .option('-q, --quiet', 'print nothing on success')
+    .option('--json', 'print the result as JSON: { target, ready, generation }'),
 ).action(async (first: string | undefined, second: string | undefined, o) => {
   // Commander fills operands left to right: `baton scale 4` puts the count in the first.
   const [service, workers] = second === undefined ? [undefined, first] : [first, second];
@@ -396,12 +411,10 @@ addTarget(
   const req: ControlRequest = { cmd: 'scale', workers: /^[+-]/.test(workers) ? workers : Number(workers) };
   if (service !== undefined) req.service = service;
   const reply = await call(o, req);
-  if (!reply.ok) {
-    console.error(`baton: ${reply.error}`);
-    process.exit(EXIT_FAILED);
-  }
+  if (!reply.ok) failed(reply);
   const r = reply.result as { target: number; ready: number; generation: number | null };
-  if (!o.quiet) console.log(`scaled${service === undefined ? '' : ` ${service}`}: ${r.ready} of ${r.target} worker(s) ready in generation ${r.generation ?? '-'}`);
+  if (o.json) printJson(r);
+  else if (!o.quiet) console.log(`scaled${service === undefined ? '' : ` ${service}`}: ${r.ready} of ${r.target} worker(s) ready in generation ${r.generation ?? '-'}`);
   if (r.ready !== r.target) process.exit(EXIT_FAILED);
 });
 
@@ -411,12 +424,14 @@ addTarget(
     .description('replace the running supervisor by a new baton: same pid, ports open, workers carry on (SIGUSR2 does the same)')
     .option('--exec <path>', `the new baton's entry point (default: ${DEFAULT_ENTRY})`)
     .option('--restart-workers', 'also replace the workers: a fresh generation takes over, as in a reload')
-    .option('-q, --quiet', 'print only the result'),
+    .option('-q, --quiet', 'print only the result')
+    .option('--json', 'print the result as JSON, and nothing else'),
 ).action(async (o) => {
   const req: ControlRequest = { cmd: 'upgrade', exec: pathResolve(o.exec ?? DEFAULT_ENTRY), restartWorkers: o.restartWorkers === true };
   const reply = await call(o, req, (state, message) => {
-    if (!o.quiet) console.log(`[${state}] ${message}`);
+    if (!o.quiet && !o.json) console.log(`[${state}] ${message}`);
   });
+  if (o.json) return reply.ok ? printJson(reply.result) : failed(reply);
   if (reply.ok) {
     const r = reply.result as UpgradeResult;
     const how = r.handoff ? `; workers replaced: ${formatRecord(r.handoff)}` : `; ${r.adopted} worker(s) carry on`;
@@ -427,13 +442,11 @@ addTarget(
   process.exit(EXIT_FAILED);
 });
 
-addTarget(program.command('stop').description('drain every generation and stop the supervisor')).action(async (o) => {
+addTarget(program.command('stop').description('drain every generation and stop the supervisor').option('--json', 'print the result as JSON: { "stopped": true }')).action(async (o) => {
   const reply = await call(o, { cmd: 'stop' });
-  if (!reply.ok) {
-    console.error(`baton: ${reply.error}`);
-    process.exit(EXIT_FAILED);
-  }
-  console.log('stopped');
+  if (!reply.ok) failed(reply);
+  if (o.json) printJson(reply.result);
+  else console.log('stopped');
 });
 
 function parseCount(max: number): (v: string) => number {
@@ -451,7 +464,7 @@ addTarget(
     .addOption(new Option('-n, --lines <n>', 'how many of the last lines to show').argParser(arg(parseCount(LOG_RING_LINES))).default(100))
     .addOption(new Option('--gen <n>', 'only the output of generation n').argParser(arg(parseCount(2 ** 31))))
     .argument('[service]', 'only this service\'s lines (and baton\'s own), when the config file defines several')
-    .option('--json', 'one JSON object per line'),
+    .option('--json', 'one JSON object per line (JSON Lines), errors too'),
 ).action(async (service: string | undefined, o) => {
   const print = (e: LogEntry): void => {
     process.stdout.write(`${o.json ? JSON.stringify(e) : `${new Date(e.at).toISOString().slice(11, 23)} ${formatEntry(e)}`}\n`);
@@ -460,26 +473,28 @@ addTarget(
   if (o.gen !== undefined) req.generation = o.gen;
   if (service !== undefined) req.service = service;
   const reply = await call(o, req, undefined, print);
-  if (!reply.ok) {
-    console.error(`baton: ${reply.error}`);
-    process.exit(EXIT_FAILED);
-  }
+  if (!reply.ok) failed(reply);
   for (const e of (reply.result as { entries: LogEntry[] }).entries) print(e);
 });
 
 function fail(message: string): never {
-  console.error(`baton: ${message}`);
+  if (jsonOutput()) printJsonError(message);
+  else console.error(`baton: ${message}`);
   process.exit(EXIT_FAILED);
 }
 
 function usage(message: string): never {
-  console.error(`error: ${message}`);
+  if (jsonOutput()) printJsonError(message);
+  else console.error(`error: ${message}`);
   process.exit(EXIT_USAGE);
 }
 
+wantsJson(process.argv.slice(2));
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
-  if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : EXIT_USAGE);
-  throw e;
+  if (!(e instanceof CommanderError)) throw e;
+  // --help and --version end here too, with exit code 0.
+  if (e.exitCode !== 0 && jsonOutput()) printJsonError(e.message.replace(/^error: /, ''));
+  process.exit(e.exitCode === 0 ? 0 : EXIT_USAGE);
 }

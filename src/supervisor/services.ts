@@ -12,10 +12,12 @@ import { log, ring } from '../log/log.js';
 import type { StatusReport, Supervisor } from './supervisor.js';
 import { releaseUnused, type InheritedSocket } from '../os/activation.js';
 import { TakeoverHost } from './takeover.js';
+import { VERSION } from '../common/version.js';
 
 export interface GroupStatus {
   name: string;
   pid: number;
+  version: string;
   rssBytes: number;
   uptimeMs: number;
   control: string;
@@ -193,6 +195,7 @@ export class ServiceGroup {
     return {
       name: this.name,
       pid: process.pid,
+      version: VERSION,
       rssBytes: process.memoryUsage.rss(),
       uptimeMs: Date.now() - this.startedAt,
       control: this.controlPath,

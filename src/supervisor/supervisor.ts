@@ -18,6 +18,7 @@ import { log as processLog, ring, serviceLog, type Log } from '../log/log.js';
 import { serveLogs, type LogClient } from '../log/ring.js';
 import { reportDrain } from './inflight.js';
 import { rssBytes } from '../os/proc.js';
+import { VERSION } from '../common/version.js';
 
 export interface ServiceOptions {
   name: string;
@@ -500,6 +501,7 @@ export class Supervisor {
     return {
       name: this.opts.name,
       pid: process.pid,
+      version: VERSION,
       rssBytes: process.memoryUsage.rss(),
       uptimeMs: now - this.startedAt,
       state: this.stopping ? 'stopping' : this.current ? 'reloading' : 'running',
@@ -539,6 +541,8 @@ export class Supervisor {
 export interface StatusReport {
   name: string;
   pid: number;
+  /** The running baton's version (after `baton upgrade`, the new one's). */
+  version: string;
   rssBytes: number;
   uptimeMs: number;
   state: 'running' | 'reloading' | 'stopping';

@@ -6,25 +6,20 @@
 // read) and refuses a newer one: an older baton cannot know what a newer one's state
 // means. The refusal happens in the pre-flight check, so a downgrade "by upgrade" is refused
 // while the running supervisor carries on untouched.
-import { fstatSync, ftruncateSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import * as v from 'valibot';
 import type { Listener } from '../common/address.js';
 import type { HandoffRecord } from '../supervisor/handoff.js';
 import type { ServiceOptions } from '../supervisor/supervisor.js';
 import type { WorkerSnapshot } from '../supervisor/worker.js';
 import type { LogEntry } from '../common/protocol.js';
+import { VERSION } from '../common/version.js';
 
 export const STATE_FORMAT = 1;
 export const OLDEST_FORMAT = 1;
 
 /** This build's version, for messages: "baton 0.1.0". */
-export const VERSION = ((): string => {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-})();
+export { VERSION };
 
 const int = (min: number) => v.pipe(v.number(), v.integer(), v.minValue(min));
 const fd = int(0);
