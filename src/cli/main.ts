@@ -24,6 +24,7 @@ import { specsFromInherited } from '../os/activation.js';
 import { CHECK_FLAG, DEFAULT_ENTRY, STATE_FLAG, checkState, resume, upgrade, upgradeOnSignal, type UpgradeResult } from '../upgrade/upgrade.js';
 import { VERSION } from '../common/version.js';
 import { jsonOutput, printJson, printJsonError, wantsJson } from './json.js';
+import { addEnvOptions, envOf } from './env.js';
 
 /** Exit codes: 0 success, 1 the operation failed, 2 the command line was wrong. */
 const EXIT_FAILED = 1;
@@ -110,7 +111,7 @@ const program = new Command('baton')
   .configureOutput({ outputError: (text, write) => jsonOutput() || write(text) })
   .showSuggestionAfterError();
 
-addTarget(
+addTarget(addEnvOptions(
   program
     .command('start')
     .description('run a supervisor in the foreground: baton start --listen 8080 -- node app.js')
@@ -142,13 +143,15 @@ addTarget(
     // `baton upgrade` runs the new baton with this same command line and one of these (upgrade.ts).
     .addOption(new Option(`${STATE_FLAG} <fd>`, 'take over a running service from the state at fd').hideHelp().argParser(arg(parseFd)))
     .addOption(new Option(`${CHECK_FLAG} <fd>`, 'only check that the state at fd can be taken over').hideHelp().argParser(arg(parseFd))),
-).action(async (given: string[], o, cmd: Command) => {
+  'the workers (over the config file\'s env; a reload keeps them)',
+)).action(async (given: string[], o, cmd: Command) => {
   // The config file fills in what the command line left out, so the host sees its settings too.
   const file = await applyConfigFile(cmd, given.length > 0).catch((e: Error) => usage(e.message));
   // Then: it takes baton's own systemd variables out of the environment workers get.
   const host = await Promise.resolve().then(() => prepareHost(o)).catch((e: Error) => usage(e.message));
   setLogFormat(o.logFormat);
-  if (file?.services) return startServices(o, file.services, given, host);
+  const setEnv = envOrUsage(cmd);
+  if (file?.services) return startServices(o, file.services, given, host, setEnv);
   // Before anything else binds: the running supervisor's sockets, if we take over.
   const takeover = o.takeover ? await Promise.resolve().then(() => requestTakeover(controlPath(o))).catch((e: Error) => fail(e.message)) : null;
   if (takeover) host.inherited.push(...takeover.sockets);
@@ -165,6 +168,7 @@ addTarget(
     argv: command,
     cwd: file?.cwd ?? process.cwd(),
     env: file?.env ?? process.env,
+    setEnv,
     configure: file?.reread,
   });
   sup.upgrader = upgrade;
@@ -243,7 +247,7 @@ function onSignals(a: SignalActions): void {
 }
 
 /** `baton start` with a config file that defines several services: one supervisor each, one control socket. */
-async function startServices(o: Record<string, any>, services: ServiceConfig[], given: string[], host: Host): Promise<never> {
+async function startServices(o: Record<string, any>, services: ServiceConfig[], given: string[], host: Host, setEnv: Record<string, string>): Promise<never> {
   const only = (what: string): never => usage(`${what}: the config file defines services, each with its own; change them there`);
   if (given.length) only('a command after --');
   if (o.listen?.length) only('--listen');
@@ -269,6 +273,7 @@ async function startServices(o: Record<string, any>, services: ServiceConfig[], 
           argv: svc.command,
           cwd: svc.cwd,
           env: svc.env,
+          setEnv,
           configure: svc.reread,
         }),
     ),
@@ -331,7 +336,7 @@ function serviceAndCommand(operands: string[], usageLine: string): { service?: s
   return { service: before[0], command: operands.slice(before.length) };
 }
 
-addTarget(
+addTarget(addEnvOptions(
   program
     .command('reload')
     .description('start a new generation and hand the service over to it: baton reload [service] [-- new command]')
@@ -340,11 +345,14 @@ addTarget(
     .option('--wait-drained', 'return only once the old generation has exited')
     .option('-q, --quiet', 'print only the result')
     .option('--json', 'print the handoff record as JSON, and nothing else'),
-).action(async (first: string | undefined, rest: string[], o) => {
+  'the new generation (and the later ones)',
+)).action(async (first: string | undefined, rest: string[], o, cmd: Command) => {
   const { service, command } = serviceAndCommand(first === undefined ? rest : [first, ...rest], 'baton reload [service] -- node app.js');
   const req: ControlRequest = { cmd: 'reload', wait: o.waitDrained ? 'drained' : 'serving' };
   if (service !== undefined) req.service = service;
   if (command.length) Object.assign(req, { argv: command, cwd: process.cwd() });
+  const env = envOrUsage(cmd);
+  if (Object.keys(env).length) req.env = env;
   const view = o.quiet || o.json ? null : new ReloadView(process.stdout);
   const reply = await call(o, req, (state, message) => view?.step(state, message));
   view?.end();
@@ -476,6 +484,14 @@ addTarget(
   if (!reply.ok) failed(reply);
   for (const e of (reply.result as { entries: LogEntry[] }).entries) print(e);
 });
+
+function envOrUsage(cmd: Command): Record<string, string> {
+  try {
+    return envOf(cmd) ?? {};
+  } catch (e) {
+    usage((e as Error).message);
+  }
+}
 
 function fail(message: string): never {
   if (jsonOutput()) printJsonError(message);
