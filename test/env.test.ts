@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { FIXTURES, runCli, startBaton, tempDir, type Baton } from './helpers/baton.js';
-import type { StatusReport } from '../src/supervisor.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 const ops = ['node', join(FIXTURES, 'ops.mjs')];
 
