@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // baton's command line: `start` runs a supervisor in the foreground; every other command
 // talks to a running one over its control socket.
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { availableParallelism } from 'node:os';
 import { resolve as pathResolve } from 'node:path';
 import { type ListenSpec, parseListen, parseMetricsAddress } from '../common/address.js';
@@ -25,6 +25,7 @@ import { CHECK_FLAG, DEFAULT_ENTRY, STATE_FLAG, checkState, resume, upgrade, upg
 import { VERSION } from '../common/version.js';
 import { jsonOutput, printJson, printJsonError, wantsJson } from './json.js';
 import { addEnvOptions, envOf } from './env.js';
+import { completionScript } from './completion.js';
 
 /** Exit codes: 0 success, 1 the operation failed, 2 the command line was wrong. */
 const EXIT_FAILED = 1;
@@ -484,6 +485,14 @@ addTarget(
   if (!reply.ok) failed(reply);
   for (const e of (reply.result as { entries: LogEntry[] }).entries) print(e);
 });
+
+program
+  .command('completion')
+  .description('print shell completion: source <(baton completion bash), or zsh')
+  .addArgument(new Argument('<shell>', 'bash or zsh').choices(['bash', 'zsh']))
+  .action((shell: 'bash' | 'zsh') => {
+    process.stdout.write(completionScript(program, shell));
+  });
 
 function envOrUsage(cmd: Command): Record<string, string> {
   try {
