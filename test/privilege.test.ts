@@ -79,6 +79,6 @@ test('the control socket refuses another user: by its file mode, and by the peer
   chmodSync(b.dir, 0o755);
   chmodSync(b.control, 0o777);
   const reply = JSON.parse(await controlAsNobody(b.control)) as { ok: boolean; error: string };
-  assert.deepEqual(reply, { ok: false, error: `permission denied: uid ${nobody!.uid} is not the owner (uid 0)` });
+  assert.deepEqual(reply, { ok: false, error: `permission denied: uid ${nobody!.uid} is neither the owner (uid 0) nor root` });
   assert.equal((await b.status()).serving, 1);
 });

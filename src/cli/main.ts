@@ -6,7 +6,8 @@ import { availableParallelism } from 'node:os';
 import { resolve as pathResolve } from 'node:path';
 import { type ListenSpec, parseListen, parseMetricsAddress } from '../common/address.js';
 import { parseDuration } from '../common/duration.js';
-import { controlPathFor, controlRequest } from '../control/control.js';
+import { controlRequest } from '../control/control.js';
+import { controlPathFor, findControl } from '../control/paths.js';
 import { Supervisor, type ServiceOptions, type StatusReport } from '../supervisor/supervisor.js';
 import { ServiceGroup, type GroupReload, type GroupStatus } from '../supervisor/services.js';
 import { formatAnyStatus, formatRecord } from './report.js';
@@ -26,6 +27,7 @@ import { VERSION } from '../common/version.js';
 import { jsonOutput, printJson, printJsonError, wantsJson } from './json.js';
 import { addEnvOptions, envOf } from './env.js';
 import { completionScript } from './completion.js';
+import { formatList, listSupervisors } from './ls.js';
 
 /** Exit codes: 0 success, 1 the operation failed, 2 the command line was wrong. */
 const EXIT_FAILED = 1;
@@ -79,10 +81,10 @@ function addTarget(cmd: Command): Command {
     .addOption(new Option('--config <path>', 'config file (default: ./baton.config.json, .js or .mjs if there is one)'));
 }
 
-/** Without --name or --control, the service is the one the config file names. */
+/** Without --name or --control, the service is the one the config file names. A client searches for a name's socket (paths.ts). */
 async function targetPath(o: Target): Promise<string> {
-  if (o.control || o.name) return controlPath(o);
-  return controlPath(await targetOf(o.config));
+  const t = o.control || o.name ? o : await targetOf(o.config);
+  return t.control ?? findControl(t.name ?? 'baton');
 }
 
 /** Send one request and print errors the same way for every command. */
@@ -485,6 +487,18 @@ addTarget(
   if (!reply.ok) failed(reply);
   for (const e of (reply.result as { entries: LogEntry[] }).entries) print(e);
 });
+
+program
+  .command('ls')
+  .description('list the supervisors this user can reach: name, pid, version, uptime, services, generation serving, control socket')
+  .option('--json', 'print the list as JSON')
+  .action(async (o) => {
+    const list = await listSupervisors();
+    if (o.json) printJson(list);
+    else console.log(formatList(list));
+    // A socket that never answered is not waited for.
+    process.exit(0);
+  });
 
 program
   .command('completion')
