@@ -1,10 +1,11 @@
 // The command line as scripts use it: `--version`, `--json` on every command that reports a
 // result (one JSON document on stdout, errors too), and options before or after the service
 // name meaning the same.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { FIXTURES, ROOT, runCli, startBaton } from './helpers/baton.js';
 
 const ops = (...args: string[]): string[] => ['node', join(FIXTURES, 'ops.mjs'), ...args];
@@ -29,7 +30,7 @@ test('baton --version and -V print the package version; status shows it, in JSON
   assert.match(text.stdout.split('\n')[0]!, new RegExp(`  baton ${PACKAGE_VERSION.replace(/\./g, '\\.')}  `));
 });
 
-test('--json: every command that reports a result prints the protocol\'s record as one document, errors too', async (t) => {
+test("--json: every command that reports a result prints the protocol's record as one document, errors too", async (t) => {
   const b = await startBaton({ argv: ops() });
   t.after(() => b.dispose());
   const ctl = ['--control', b.control];

@@ -1,8 +1,9 @@
 // `baton completion bash|zsh`: every command and option of the program is in it (as its own
 // --help lists them), and bash, given the script, completes what a user types.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { test } from 'node:test';
 import { CLI, runCli } from './helpers/baton.js';
 import { cliSurface } from './helpers/surface.js';
 
@@ -49,6 +50,10 @@ test('bash completes commands, options, their choices, and nothing inside a comm
 });
 
 test('zsh loads the completion and registers it for baton', { skip: spawnSync('zsh', ['--version']).error ? 'zsh is not installed' : false }, () => {
-  const out = execFileSync('zsh', ['-f', '-c', `autoload -U compinit && compinit -u -D && source <(${JSON.stringify(process.execPath)} ${CLI} completion zsh) && print -r -- $_comps[baton]`], { encoding: 'utf8' });
+  const out = execFileSync(
+    'zsh',
+    ['-f', '-c', `autoload -U compinit && compinit -u -D && source <(${JSON.stringify(process.execPath)} ${CLI} completion zsh) && print -r -- $_comps[baton]`],
+    { encoding: 'utf8' },
+  );
   assert.equal(out.trim(), '_baton');
 });

@@ -1,13 +1,14 @@
 // `--env` and `--env-file` on start and reload: the new generation sees the new values while the
 // old one, still finishing a request, keeps its own; a plain reload keeps what was set, a failed
 // one keeps nothing; status names the variables, never their values.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { request } from 'undici';
-import { FIXTURES, runCli, startBaton, tempDir, type Baton } from './helpers/baton.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
+import { type Baton, FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 
 const ops = ['node', join(FIXTURES, 'ops.mjs')];
 
@@ -69,12 +70,19 @@ test('reload --env / --env-file: the new generation sees the new value, the old 
   assert.equal((await runCli(['reload', '--control', b.control, '--env-file', file, '--env', 'GREETING=explicit'])).code, 0);
   assert.equal(await greeting(port), 'explicit');
   const last = (await status(b)).json;
-  assert.deepEqual(last.generations.find((x) => x.number === last.serving)!.env.filter((n) => n === 'GREETING' || n === 'OTHER'), ['GREETING', 'OTHER']);
+  assert.deepEqual(
+    last.generations.find((x) => x.number === last.serving)!.env.filter((n) => n === 'GREETING' || n === 'OTHER'),
+    ['GREETING', 'OTHER'],
+  );
 
   // Wrong input is a wrong command line, and starts nothing. (A missing --env-file is refused
   // by Node.js itself before baton runs, exit 9: it reads that flag even after the script.)
   const missing = join(dir, 'missing.env');
-  for (const args of [['--env', 'NOEQUALS'], ['--env', '1X=2'], ['--env-file', missing]]) {
+  for (const args of [
+    ['--env', 'NOEQUALS'],
+    ['--env', '1X=2'],
+    ['--env-file', missing],
+  ]) {
     const r = await runCli(['reload', '--control', b.control, ...args]);
     assert.ok(r.code === 2 || (args[1] === missing && r.code === 9), `${args.join(' ')}: ${r.code} ${r.stderr}`);
     assert.ok(r.stderr.includes(args[1]!), r.stderr);

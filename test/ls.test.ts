@@ -1,17 +1,18 @@
 // Finding supervisors without --control: `--name` under $RUNTIME_DIRECTORY (systemd's
 // RuntimeDirectory=), found from a shell one level down in the base directories; `baton ls`
 // lists every supervisor this user can reach.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { test } from 'node:test';
+import type { Listed } from '../src/cli/ls.js';
 import { FIXTURES, runCli, tempDir } from './helpers/baton.js';
 import { cli, type Proc } from './helpers/ops.js';
-import type { Listed } from '../src/cli/ls.js';
 
 const ops = ['node', join(FIXTURES, 'ops.mjs')];
 
-test('baton ls lists the running supervisors; --name finds one that systemd\'s RuntimeDirectory= placed', async (t) => {
+test("baton ls lists the running supervisors; --name finds one that systemd's RuntimeDirectory= placed", async (t) => {
   const xdg = tempDir();
   // A shell of this user: no RUNTIME_DIRECTORY (systemd sets it only for the unit's processes).
   const shell = { XDG_RUNTIME_DIR: xdg, RUNTIME_DIRECTORY: '' };
@@ -49,5 +50,8 @@ test('baton ls lists the running supervisors; --name finds one that systemd\'s R
   assert.equal((await runCli(['stop', '--name', 'b'], { env: shell })).code, 0);
   assert.equal(await started[1]![1].exited, 0);
   const after = (JSON.parse((await runCli(['ls', '--json'], { env: shell })).stdout) as Listed[]).filter((l) => l.control.startsWith(xdg));
-  assert.deepEqual(after.map((l) => l.name), ['a', 'c']);
+  assert.deepEqual(
+    after.map((l) => l.name),
+    ['a', 'c'],
+  );
 });

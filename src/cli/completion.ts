@@ -90,7 +90,10 @@ function zsh(top: Spec, commands: Spec[]): string {
   const name = top.name;
   const fn = `_${name}`;
   const option = (o: Spec['options'][number]): string => {
-    const action = o.value === 'none' ? '' : `:${o.value === 'path' ? 'path' : 'value'}:${o.choices.length ? `(${o.choices.join(' ')})` : o.value === 'path' ? '_files' : ' '}`;
+    const action =
+      o.value === 'none'
+        ? ''
+        : `:${o.value === 'path' ? 'path' : 'value'}:${o.choices.length ? `(${o.choices.join(' ')})` : o.value === 'path' ? '_files' : ' '}`;
     const spec = `[${zq(o.description)}]${action}`;
     return o.flags.length === 1 ? `'*${o.flags[0]}${spec}'` : `'*'{${o.flags.join(',')}}'${spec}'`;
   };

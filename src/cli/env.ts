@@ -4,7 +4,7 @@
 // explicit value wins over a file's, as with `docker run`.
 import { readFileSync } from 'node:fs';
 import { parseEnv } from 'node:util';
-import { InvalidArgumentError, Option, type Command } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -20,9 +20,16 @@ function parseAssignment(text: string): [string, string] {
 export function addEnvOptions(cmd: Command, applies: string): Command {
   return cmd
     .addOption(
-      new Option('--env <KEY=VALUE>', `set a variable for ${applies}; repeatable`).argParser((v: string, prev: [string, string][] | undefined) => [...(prev ?? []), parseAssignment(v)]),
+      new Option('--env <KEY=VALUE>', `set a variable for ${applies}; repeatable`).argParser((v: string, prev: [string, string][] | undefined) => [
+        ...(prev ?? []),
+        parseAssignment(v),
+      ]),
     )
-    .addOption(new Option('--env-file <path>', `read variables for ${applies} from a file of KEY=VALUE lines (# comments, quotes); repeatable`).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]));
+    .addOption(
+      new Option('--env-file <path>', `read variables for ${applies} from a file of KEY=VALUE lines (# comments, quotes); repeatable`).argParser(
+        (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
+      ),
+    );
 }
 
 /**
@@ -30,7 +37,10 @@ export function addEnvOptions(cmd: Command, applies: string): Command {
  * one cannot be read or holds a bad name. (A config file's `env` object is not `--env`.)
  */
 export function envOf(cmd: Command): Record<string, string> | null {
-  const o = { env: cmd.getOptionValueSource('env') === 'cli' ? (cmd.opts().env as [string, string][]) : undefined, envFile: cmd.opts().envFile as string[] | undefined };
+  const o = {
+    env: cmd.getOptionValueSource('env') === 'cli' ? (cmd.opts().env as [string, string][]) : undefined,
+    envFile: cmd.opts().envFile as string[] | undefined,
+  };
   if (!o.env?.length && !o.envFile?.length) return null;
   const out: Record<string, string> = {};
   for (const path of o.envFile ?? []) {

@@ -1,11 +1,12 @@
 // `baton ls`: the supervisors this user can reach, as `pm2 ls` lists its apps. Every control
 // socket in the places a client searches (control/paths.ts) is asked for its status, all at
 // once; those that do not answer (a stale socket, another user's) are left out.
+
+import { formatDuration } from '../common/duration.js';
 import { controlRequest } from '../control/control.js';
 import { controlSockets } from '../control/paths.js';
-import { formatDuration } from '../common/duration.js';
-import type { StatusReport } from '../supervisor/supervisor.js';
 import type { GroupStatus } from '../supervisor/services.js';
+import type { StatusReport } from '../supervisor/supervisor.js';
 
 /** One line of `baton ls --json`. */
 export interface Listed {
@@ -42,7 +43,16 @@ export async function listSupervisors(env: NodeJS.ProcessEnv = process.env): Pro
   const listed = answers.flatMap((s, i): Listed[] =>
     s === null
       ? []
-      : [{ name: s.name, pid: s.pid, version: s.version ?? 'unknown', control: paths[i]!, uptimeMs: s.uptimeMs, services: 'services' in s ? s.services.map(service) : [service(s)] }],
+      : [
+          {
+            name: s.name,
+            pid: s.pid,
+            version: s.version ?? 'unknown',
+            control: paths[i]!,
+            uptimeMs: s.uptimeMs,
+            services: 'services' in s ? s.services.map(service) : [service(s)],
+          },
+        ],
   );
   return listed.sort((a, b) => a.name.localeCompare(b.name) || a.control.localeCompare(b.control));
 }

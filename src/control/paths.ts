@@ -8,8 +8,8 @@
 // `RuntimeDirectory=baton/api` puts it: so `baton reload --name api` finds a system service
 // from any shell, under `sudo` or `sudo -u`, without --control.
 import { lstatSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 

@@ -13,7 +13,9 @@ export async function cliSurface(): Promise<Map<string, string[]>> {
     const help = await runCli([c, '--help']);
     assert.equal(help.code, 0, help.stderr);
     // Option lines start with two spaces and a dash; descriptions may mention other flags, not these.
-    const flags = [...help.stdout.split('Options:')[1]!.matchAll(/^ {2}(-\w)?(?:, )?(--[a-z][a-z-]*)?/gm)].flatMap((m) => [m[1], m[2]].filter((f): f is string => !!f));
+    const flags = [...help.stdout.split('Options:')[1]!.matchAll(/^ {2}(-\w)?(?:, )?(--[a-z][a-z-]*)?/gm)].flatMap((m) =>
+      [m[1], m[2]].filter((f): f is string => !!f),
+    );
     surface.set(
       c,
       flags.filter((f) => f !== '-h' && f !== '--help'),
