@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { request } from 'undici';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
 import { type Baton, FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
+import { cli, configDir } from './helpers/ops.js';
 
 const ops = ['node', join(FIXTURES, 'ops.mjs')];
 
@@ -88,4 +89,25 @@ test('reload --env / --env-file: the new generation sees the new value, the old 
     assert.ok(r.stderr.includes(args[1]!), r.stderr);
   }
   assert.equal((await status(b)).json.history.length, last.history.length, 'nothing was started');
+});
+
+test("the config file's envFile is read at start and again at each reload, under its env", async (t) => {
+  const c = configDir(JSON.stringify({ listen: ['127.0.0.1:0'], command: ops, envFile: ['app.env'], env: { OTHER: 'x' } }));
+  const file = join(c.dir, 'app.env');
+  writeFileSync(file, 'GREETING=first\n');
+  const control = join(c.dir, 'ctl.sock');
+  const b = cli(['start', '--control', control], { cwd: c.dir });
+  t.after(() => b.kill());
+  await b.waitFor(/handoff 1: generation 1 serves/);
+  const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(b.out)![1]);
+  assert.equal(await greeting(port), 'first');
+  writeFileSync(file, 'GREETING=second\n');
+  assert.equal((await runCli(['reload', '--control', control])).code, 0);
+  assert.equal(await greeting(port), 'second');
+  // An env file that cannot be read fails the reload, with the key, and changes nothing.
+  c.write(JSON.stringify({ listen: ['127.0.0.1:0'], command: ops, envFile: 'missing.env' }));
+  const bad = await runCli(['reload', '--control', control]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /baton\.config\.json: envFile: missing\.env: no such file/);
+  assert.equal(await greeting(port), 'second');
 });

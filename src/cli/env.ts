@@ -32,29 +32,40 @@ export function addEnvOptions(cmd: Command, applies: string): Command {
     );
 }
 
+/** The variables of an env file (`--env-file`, the config file's `envFile`); throws saying what is wrong, without the path. */
+export function readEnvFile(path: string): Record<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Error((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message);
+  }
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(parseEnv(text))) {
+    if (!NAME.test(name)) throw new Error(`bad variable name '${name}': use letters, digits and "_"`);
+    out[name] = value ?? '';
+  }
+  return out;
+}
+
 /**
  * The variables the command's options set, or null for none. Throws, naming the file, if
- * one cannot be read or holds a bad name. (A config file's `env` object is not `--env`.)
+ * one cannot be read or holds a bad name. (Only the command line's: the config file's `env`
+ * and `envFile` come in as the workers' base environment, config.ts.)
  */
 export function envOf(cmd: Command): Record<string, string> | null {
-  const o = {
-    env: cmd.getOptionValueSource('env') === 'cli' ? (cmd.opts().env as [string, string][]) : undefined,
-    envFile: cmd.opts().envFile as string[] | undefined,
-  };
-  if (!o.env?.length && !o.envFile?.length) return null;
+  const given = (key: string): unknown => (cmd.getOptionValueSource(key) === 'cli' ? cmd.opts()[key] : undefined);
+  const env = given('env') as [string, string][] | undefined;
+  const files = given('envFile') as string[] | undefined;
+  if (!env?.length && !files?.length) return null;
   const out: Record<string, string> = {};
-  for (const path of o.envFile ?? []) {
-    let text: string;
+  for (const path of files ?? []) {
     try {
-      text = readFileSync(path, 'utf8');
+      Object.assign(out, readEnvFile(path));
     } catch (e) {
-      throw new Error(`--env-file ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-    }
-    for (const [name, value] of Object.entries(parseEnv(text))) {
-      if (!NAME.test(name)) throw new Error(`--env-file ${path}: bad variable name '${name}': use letters, digits and "_"`);
-      out[name] = value ?? '';
+      throw new Error(`--env-file ${path}: ${(e as Error).message}`);
     }
   }
-  for (const [name, value] of o.env ?? []) out[name] = value;
+  for (const [name, value] of env ?? []) out[name] = value;
   return out;
 }
