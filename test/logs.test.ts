@@ -2,9 +2,10 @@
 // the supervisor's ring (by generation, and following); `--log-format json` is pino JSON.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { FIXTURES, runCli, startBaton } from './helpers/baton.js';
+import { FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 import { cli } from './helpers/ops.js';
 import type { LogEntry } from '../src/common/protocol.js';
 
@@ -101,4 +102,31 @@ test('--log-format json: one pino object per line, worker lines with gen, worker
   const listening = records.find((r) => String(r.msg).startsWith('listening on 127.0.0.1:'))!;
   assert.equal(listening.name, 'tcp-' + String(listening.msg).split(':').at(-1));
   assert.ok(records.some((r) => r.msg === 'handoff 1: generation 1 serves' && r.state === 'done'));
+});
+
+test('text log lines start with an ISO 8601 time, except on the stream journald reads (JOURNAL_STREAM)', async (t) => {
+  // Without journald: every line of baton's and of the workers', on both streams.
+  const b = await startBaton({ argv: ops });
+  t.after(() => b.dispose());
+  const lines = b.out.split('\n').filter(Boolean);
+  assert.ok(lines.some((l) => / \[1\.0\] ops listening gen=1$/.test(l)) && lines.some((l) => / baton: handoff 1: /.test(l)), b.out);
+  for (const l of lines) {
+    const at = Date.parse(l.slice(0, 24));
+    assert.match(l, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /, l);
+    assert.ok(Math.abs(Date.now() - at) < 60_000, l);
+  }
+
+  // stdout is "the journal": a file whose device:inode JOURNAL_STREAM names; stderr is not.
+  const dir = tempDir();
+  const journal = join(dir, 'journal');
+  const fd = openSync(journal, 'w');
+  const st = fstatSync(fd);
+  const j = cli(['start', '--control', join(dir, 'ctl.sock'), '--listen', '127.0.0.1:0', '--', ...ops], { env: { JOURNAL_STREAM: `${st.dev}:${st.ino}` }, stdout: fd });
+  closeSync(fd);
+  t.after(() => j.kill());
+  await j.waitFor(/handoff 1: generation 1 serves/);
+  assert.equal((await runCli(['stop', '--control', join(dir, 'ctl.sock')])).code, 0);
+  assert.equal(await j.exited, 0);
+  assert.match(readFileSync(journal, 'utf8'), /^\[1\.0\] ops listening gen=1$/m, 'no time on the journal stream');
+  assert.match(j.out, /^\d{4}-\d\d-\d\dT[\d:.]+Z baton: handoff 1: generation 1 serves/m, 'stderr, not the journal, is stamped');
 });

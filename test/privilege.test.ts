@@ -4,13 +4,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { closeFd } from '../src/os/fds.js';
 import { lookupUser } from '../src/os/process.js';
 import { openTcpListener } from '../src/os/sockets.js';
-import { EXAMPLES, startBaton } from './helpers/baton.js';
+import { CLI, EXAMPLES, runCli, startBaton, tempDir } from './helpers/baton.js';
+import { Proc } from './helpers/ops.js';
 
 const nobody = process.getuid?.() === 0 ? lookupUser('nobody') : null;
 const skip = !nobody && 'needs root and a user named nobody';
@@ -79,6 +80,22 @@ test('the control socket refuses another user: by its file mode, and by the peer
   chmodSync(b.dir, 0o755);
   chmodSync(b.control, 0o777);
   const reply = JSON.parse(await controlAsNobody(b.control)) as { ok: boolean; error: string };
-  assert.deepEqual(reply, { ok: false, error: `permission denied: uid ${nobody!.uid} is not the owner (uid 0)` });
+  assert.deepEqual(reply, { ok: false, error: `permission denied: uid ${nobody!.uid} is neither the owner (uid 0) nor root` });
   assert.equal((await b.status()).serving, 1);
+});
+
+test('root may control a supervisor that runs as another user, as `sudo baton reload` does for a User= unit', { timeout: 30_000, skip }, async (t) => {
+  const dir = tempDir();
+  chownSync(dir, nobody!.uid, nobody!.gid);
+  const control = join(dir, 'ctl.sock');
+  const args = [CLI, 'start', '--control', control, '--listen', '127.0.0.1:0', '--', 'node', join(EXAMPLES, 'hello/v1.js')];
+  const p = new Proc(spawn(process.execPath, args, { uid: nobody!.uid, gid: nobody!.gid, stdio: ['ignore', 'pipe', 'pipe'], detached: true }));
+  t.after(() => p.kill());
+  await p.waitFor(/handoff 1: generation 1 serves/);
+  assert.equal(statSync(control).uid, nobody!.uid);
+  const r = await runCli(['reload', '--json', '--control', control]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.equal(JSON.parse(r.stdout).state, 'done');
+  assert.equal((await runCli(['stop', '--control', control])).code, 0);
+  assert.equal(await p.exited, 0);
 });

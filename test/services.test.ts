@@ -122,7 +122,7 @@ test('two services: reloading one under load leaves the other untouched; a faile
   const entries = logs.stdout.trim().split('\n').map((l) => JSON.parse(l) as { service?: string; gen?: number });
   assert.ok(entries.some((e) => e.service === 'web' && e.gen === 2), 'web worker output is there');
   assert.ok(entries.every((e) => e.service === undefined || e.service === 'web'), 'nothing of api');
-  assert.match(b.out, /^\[web 2\.0\] ops listening gen=2$/m, 'worker lines name their service');
+  assert.match(b.out, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[web 2\.0\] ops listening gen=2$/m, 'worker lines name their service');
 
   assert.equal((await runCli(['stop'], { cwd: c.dir })).code, 0);
   assert.equal(await b.exited, 0);

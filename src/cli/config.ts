@@ -18,6 +18,7 @@ import { type ListenSpec, type MetricsAddress, describe, parseListen, parseMetri
 import { parseSignal } from '../host/host.js';
 import type { Reconfigurable } from '../supervisor/supervisor.js';
 import { log, serviceLog } from '../log/log.js';
+import { readEnvFile } from './env.js';
 
 
 
@@ -124,7 +125,31 @@ const path = (what: string, dir: string) => v.pipe(v.string(expected(what)), v.m
 const text = (what: string) => v.pipe(v.string(expected(what)), v.minLength(1, expected(what)));
 const oneOf = <const T extends string[]>(options: T) => v.picklist(options, expected(options.map((o) => `"${o}"`).join(options.length > 2 ? ', ' : ' or ').replace(/, ([^,]*)$/, ' or $1')));
 
-/** Relative paths in the file (listeners, control, cwd) are meant from `dir`, the file's directory. */
+/**
+ * `envFile`: a path or a list of them, read (each time the file is) into the variables they
+ * set, the later files over the earlier; `env` goes over them.
+ */
+const envFiles = (dir: string) => {
+  const what = 'a path or a list of paths of env files';
+  const one = v.pipe(v.string(expected(what)), v.minLength(1, expected(what)));
+  return v.pipe(
+    v.union([one, v.array(one, expected(what))], expected(what)),
+    v.rawTransform<string | string[], Record<string, string>>(({ dataset, addIssue, NEVER }) => {
+      const out: Record<string, string> = {};
+      for (const p of [dataset.value].flat()) {
+        try {
+          Object.assign(out, readEnvFile(resolve(dir, p)));
+        } catch (e) {
+          addIssue({ message: `${p}: ${(e as Error).message}` });
+          return NEVER;
+        }
+      }
+      return out;
+    }),
+  );
+};
+
+/** Relative paths in the file (listeners, control, cwd, envFile) are meant from `dir`, the file's directory. */
 const fieldsFor = (dir: string) => ({
   name: v.optional(v.pipe(v.string(expected('a service name')), v.regex(NAME, expected('a service name of letters, digits, "_", ".", "-"')))),
   control: v.optional(path('a path', dir)),
@@ -150,6 +175,7 @@ const fieldsFor = (dir: string) => ({
   metrics: v.optional(parsed<MetricsAddress>('"HOST:PORT" or "PORT"', parseMetricsAddress)),
   command: v.optional(v.pipe(v.array(text('a non-empty string'), expected('a list of strings such as ["node", "app.js"]')), v.minLength(1, expected('a list of strings such as ["node", "app.js"]')))),
   env: v.optional(plain(v.record(v.string(), v.string(expected('a string'))), 'an object of strings such as { "NODE_ENV": "production" }')),
+  envFile: v.optional(envFiles(dir)),
   cwd: v.optional(path('a directory', dir)),
 });
 
@@ -158,7 +184,7 @@ const fieldsFor = (dir: string) => ({
  * file are the default for every service. The rest (control socket, logs, metrics, user,
  * signals, stop timeout) belongs to the baton process and stays at the top.
  */
-export const SERVICE_KEYS = ['listen', 'command', 'env', 'cwd', 'workers', 'threads', 'ready', 'distribution', 'handoff', 'readyTimeout', 'drainTimeout', 'maxSurge', 'maxDraining', 'maxMemory', 'backlog'] as const;
+export const SERVICE_KEYS = ['listen', 'command', 'env', 'envFile', 'cwd', 'workers', 'threads', 'ready', 'distribution', 'handoff', 'readyTimeout', 'drainTimeout', 'maxSurge', 'maxDraining', 'maxMemory', 'backlog'] as const;
 
 const SERVICES = 'an object of services such as { "api": { "listen": [8080], "command": ["node", "api.js"] } }';
 
@@ -384,7 +410,7 @@ export async function applyConfigFile(cmd: Command, commandGiven: boolean): Prom
   // Where `baton start` ran: `command` runs from there unless the file says `cwd`.
   const startDir = process.cwd();
   const cwdOf = (f: FileOptions): string => f.cwd ?? startDir;
-  const envOf = (f: FileOptions): NodeJS.ProcessEnv => ({ ...process.env, ...f.env });
+  const envOf = (f: FileOptions): NodeJS.ProcessEnv => ({ ...process.env, ...f.envFile, ...f.env });
   const services = first.services
     ? Object.keys(first.services).map((name) => serviceConfig(name, first, cmd, pinned, label, envOf, startDir, path))
     : null;
@@ -445,7 +471,7 @@ function serviceConfig(name: string, first: FileOptions, cmd: Command, pinned: (
   const options: Record<string, unknown> = { ...cmd.opts() };
   for (const [key, value] of Object.entries(svc)) if (value !== undefined && !pinned(key)) options[key] = value;
   const cwdOf = (f: FileOptions): string => own(f).cwd ?? f.cwd ?? startDir;
-  const serviceEnv = (f: FileOptions): NodeJS.ProcessEnv => ({ ...envOf(f), ...own(f).env });
+  const serviceEnv = (f: FileOptions): NodeJS.ProcessEnv => ({ ...envOf(f), ...own(f).envFile, ...own(f).env });
   const slog = serviceLog(name);
   return {
     name,

@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 // baton's command line: `start` runs a supervisor in the foreground; every other command
 // talks to a running one over its control socket.
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { availableParallelism } from 'node:os';
 import { resolve as pathResolve } from 'node:path';
 import { type ListenSpec, parseListen, parseMetricsAddress } from '../common/address.js';
 import { parseDuration } from '../common/duration.js';
 import { parseSize } from '../common/size.js';
-import { controlPathFor, controlRequest } from '../control/control.js';
+import { controlRequest } from '../control/control.js';
+import { controlPathFor, findControl } from '../control/paths.js';
 import { Supervisor, type ServiceOptions, type StatusReport } from '../supervisor/supervisor.js';
 import { ServiceGroup, type GroupReload, type GroupStatus } from '../supervisor/services.js';
 import { formatAnyStatus, formatRecord } from './report.js';
@@ -23,6 +24,11 @@ import { formatEntry } from '../log/ring.js';
 import { parseSignal, prepareHost, type Host } from '../host/host.js';
 import { specsFromInherited } from '../os/activation.js';
 import { CHECK_FLAG, DEFAULT_ENTRY, STATE_FLAG, checkState, resume, upgrade, upgradeOnSignal, type UpgradeResult } from '../upgrade/upgrade.js';
+import { VERSION } from '../common/version.js';
+import { jsonOutput, printJson, printJsonError, wantsJson } from './json.js';
+import { addEnvOptions, envOf } from './env.js';
+import { completionScript } from './completion.js';
+import { formatList, listSupervisors } from './ls.js';
 
 /** Exit codes: 0 success, 1 the operation failed, 2 the command line was wrong. */
 const EXIT_FAILED = 1;
@@ -76,10 +82,10 @@ function addTarget(cmd: Command): Command {
     .addOption(new Option('--config <path>', 'config file (default: ./baton.config.json, .js or .mjs if there is one)'));
 }
 
-/** Without --name or --control, the service is the one the config file names. */
+/** Without --name or --control, the service is the one the config file names. A client searches for a name's socket (paths.ts). */
 async function targetPath(o: Target): Promise<string> {
-  if (o.control || o.name) return controlPath(o);
-  return controlPath(await targetOf(o.config));
+  const t = o.control || o.name ? o : await targetOf(o.config);
+  return t.control ?? findControl(t.name ?? 'baton');
 }
 
 /** Send one request and print errors the same way for every command. */
@@ -87,18 +93,29 @@ async function call(o: Target, req: ControlRequest, onEvent?: (state: string, me
   try {
     return await controlRequest(await targetPath(o), req, (e) => onEvent?.(e.state, e.message), onLog);
   } catch (e) {
-    console.error(`baton: ${(e as Error).message}`);
+    fail((e as Error).message);
+  }
+}
+
+/** A reply that is an error: said (in JSON with --json, with the protocol's detail), then exit 1. */
+function failed(reply: ControlReply & { ok: false }): never {
+  if (jsonOutput()) {
+    printJsonError(reply.error, reply.detail);
     process.exit(EXIT_FAILED);
   }
+  fail(reply.error);
 }
 
 const program = new Command('baton')
   .description('Replace a running server with a new version without losing a connection')
+  .version(VERSION, '-V, --version', 'print baton\'s version')
   .enablePositionalOptions()
   .exitOverride()
+  // With --json, commander's own errors are printed as JSON (below), not as text.
+  .configureOutput({ outputError: (text, write) => jsonOutput() || write(text) })
   .showSuggestionAfterError();
 
-addTarget(
+addTarget(addEnvOptions(
   program
     .command('start')
     .description('run a supervisor in the foreground: baton start --listen 8080 -- node app.js')
@@ -131,13 +148,15 @@ addTarget(
     // `baton upgrade` runs the new baton with this same command line and one of these (upgrade.ts).
     .addOption(new Option(`${STATE_FLAG} <fd>`, 'take over a running service from the state at fd').hideHelp().argParser(arg(parseFd)))
     .addOption(new Option(`${CHECK_FLAG} <fd>`, 'only check that the state at fd can be taken over').hideHelp().argParser(arg(parseFd))),
-).action(async (given: string[], o, cmd: Command) => {
+  'the workers (over the config file\'s env; a reload keeps them)',
+)).action(async (given: string[], o, cmd: Command) => {
   // The config file fills in what the command line left out, so the host sees its settings too.
   const file = await applyConfigFile(cmd, given.length > 0).catch((e: Error) => usage(e.message));
   // Then: it takes baton's own systemd variables out of the environment workers get.
   const host = await Promise.resolve().then(() => prepareHost(o)).catch((e: Error) => usage(e.message));
   setLogFormat(o.logFormat);
-  if (file?.services) return startServices(o, file.services, given, host);
+  const setEnv = envOrUsage(cmd);
+  if (file?.services) return startServices(o, file.services, given, host, setEnv);
   // Before anything else binds: the running supervisor's sockets, if we take over.
   const takeover = o.takeover ? await Promise.resolve().then(() => requestTakeover(controlPath(o))).catch((e: Error) => fail(e.message)) : null;
   if (takeover) host.inherited.push(...takeover.sockets);
@@ -154,6 +173,7 @@ addTarget(
     argv: command,
     cwd: file?.cwd ?? process.cwd(),
     env: file?.env ?? process.env,
+    setEnv,
     configure: file?.reread,
   });
   sup.upgrader = upgrade;
@@ -233,7 +253,7 @@ function onSignals(a: SignalActions): void {
 }
 
 /** `baton start` with a config file that defines several services: one supervisor each, one control socket. */
-async function startServices(o: Record<string, any>, services: ServiceConfig[], given: string[], host: Host): Promise<never> {
+async function startServices(o: Record<string, any>, services: ServiceConfig[], given: string[], host: Host, setEnv: Record<string, string>): Promise<never> {
   const only = (what: string): never => usage(`${what}: the config file defines services, each with its own; change them there`);
   if (given.length) only('a command after --');
   if (o.listen?.length) only('--listen');
@@ -258,6 +278,7 @@ async function startServices(o: Record<string, any>, services: ServiceConfig[], 
           argv: svc.command,
           cwd: svc.cwd,
           env: svc.env,
+          setEnv,
           configure: svc.reread,
         }),
     ),
@@ -309,34 +330,40 @@ async function serve(fg: Foreground, takeover: Takeover | null, path: string, st
 }
 
 /**
- * Operands before `--` name a service; after it comes a new command line. Commander keeps the
- * `--` among the operands when one came before it, and drops it when none did.
+ * Operands before `--` name a service; after it comes a new command line. Commander parses
+ * options anywhere before `--` and gives every operand in one list, without the `--`: the
+ * last ones are those that followed the first `--` of the command line.
  */
 function serviceAndCommand(operands: string[], usageLine: string): { service?: string; command: string[] } {
-  const dd = operands.indexOf('--');
-  const before = dd >= 0 ? operands.slice(0, dd) : process.argv.slice(2).includes('--') ? [] : operands;
-  const command = dd >= 0 ? operands.slice(dd + 1) : operands.slice(before.length);
+  const args = process.argv.slice(2);
+  const dd = args.indexOf('--');
+  const after = dd < 0 ? 0 : args.length - dd - 1;
+  const before = operands.slice(0, operands.length - after);
   if (before.length > 1) usage(`put the new command line after --: ${usageLine}`);
-  return { service: before[0], command };
+  return { service: before[0], command: operands.slice(before.length) };
 }
 
-addTarget(
+addTarget(addEnvOptions(
   program
     .command('reload')
     .description('start a new generation and hand the service over to it: baton reload [service] [-- new command]')
-    .passThroughOptions()
     .argument('[service]', 'which service, when the config file defines several (default: all of them)')
     .argument('[command...]', 'a new command line, after --')
     .option('--wait-drained', 'return only once the old generation has exited')
-    .option('-q, --quiet', 'print only the result'),
-).action(async (first: string | undefined, rest: string[], o) => {
+    .option('-q, --quiet', 'print only the result')
+    .option('--json', 'print the handoff record as JSON, and nothing else'),
+  'the new generation (and the later ones)',
+)).action(async (first: string | undefined, rest: string[], o, cmd: Command) => {
   const { service, command } = serviceAndCommand(first === undefined ? rest : [first, ...rest], 'baton reload [service] -- node app.js');
   const req: ControlRequest = { cmd: 'reload', wait: o.waitDrained ? 'drained' : 'serving' };
   if (service !== undefined) req.service = service;
   if (command.length) Object.assign(req, { argv: command, cwd: process.cwd() });
-  const view = o.quiet ? null : new ReloadView(process.stdout);
+  const env = envOrUsage(cmd);
+  if (Object.keys(env).length) req.env = env;
+  const view = o.quiet || o.json ? null : new ReloadView(process.stdout);
   const reply = await call(o, req, (state, message) => view?.step(state, message));
   view?.end();
+  if (o.json) return reply.ok ? printJson(reply.result) : failed(reply);
   if (reply.ok) {
     if (Array.isArray(reply.result)) for (const r of reply.result as GroupReload) console.log(`${r.service}: reloaded: ${formatRecord(r.record!)}`);
     else console.log(`reloaded: ${formatRecord(reply.result as HandoffRecord)}`);
@@ -362,7 +389,7 @@ addTarget(
     .description('show generations, workers and recent reloads')
     .argument('[service]', 'only this service, when the config file defines several')
     .option('--json', 'machine-readable')
-    .option('-w, --watch', 'refresh in place on a terminal, as top does (elsewhere: one table per interval)')
+    .option('--watch', 'refresh in place on a terminal, as top does (elsewhere: one table per interval)')
     .addOption(new Option('--interval <duration>', 'how often --watch refreshes').argParser(arg(parseDuration)).default(1000, '1s')),
 ).action(async (service: string | undefined, o) => {
   const req: ControlRequest = service === undefined ? { cmd: 'status' } : { cmd: 'status', service };
@@ -377,11 +404,9 @@ addTarget(
     );
   }
   const reply = await call(o, req);
-  if (!reply.ok) {
-    console.error(`baton: ${reply.error}`);
-    process.exit(EXIT_FAILED);
-  }
-  console.log(o.json ? JSON.stringify(reply.result, null, 2) : formatAnyStatus(reply.result as StatusReport | GroupStatus));
+  if (!reply.ok) failed(reply);
+  if (o.json) printJson(reply.result);
+  else console.log(formatAnyStatus(reply.result as StatusReport | GroupStatus));
 });
 
 addTarget(
@@ -391,7 +416,8 @@ addTarget(
     .usage('[options] [service] <workers>')
     .argument('[service]', 'which service, when the config file defines several')
     .argument('[workers]', 'a count, or +N / -N')
-    .option('-q, --quiet', 'print nothing on success'),
+    .option('-q, --quiet', 'print nothing on success')
+    .option('--json', 'print the result as JSON: { target, ready, generation }'),
 ).action(async (first: string | undefined, second: string | undefined, o) => {
   // Commander fills operands left to right: `baton scale 4` puts the count in the first.
   const [service, workers] = second === undefined ? [undefined, first] : [first, second];
@@ -400,12 +426,10 @@ addTarget(
   const req: ControlRequest = { cmd: 'scale', workers: /^[+-]/.test(workers) ? workers : Number(workers) };
   if (service !== undefined) req.service = service;
   const reply = await call(o, req);
-  if (!reply.ok) {
-    console.error(`baton: ${reply.error}`);
-    process.exit(EXIT_FAILED);
-  }
+  if (!reply.ok) failed(reply);
   const r = reply.result as { target: number; ready: number; generation: number | null };
-  if (!o.quiet) console.log(`scaled${service === undefined ? '' : ` ${service}`}: ${r.ready} of ${r.target} worker(s) ready in generation ${r.generation ?? '-'}`);
+  if (o.json) printJson(r);
+  else if (!o.quiet) console.log(`scaled${service === undefined ? '' : ` ${service}`}: ${r.ready} of ${r.target} worker(s) ready in generation ${r.generation ?? '-'}`);
   if (r.ready !== r.target) process.exit(EXIT_FAILED);
 });
 
@@ -415,12 +439,14 @@ addTarget(
     .description('replace the running supervisor by a new baton: same pid, ports open, workers carry on (SIGUSR2 does the same)')
     .option('--exec <path>', `the new baton's entry point (default: ${DEFAULT_ENTRY})`)
     .option('--restart-workers', 'also replace the workers: a fresh generation takes over, as in a reload')
-    .option('-q, --quiet', 'print only the result'),
+    .option('-q, --quiet', 'print only the result')
+    .option('--json', 'print the result as JSON, and nothing else'),
 ).action(async (o) => {
   const req: ControlRequest = { cmd: 'upgrade', exec: pathResolve(o.exec ?? DEFAULT_ENTRY), restartWorkers: o.restartWorkers === true };
   const reply = await call(o, req, (state, message) => {
-    if (!o.quiet) console.log(`[${state}] ${message}`);
+    if (!o.quiet && !o.json) console.log(`[${state}] ${message}`);
   });
+  if (o.json) return reply.ok ? printJson(reply.result) : failed(reply);
   if (reply.ok) {
     const r = reply.result as UpgradeResult;
     const how = r.handoff ? `; workers replaced: ${formatRecord(r.handoff)}` : r.reloads ? '; workers replaced' : `; ${r.adopted} worker(s) carry on`;
@@ -432,13 +458,11 @@ addTarget(
   process.exit(EXIT_FAILED);
 });
 
-addTarget(program.command('stop').description('drain every generation and stop the supervisor')).action(async (o) => {
+addTarget(program.command('stop').description('drain every generation and stop the supervisor').option('--json', 'print the result as JSON: { "stopped": true }')).action(async (o) => {
   const reply = await call(o, { cmd: 'stop' });
-  if (!reply.ok) {
-    console.error(`baton: ${reply.error}`);
-    process.exit(EXIT_FAILED);
-  }
-  console.log('stopped');
+  if (!reply.ok) failed(reply);
+  if (o.json) printJson(reply.result);
+  else console.log('stopped');
 });
 
 function parseCount(max: number): (v: string) => number {
@@ -456,7 +480,7 @@ addTarget(
     .addOption(new Option('-n, --lines <n>', 'how many of the last lines to show').argParser(arg(parseCount(LOG_RING_LINES))).default(100))
     .addOption(new Option('--gen <n>', 'only the output of generation n').argParser(arg(parseCount(2 ** 31))))
     .argument('[service]', 'only this service\'s lines (and baton\'s own), when the config file defines several')
-    .option('--json', 'one JSON object per line'),
+    .option('--json', 'one JSON object per line (JSON Lines), errors too'),
 ).action(async (service: string | undefined, o) => {
   const print = (e: LogEntry): void => {
     process.stdout.write(`${o.json ? JSON.stringify(e) : `${new Date(e.at).toISOString().slice(11, 23)} ${formatEntry(e)}`}\n`);
@@ -465,26 +489,56 @@ addTarget(
   if (o.gen !== undefined) req.generation = o.gen;
   if (service !== undefined) req.service = service;
   const reply = await call(o, req, undefined, print);
-  if (!reply.ok) {
-    console.error(`baton: ${reply.error}`);
-    process.exit(EXIT_FAILED);
-  }
+  if (!reply.ok) failed(reply);
   for (const e of (reply.result as { entries: LogEntry[] }).entries) print(e);
 });
 
+program
+  .command('ls')
+  .description('list the supervisors this user can reach: name, pid, version, uptime, services, generation serving, control socket')
+  .option('--json', 'print the list as JSON')
+  .action(async (o) => {
+    const list = await listSupervisors();
+    if (o.json) printJson(list);
+    else console.log(formatList(list));
+    // A socket that never answered is not waited for.
+    process.exit(0);
+  });
+
+program
+  .command('completion')
+  .description('print shell completion: source <(baton completion bash), or zsh')
+  .addArgument(new Argument('<shell>', 'bash or zsh').choices(['bash', 'zsh']))
+  .action((shell: 'bash' | 'zsh') => {
+    process.stdout.write(completionScript(program, shell));
+  });
+
+function envOrUsage(cmd: Command): Record<string, string> {
+  try {
+    return envOf(cmd) ?? {};
+  } catch (e) {
+    usage((e as Error).message);
+  }
+}
+
 function fail(message: string): never {
-  console.error(`baton: ${message}`);
+  if (jsonOutput()) printJsonError(message);
+  else console.error(`baton: ${message}`);
   process.exit(EXIT_FAILED);
 }
 
 function usage(message: string): never {
-  console.error(`error: ${message}`);
+  if (jsonOutput()) printJsonError(message);
+  else console.error(`error: ${message}`);
   process.exit(EXIT_USAGE);
 }
 
+wantsJson(process.argv.slice(2));
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
-  if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : EXIT_USAGE);
-  throw e;
+  if (!(e instanceof CommanderError)) throw e;
+  // --help and --version end here too, with exit code 0.
+  if (e.exitCode !== 0 && jsonOutput()) printJsonError(e.message.replace(/^error: /, ''));
+  process.exit(e.exitCode === 0 ? 0 : EXIT_USAGE);
 }

@@ -42,7 +42,7 @@ export function formatStatus(s: StatusReport, width = WIDTH): string {
   const serving = s.generations.find((g) => g.number === s.serving);
   const ready = serving ? `${serving.ready}/${s.workers} ready` : `0/${s.workers} ready`;
   const limit = s.maxMemoryBytes === null ? '' : `  max-memory ${formatBytes(s.maxMemoryBytes)}`;
-  out.push(`${s.name}  pid ${s.pid}  ${s.state}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  workers ${ready}${limit}`);
+  out.push(`${s.name}  pid ${s.pid}  baton ${s.version ?? '?'}  ${s.state}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  workers ${ready}${limit}`);
   out.push(`control  ${s.control}`);
   for (const l of s.listeners) out.push(`listen   ${pad(l.name, 16)} ${l.address}${l.inherited ? '  (socket activation)' : ''}`);
   if (s.handoff) out.push(`handoff  #${s.handoff.id} ${s.handoff.state}: generation ${s.handoff.from ?? '-'} -> ${s.handoff.to}${s.reloadQueued ? ' (another reload queued)' : ''}`);
@@ -52,6 +52,8 @@ export function formatStatus(s: StatusReport, width = WIDTH): string {
     const label = g.number === s.serving ? `${g.state}*` : g.state;
     // Ready out of the slots it should fill: a shortfall shows at a glance.
     out.push(row([String(g.number), label, `${g.ready}/${g.target || g.workers.length}`, g.argv.join(' ')]));
+    // Names only: values may be secrets. (A supervisor older than this CLI sends none.)
+    if (g.env?.length) out.push(`${' '.repeat(15)}env: ${g.env.join(' ')}${g.envChanged?.length ? `  (changed: ${g.envChanged.join(' ')})` : ''}`);
     for (const w of g.workers) {
       out.push(
         row([
@@ -85,7 +87,7 @@ export function formatStatus(s: StatusReport, width = WIDTH): string {
 /** A baton running several services: a line for the process, then each service's own table. */
 export function formatGroup(s: GroupStatus, width = WIDTH): string {
   const out = [
-    clip(`${s.name}  pid ${s.pid}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  services ${s.services.map((x) => x.name).join(', ')}`, width),
+    clip(`${s.name}  pid ${s.pid}  baton ${s.version ?? '?'}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  services ${s.services.map((x) => x.name).join(', ')}`, width),
     clip(`control  ${s.control}`, width),
   ];
   for (const svc of s.services) out.push('', clip(`== service ${svc.name} ${'='.repeat(Math.max(0, width - svc.name.length - 12))}`, width), formatStatus(svc, width));

@@ -94,6 +94,16 @@ export const MAX_CONTROL_LINE = 1 << 20;
 const argv = v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(1), v.maxLength(4096));
 const id = v.optional(v.pipe(v.number(), v.integer()));
 const absolute = v.optional(v.pipe(v.string(), v.startsWith('/', 'expected an absolute path'), v.maxLength(4096)));
+/**
+ * Environment variables for the new generation, over its other environment, kept for later
+ * generations (see Supervisor.reload). Names as a shell writes them; values without NUL.
+ */
+const env = v.optional(
+  v.record(
+    v.pipe(v.string(), v.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a variable name of letters, digits and "_"')),
+    v.pipe(v.string(), v.check((s) => !s.includes('\0'), 'expected a value without NUL')),
+  ),
+);
 /** Which service of a baton running several (a config file's `services`); omitted: all of them, or the only one. */
 const service = v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a service name')));
 
@@ -108,6 +118,7 @@ export const ControlRequest = v.variant('cmd', [
     cwd: absolute,
     /** Reply when the new generation serves (default) or once the old one has exited. */
     wait: v.optional(v.picklist(['serving', 'drained'])),
+    env,
   }),
   v.strictObject({ id, cmd: v.literal('status'), service }),
   v.strictObject({

@@ -2,21 +2,10 @@
 // supervisor for reload / status / stop. Newline-delimited JSON; see protocol.ts.
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { tmpdir } from 'node:os';
+import { dirname } from 'node:path';
 import { parseControlRequest, MAX_CONTROL_LINE, type ControlRequest, type ControlEvent, type ControlReply, type LogEntry, type LogEvent } from '../common/protocol.js';
 import type { LogClient } from '../log/ring.js';
 import { peerCredentials } from '../os/sockets.js';
-
-const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
-
-/** Where a service's control socket lives when only `--name` is given. */
-export function controlPathFor(name: string): string {
-  if (!NAME.test(name)) throw new Error(`bad service name '${name}': use letters, digits, '_', '.', '-'`);
-  const uid = process.getuid?.() ?? 0;
-  const base = process.env.XDG_RUNTIME_DIR ? join(process.env.XDG_RUNTIME_DIR, 'baton') : join(tmpdir(), `baton-${uid}`);
-  return join(base, `${name}.sock`);
-}
 
 /**
  * Make the socket's directory private (create it 0700 if missing; refuse one that others
@@ -134,8 +123,10 @@ function serveClient(sock: Socket, handler: ControlHandler): void {
   try {
     const peer = peerCredentials(sock);
     const me = process.getuid?.() ?? 0;
-    if (peer.uid !== me) {
-      write({ ok: false, error: `permission denied: uid ${peer.uid} is not the owner (uid ${me})` });
+    // Root too: it could signal or trace the supervisor anyway, and `sudo baton reload` is
+    // how an operator reaches a unit that runs as its own User=.
+    if (peer.uid !== me && peer.uid !== 0) {
+      write({ ok: false, error: `permission denied: uid ${peer.uid} is neither the owner (uid ${me}) nor root` });
       sock.end();
       return;
     }
@@ -231,7 +222,7 @@ export function controlRequest(path: string, req: ControlRequest, onEvent?: (e: 
       if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
         reject(new Error(`no baton supervisor is running at ${path} (${e.code})`));
       } else if (e.code === 'EACCES') {
-        reject(new Error(`permission denied on ${path}: only the supervisor's owner may control it`));
+        reject(new Error(`permission denied on ${path}: only the supervisor's owner (or root) may control it: sudo -u <owner> baton …`));
       } else reject(e);
     });
     sock.once('close', () => {

@@ -1,10 +1,12 @@
 // baton's own events and the workers' output, as the supervisor emits them:
 //  - text (default): `baton: <message> key=value ...` on stderr; worker lines with a
-//    `[gen.worker]` prefix on the stream they came from;
+//    `[gen.worker]` prefix on the stream they came from; each line after an ISO 8601 time,
+//    unless the stream goes to journald;
 //  - json (`--log-format json`): one pino JSON object per line on stdout, worker lines with
 //    `gen`, `worker`, `stream` and `msg`, baton's events with their fields.
 // Every line also goes to a bounded ring, which `baton logs` reads over the control socket.
 import { createRequire } from 'node:module';
+import { fstatSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { LogRing, formatEntry } from './ring.js';
 import { LOG_RING_LINES, type LogEntry } from '../common/protocol.js';
@@ -41,8 +43,33 @@ function emit(e: LogEntry): void {
     const scope = service === undefined ? {} : { service };
     json[e.level](gen === undefined ? { ...scope, ...fields } : { ...scope, gen, worker, stream }, e.msg);
   } else {
-    (e.stream === 'stdout' ? process.stdout : process.stderr).write(`${formatEntry(e)}\n`);
+    const fd = e.stream === 'stdout' ? 1 : 2;
+    (fd === 1 ? process.stdout : process.stderr).write(`${stamped(fd) ? `${new Date(e.at).toISOString()} ` : ''}${formatEntry(e)}\n`);
   }
+}
+
+const stamps = new Map<1 | 2, boolean>();
+
+/**
+ * Text lines start with an ISO 8601 time, except on a stream connected to journald, which
+ * stamps every line itself: systemd names that stream in JOURNAL_STREAM (`device:inode`).
+ */
+function stamped(fd: 1 | 2): boolean {
+  let s = stamps.get(fd);
+  if (s === undefined) {
+    s = true;
+    const journal = process.env.JOURNAL_STREAM;
+    if (journal) {
+      try {
+        const st = fstatSync(fd);
+        s = journal !== `${st.dev}:${st.ino}`;
+      } catch {
+        /* not an open descriptor: nothing reads it anyway */
+      }
+    }
+    stamps.set(fd, s);
+  }
+  return s;
 }
 
 export interface Log {

@@ -61,6 +61,11 @@ export class Generation extends EventEmitter {
     this.accepting = template.handoff === 'overlap';
   }
 
+  /** The environment its workers start with (before baton's own variables). */
+  get env(): NodeJS.ProcessEnv {
+    return this.template.env;
+  }
+
   /** Start `count` workers at once; resolves when all are ready, rejects on the first that dies or at the timeout. */
   async start(count: number, readyTimeoutMs: number): Promise<void> {
     await this.startSlots(Array.from({ length: count }, (_, i) => i), readyTimeoutMs);

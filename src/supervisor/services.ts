@@ -13,10 +13,12 @@ import { log, ring } from '../log/log.js';
 import type { StatusReport, Supervisor } from './supervisor.js';
 import { releaseUnused, type InheritedSocket } from '../os/activation.js';
 import { TakeoverHost } from './takeover.js';
+import { VERSION } from '../common/version.js';
 
 export interface GroupStatus {
   name: string;
   pid: number;
+  version: string;
   rssBytes: number;
   uptimeMs: number;
   control: string;
@@ -123,12 +125,12 @@ export class ServiceGroup {
    * Reload every service, each on its own (SIGHUP, `baton reload` without a name). Resolves
    * once all are over; one failing leaves the others' results as they are.
    */
-  async reloadAll(trigger: HandoffTrigger, watch?: (service: string, state: string, message: string) => void): Promise<GroupReload> {
+  async reloadAll(trigger: HandoffTrigger, watch?: (service: string, state: string, message: string) => void, env?: Record<string, string>): Promise<GroupReload> {
     this.events.emit('reloading');
     const results = await Promise.all(
       this.services.map(async (s) => {
         try {
-          const record = await s.reload({ trigger, watch: watch && ((state, message) => watch(s.name, state, message)) });
+          const record = await s.reload({ trigger, env, watch: watch && ((state, message) => watch(s.name, state, message)) });
           return { service: s.name, record, error: record.state === 'failed' ? record.error : null };
         } catch (e) {
           return { service: s.name, record: null, error: (e as Error).message };
@@ -157,7 +159,7 @@ export class ServiceGroup {
       case 'reload': {
         if (req.service !== undefined) return this.routed(req.service, req, emit, client, conn);
         if (req.argv) throw new Error(`a new command line is for one service: name it (${this.names})`);
-        const results = await this.reloadAll('reload', (service, state, message) => emit(state, `${service}: ${message}`));
+        const results = await this.reloadAll('reload', (service, state, message) => emit(state, `${service}: ${message}`), req.env);
         const failed = results.filter((r) => r.error !== null);
         if (failed.length) throw new ControlError(`reload failed for ${failed.map((r) => `${r.service} (${r.error})`).join(', ')}; the others reloaded`, results);
         return results;
@@ -230,6 +232,7 @@ export class ServiceGroup {
     return {
       name: this.name,
       pid: process.pid,
+      version: VERSION,
       rssBytes: process.memoryUsage.rss(),
       uptimeMs: Date.now() - this.startedAt,
       control: this.controlPath,

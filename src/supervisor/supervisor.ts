@@ -18,6 +18,7 @@ import { log as processLog, ring, serviceLog, type Log } from '../log/log.js';
 import { serveLogs, type LogClient } from '../log/ring.js';
 import { reportDrain } from './inflight.js';
 import { rssBytes } from '../os/proc.js';
+import { VERSION } from '../common/version.js';
 
 export interface ServiceOptions {
   name: string;
@@ -28,6 +29,11 @@ export interface ServiceOptions {
   argv: string[];
   cwd: string;
   env: NodeJS.ProcessEnv;
+  /**
+   * Variables set by `--env` / `--env-file`: at start, then merged with each reload's, over
+   * `env` (which the config file may change at every reload). Kept only by a reload that succeeds.
+   */
+  setEnv?: Record<string, string>;
   workers: number;
   backlog: number;
   readyMode: ReadyMode;
@@ -117,6 +123,8 @@ export interface SupervisorEvents {
 interface Ticket {
   argv: string[] | null;
   cwd: string | null;
+  /** The requests' --env, merged in the order they came. */
+  setEnv: Record<string, string>;
   settings: Partial<Reconfigurable>;
   trigger: HandoffTrigger;
   waiters: Array<{ resolve(r: HandoffRecord): void; reject(e: Error): void }>;
@@ -158,6 +166,8 @@ export class Supervisor {
   private markStopped!: () => void;
   readonly events = new EventEmitter<SupervisorEvents>();
   private readonly log: Log;
+  /** For status: the variables whose value a generation changed from the one it replaced. */
+  private readonly envChanged = new WeakMap<Generation, string[]>();
 
   constructor(private readonly opts: ServiceOptions) {
     this.stopped = new Promise((resolve) => (this.markStopped = resolve));
@@ -296,7 +306,7 @@ export class Supervisor {
    * Ask for a handoff. Resolves with its record (state done or failed); rejects when stopping,
    * or when the settings read for it are invalid (nothing is started then).
    */
-  async reload(req: { argv?: string[] | null; cwd?: string | null; trigger: HandoffTrigger; watch?: (state: string, message: string) => void }): Promise<HandoffRecord> {
+  async reload(req: { argv?: string[] | null; cwd?: string | null; env?: Record<string, string>; trigger: HandoffTrigger; watch?: (state: string, message: string) => void }): Promise<HandoffRecord> {
     let settings: Partial<Reconfigurable> = {};
     if (req.trigger !== 'start' && this.opts.configure) {
       try {
@@ -309,8 +319,9 @@ export class Supervisor {
       }
     }
     if (this.stopping) throw new Error('the supervisor is stopping');
-    const ticket: Ticket = this.pending ?? { argv: null, cwd: null, settings, trigger: req.trigger, waiters: [], watchers: new Set() };
+    const ticket: Ticket = this.pending ?? { argv: null, cwd: null, setEnv: {}, settings, trigger: req.trigger, waiters: [], watchers: new Set() };
     ticket.settings = settings;
+    Object.assign(ticket.setEnv, req.env);
     if (req.argv) {
       ticket.argv = req.argv;
       ticket.cwd = req.cwd ?? null;
@@ -330,12 +341,13 @@ export class Supervisor {
     this.pending = null;
     const old = this.serving;
     // This handoff's options: the reload's settings over the current ones, kept only if it succeeds.
-    const s = ticket.settings;
+    const s = { ...ticket.settings, setEnv: { ...this.opts.setEnv, ...ticket.setEnv } };
     const o: ServiceOptions = { ...this.opts, ...s };
     const argv = ticket.argv ?? s.argv ?? old?.argv ?? this.opts.argv;
     const cwd = ticket.argv ? (ticket.cwd ?? this.opts.cwd) : s.argv ? o.cwd : (old?.cwd ?? this.opts.cwd);
     const next = new Generation(this.nextGeneration++, argv, cwd, this.template(o));
     this.track(next);
+    if (old) this.envChanged.set(next, changedNames(old.env, next.env));
     const draining = (): Generation[] => this.generations.filter((g) => g.state === 'draining');
     const rec = newRecord(this.nextHandoff++, ticket.trigger, old?.number ?? null, next.number, argv, draining().length >= o.maxDraining);
     this.current = rec;
@@ -376,7 +388,7 @@ export class Supervisor {
 
   private template(o: ServiceOptions = this.opts): WorkerTemplate {
     return {
-      env: o.env,
+      env: { ...o.env, ...o.setEnv },
       listeners: this.listeners,
       backlog: o.backlog,
       readyMode: o.readyMode,
@@ -480,7 +492,7 @@ export class Supervisor {
       case 'logs':
         return serveLogs(ring, req, client, this.stopped);
       case 'reload': {
-        const rec = await this.reload({ argv: req.argv ?? null, cwd: req.cwd ?? null, trigger: 'reload', watch: emit });
+        const rec = await this.reload({ argv: req.argv ?? null, cwd: req.cwd ?? null, env: req.env ?? {}, trigger: 'reload', watch: emit });
         if (rec.state === 'failed') throw new ControlError(`reload failed: ${rec.error}`, rec);
         const old = rec.from === null ? undefined : this.generations.find((g) => g.number === rec.from);
         if (old) await reportDrain(old, emit, req.wait === 'drained');
@@ -542,6 +554,7 @@ export class Supervisor {
     return {
       name: this.opts.name,
       pid: process.pid,
+      version: VERSION,
       rssBytes: process.memoryUsage.rss(),
       uptimeMs: now - this.startedAt,
       state: this.stopping ? 'stopping' : this.current ? 'reloading' : 'running',
@@ -558,6 +571,8 @@ export class Supervisor {
         number: g.number,
         state: g.state,
         argv: g.argv,
+        env: setNames(g.env),
+        envChanged: this.envChanged.get(g) ?? null,
         target: g.target,
         ready: g.readyCount,
         startedAt: g.startedAt,
@@ -583,6 +598,8 @@ export class Supervisor {
 export interface StatusReport {
   name: string;
   pid: number;
+  /** The running baton's version (after `baton upgrade`, the new one's). */
+  version: string;
   rssBytes: number;
   uptimeMs: number;
   state: 'running' | 'reloading' | 'stopping';
@@ -601,6 +618,10 @@ export interface StatusReport {
     number: number;
     state: string;
     argv: string[];
+    /** The variables its workers get that baton's own environment lacks or has otherwise: names only, never values. */
+    env: string[];
+    /** Those whose value differs from the generation it replaced (null: none replaced, or not known after an upgrade). */
+    envChanged: string[] | null;
     target: number;
     ready: number;
     startedAt: number;
@@ -609,4 +630,13 @@ export interface StatusReport {
     workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; replaced: number; crashLoop: boolean; connections: number | null; rssBytes: number | null; status: string | null }[];
   }[];
   history: HandoffRecord[];
+}
+
+/** What the config file, --env and --env-file set: names whose value is not baton's own. */
+function setNames(env: NodeJS.ProcessEnv): string[] {
+  return Object.keys(env).filter((k) => env[k] !== process.env[k]).sort();
+}
+
+function changedNames(before: NodeJS.ProcessEnv, after: NodeJS.ProcessEnv): string[] {
+  return [...new Set([...Object.keys(before), ...Object.keys(after)])].filter((k) => before[k] !== after[k]).sort();
 }

@@ -11,25 +11,20 @@
 // several for a config file's `services`) and the control socket they share; each service
 // carries its own list of generations, each with a state, so a generation of another kind
 // (a warm standby, say) is one more state there, in a later format.
-import { fstatSync, ftruncateSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import * as v from 'valibot';
 import type { Listener } from '../common/address.js';
 import type { HandoffRecord } from '../supervisor/handoff.js';
 import type { ServiceOptions } from '../supervisor/supervisor.js';
 import type { WorkerSnapshot } from '../supervisor/worker.js';
 import type { LogEntry } from '../common/protocol.js';
+import { VERSION } from '../common/version.js';
 
 export const STATE_FORMAT = 2;
 export const OLDEST_FORMAT = 1;
 
 /** This build's version, for messages: "baton 0.1.0". */
-export const VERSION = ((): string => {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-})();
+export { VERSION };
 
 const int = (min: number) => v.pipe(v.number(), v.integer(), v.minValue(min));
 const fd = int(0);

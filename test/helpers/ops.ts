@@ -54,10 +54,10 @@ export class Proc {
   }
 }
 
-/** `baton <args>` with its own process group, so a test can end it and whatever it started. */
-export function cli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Proc {
+/** `baton <args>` with its own process group, so a test can end it and whatever it started; stdout to a pipe, or to the fd given. */
+export function cli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; stdout?: number } = {}): Proc {
   return new Proc(
-    spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true }),
+    spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'], detached: true }),
   );
 }
 
