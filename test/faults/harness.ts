@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { mixedClients, startLoad, type LoadHandle, type LoadReport } from '../../bench/load.js';
-import { heldConnections } from '../../src/os/proc.js';
 import type { Baton } from '../helpers/baton.js';
 import { FIXTURES } from '../helpers/baton.js';
 
@@ -79,14 +78,80 @@ export async function settled(l: LoadHandle, n: number, timeoutMs = 10_000): Pro
     const s = l.snapshot();
     return s.requests - s.ok - s.failed;
   };
-  await until(`at most ${n} requests are in flight`, () => inFlight() <= n, timeoutMs).catch(() => undefined);
+  await until(`at most ${n} requests are in flight (${inFlight()} now)`, () => inFlight() <= n, timeoutMs);
 }
 
 export interface Held {
-  /** Connections it holds with work possible in them (src/os/proc.ts heldConnections: what baton reports as cut). */
+  /** Connections it holds that a client still counts on: counted from the client's end, with this file's own reading of the kernel's tables (never baton's). */
   held: number;
   /** Of those, the ones with a request it has not even read: each of these fails for sure. */
   unread: number;
+}
+
+interface TcpRow {
+  local: string;
+  remote: string;
+  state: string;
+  rx: number;
+  inode: string;
+}
+
+function tcpRows(pid: number | 'self'): TcpRow[] {
+  const rows: TcpRow[] = [];
+  for (const file of ['tcp', 'tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(`/proc/${pid}/net/${file}`, 'utf8');
+    } catch {
+      continue; // no IPv6 in this kernel
+    }
+    for (const line of text.split('\n').slice(1)) {
+      // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+      const f = line.trim().split(/\s+/);
+      if (f.length >= 10) rows.push({ local: f[1]!, remote: f[2]!, state: f[3]!, rx: parseInt(f[4]!.split(':')[1]!, 16), inode: f[9]! });
+    }
+  }
+  return rows;
+}
+
+function socketInodesOf(pid: number): Set<string> {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  return inodes;
+}
+
+const ESTABLISHED = '01';
+const FIN_WAIT2 = '05';
+const LISTEN = '0A';
+
+/**
+ * What `pid` holds on `port`, seen from the other end of each connection: its sockets on
+ * the port (not the listener), each matched with the client's socket (the same address
+ * pair reversed). Held: the client's end is still open (it may be waiting for an answer, or
+ * about to reuse the connection), or the client closed its end after sending a request the
+ * process never read. Unread: of those, the ones with bytes the process has not read.
+ */
+export function countHeld(pid: number, port: number): Held {
+  const mine = socketInodesOf(pid);
+  const rows = tcpRows(pid);
+  const byPair = new Map(rows.map((r) => [`${r.local} ${r.remote}`, r]));
+  let held = 0;
+  let unread = 0;
+  for (const r of rows) {
+    if (!mine.has(r.inode) || r.state === LISTEN || parseInt(r.local.split(':').at(-1)!, 16) !== port) continue;
+    const client = byPair.get(`${r.remote} ${r.local}`);
+    if (!(client?.state === ESTABLISHED || (client?.state === FIN_WAIT2 && r.rx > 0))) continue;
+    held++;
+    if (r.rx > 0) unread++;
+  }
+  return { held, unread };
 }
 
 /**
@@ -103,23 +168,7 @@ export async function freezeAndCount(pid: number, port: number, settle?: () => P
   // Frozen at a random moment, its clients may not have sent their next request yet: let
   // them (the load moving on elsewhere is the sign), so `unread` is as close as it can be.
   await settle?.();
-  const held = heldConnections(pid, [{ kind: 'tcp', name: 'x', host: '127.0.0.1', port, fd: -1 }]);
-  const inodes = new Set<string>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m) inodes.add(m[1]!);
-    } catch {
-      /* closed meanwhile */
-    }
-  }
-  let unread = 0;
-  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 10 || !inodes.has(f[9]!) || parseInt(f[1]!.split(':')[1]!, 16) !== port) continue;
-    if (f[3] !== '0A' && parseInt(f[4]!.split(':')[1]!, 16) > 0) unread++;
-  }
-  return { held, unread };
+  return countHeld(pid, port);
 }
 
 /**
