@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { rmSync } from 'node:fs';
 import { request } from 'undici';
 import { mixedClients, startLoad } from '../bench/load.js';
-import { heldConnections } from '../src/os/proc.js';
+import { assertHeldFailed, countHeld, until } from './faults/harness.js';
 import { EXAMPLES, FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
 
@@ -58,25 +58,44 @@ test('SIGTTIN / SIGTTOU add and remove a worker', async (t) => {
   assert.equal(serving(await b.status()).workers.length, 2);
 });
 
-test('kill -9 of a worker under load: it is replaced; only what it held can fail', async (t) => {
+test('kill -9 of a worker under load: it is replaced; only what it held can fail; load flows to the replacement', async (t) => {
   const b = await startBaton({ argv: ['node', join(FIXTURES, 'inflight.mjs')], args: ['--workers', '2'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const load = startLoad({ target: { host: '127.0.0.1', port }, clients: MIXED, maxRequests: 300_000, maxDurationMs: 60_000 });
-  await new Promise((r) => setTimeout(r, 300)); // let the load spread over both workers
+  const byPid = spread();
+  const load = startLoad({ target: { host: '127.0.0.1', port }, clients: MIXED, maxRequests: 300_000, maxDurationMs: 60_000, expect: byPid.expect });
+  t.after(() => load.stop());
   const victim = serving(await b.status()).workers[0]!;
-  // Freeze it first so the count of what it holds cannot change before the kill.
+  const answers = (pid: number): number => byPid.counts.get(String(pid)) ?? 0;
+  // The victim demonstrably serves the load, and holds a request of ours it cannot finish.
+  await until('the victim answers the load', () => answers(victim.pid) >= 20);
+  const slow: Promise<string>[] = [];
+  while (!/\[1\.0\] slow request started/.test(b.out) && slow.length < 40) {
+    slow.push(request(`http://127.0.0.1:${port}/slow?ms=4000`, { reset: true }).then(async (r) => `answered ${r.statusCode} ${await r.body.text()}`, (e: Error & { code?: string }) => e.code ?? e.message));
+    await b.waitFor(new RegExp(`(slow request started[^\\n]*\\n[\\s\\S]*){${slow.length}}`));
+  }
+  assert.match(b.out, /\[1\.0\] slow request started/, 'no slow request reached the victim');
+  const onVictim = slow.length - (b.out.match(/\[1\.1\] slow request started/g)?.length ?? 0);
+  // Frozen, what it holds cannot change before the kill; the other worker serves on meanwhile.
   process.kill(victim.pid, 'SIGSTOP');
-  const held = heldConnections(victim.pid, [{ kind: 'tcp', name: 'x', host: '127.0.0.1', port, fd: -1 }]);
+  const other = serving(await b.status()).workers[1]!.pid;
+  const before = answers(other);
+  await until('the other worker answers while the victim is frozen', () => answers(other) >= before + 50);
+  const c = countHeld(victim.pid, port);
   process.kill(victim.pid, 'SIGKILL');
   await b.waitFor(/worker 1\.0 killed by SIGKILL while serving/);
   await b.waitFor(/worker 1\.0 ready[^\n]*\n[\s\S]*worker 1\.0 ready/);
-  const report = await load.stop();
-  assert.ok(report.failed <= held, `${report.failed} failed but the killed worker held only ${held}: ${JSON.stringify(report.errors)}`);
   const g = serving(await b.status());
+  const replacement = g.workers[0]!.pid;
+  assert.notEqual(replacement, victim.pid);
+  await until('the replacement answers the load', () => answers(replacement) >= 20);
+  const report = await load.stop();
+  const lost = (await Promise.all(slow)).filter((r) => !r.startsWith('answered 200 gen=1 slow done pid=' + other));
+  assert.equal(lost.length, onVictim, `slow requests on the victim: ${onVictim}, outcomes: ${JSON.stringify(await Promise.all(slow))}`);
+  assertHeldFailed(report.failed + onVictim, c, onVictim, JSON.stringify(report.errors));
   assert.equal(g.ready, 2);
   assert.equal(g.workers[0]!.restarts, 1);
-  assert.notEqual(g.workers[0]!.pid, victim.pid);
+  t.diagnostic(`victim answered ${answers(victim.pid)}, replacement ${answers(replacement)}; ${report.failed} + ${onVictim} failed of ${c.held} held (${c.unread} unread)`);
 });
 
 test('a crash loop backs off: restarts come at growing intervals, and it is reported', async (t) => {

@@ -78,7 +78,7 @@ export async function settled(l: LoadHandle, n: number, timeoutMs = 10_000): Pro
     const s = l.snapshot();
     return s.requests - s.ok - s.failed;
   };
-  await until(`at most ${n} requests are in flight (${inFlight()} now)`, () => inFlight() <= n, timeoutMs);
+  await until(`at most ${n} requests are in flight`, () => inFlight() <= n, timeoutMs);
 }
 
 export interface Held {
