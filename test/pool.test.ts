@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { rmSync } from 'node:fs';
 import { request } from 'undici';
 import { mixedClients, startLoad } from '../bench/load.js';
@@ -124,25 +125,58 @@ test('rolling reload --workers 4 --max-surge 1: never more than 5 alive, never f
   const b = await startBaton({ argv: v1, args: ['--workers', '4', '--max-surge', '1'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const load = startLoad({ target: { host: '127.0.0.1', port }, clients: MIXED, maxRequests: 300_000, maxDurationMs: 60_000 });
+  // When each pid answered first and last, and for which generation: what is served.
+  const seen = new Map<string, { gen: string; first: number; last: number }>();
+  const load = startLoad({
+    target: { host: '127.0.0.1', port },
+    clients: MIXED,
+    maxRequests: 300_000,
+    maxDurationMs: 60_000,
+    expect: (status, body) => {
+      const m = /^gen=(\d+) v\d pid=(\d+)/.exec(body);
+      if (!m) return false;
+      const now = performance.now();
+      const s = seen.get(m[2]!) ?? { gen: m[1]!, first: now, last: now };
+      s.last = now;
+      seen.set(m[2]!, s);
+      return status === 200;
+    },
+  });
+  t.after(() => load.stop());
+  await until('all 4 workers of generation 1 answer', () => [...seen.values()].filter((s) => s.gen === '1').length === 4);
   const mark = b.out.length;
   const reply = await b.reload(v2, 'drained');
   assert.ok(reply.ok, JSON.stringify(reply));
+  const replied = performance.now();
+  await until('all 4 workers of generation 2 answer', () => [...seen.values()].filter((s) => s.gen === '2').length === 4);
   const report = await load.stop();
   assert.equal(report.failed, 0, JSON.stringify(report.errors) + "\n" + b.out);
+  const olds = [...seen.values()].filter((s) => s.gen === '1').map((s) => s.last).sort((a, b) => a - b);
+  const news = [...seen.values()].filter((s) => s.gen === '2').map((s) => s.first).sort((a, b) => a - b);
+  assert.equal(olds.length, 4, JSON.stringify([...seen]));
+  assert.equal(news.length, 4, JSON.stringify([...seen]));
+  // At most 5 alive: when the (k+1)-th new worker first answers, k+1 new ones live, so k old
+  // ones must have answered for the last time already.
+  for (let k = 1; k < 4; k++) assert.ok(olds[k - 1]! < news[k]!, `new worker ${k + 1} answered before old worker ${k} stopped answering: last old answers ${olds.map(Math.round)}, first new ${news.map(Math.round)}`);
+  assert.ok(olds[3]! < replied, 'generation 1 still answered after the reload said it drained');
   // Replay the supervisor's worker events in order: alive and accepting-ready counts.
   let alive = 4;
   let ready = 4;
   let maxAlive = alive;
   let minReady = ready;
+  const events = { started: 0, ready: 0, draining: 0, exited: 0 };
   for (const m of b.out.slice(mark).matchAll(/worker \d+\.\d+ (started|ready|draining|exited)/g)) {
-    if (m[1] === 'started') alive++;
-    if (m[1] === 'ready') ready++;
-    if (m[1] === 'draining') ready--;
-    if (m[1] === 'exited') alive--;
+    const e = m[1] as keyof typeof events;
+    events[e]++;
+    if (e === 'started') alive++;
+    if (e === 'ready') ready++;
+    if (e === 'draining') ready--;
+    if (e === 'exited') alive--;
     maxAlive = Math.max(maxAlive, alive);
     minReady = Math.min(minReady, ready);
   }
+  // Each of the 8 workers shows up in the replay, or the replay proves nothing.
+  assert.deepEqual(events, { started: 4, ready: 4, draining: 4, exited: 4 });
   assert.equal(maxAlive, 5);
   assert.equal(minReady, 4);
   assert.equal(alive, 4);
