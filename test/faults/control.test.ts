@@ -6,6 +6,7 @@ import { createConnection, type Socket } from 'node:net';
 import { request } from 'undici';
 import { ROOT, startBaton } from '../helpers/baton.js';
 import type { ControlReply } from '../../src/common/protocol.js';
+import type { HandoffRecord } from '../../src/supervisor/handoff.js';
 import { assertLoaded, assertNoneFailed, cases, faulty, flowing, load, record, settled, until } from './harness.js';
 
 const EXPECTED = cases({
@@ -43,10 +44,17 @@ test(EXPECTED['reload-storm'].fault, async (t) => {
   const t0 = Date.now();
   const replies: Promise<ControlReply>[] = [];
   const received: Promise<void>[] = [];
+  // When each request was sent, and when its first event said it was in (both on this clock).
+  const sent: { tag: string; at: number; heard: number }[] = [];
   const send = (tag: string): void => {
     let heard!: () => void;
+    const req = { tag, at: Date.now(), heard: Infinity };
+    sent.push(req);
     received.push(new Promise<void>((r) => (heard = r)));
-    replies.push(b.request({ cmd: 'reload', argv: faulty(`--tag=${tag}`), cwd: ROOT }, () => heard()));
+    replies.push(b.request({ cmd: 'reload', argv: faulty(`--tag=${tag}`), cwd: ROOT }, () => {
+      req.heard = Math.min(req.heard, Date.now());
+      heard();
+    }));
   };
   // 5 clients, 99 requests spread over about a second; the 100th once all of them are in.
   await Promise.all(
@@ -74,6 +82,29 @@ test(EXPECTED['reload-storm'].fault, async (t) => {
   }
   for (const r of storm) assert.equal(r.state, 'done');
   assert.ok(storm.length < 20, `${storm.length} handoffs for 100 requests`);
+  // Each request is answered with the handoff that served it: the first one to start after
+  // the request was in, running the command line of one of the requests it merged.
+  const tagOf = (argv: string[]): string => /--tag=(\S+)/.exec(argv.join(' '))?.[1] ?? '?';
+  const served = new Map<number, string[]>();
+  all.forEach((r, i) => {
+    const req = sent[i]!;
+    assert.ok(r.ok);
+    const rec = r.result as HandoffRecord;
+    assert.equal(rec.state, 'done', `${req.tag}: ${JSON.stringify(rec)}`);
+    assert.ok(rec.requestedAt >= req.at, `${req.tag} (sent at ${req.at}) answered with handoff ${rec.id}, which began at ${rec.requestedAt}, before it was sent`);
+    const skipped = storm.find((h) => h.requestedAt > req.heard && h.requestedAt < rec.requestedAt);
+    assert.equal(skipped, undefined, `${req.tag} was in at ${req.heard}, so handoff ${skipped?.id} (began ${skipped?.requestedAt}) served it, not handoff ${rec.id} (began ${rec.requestedAt})`);
+    served.set(rec.id, [...(served.get(rec.id) ?? []), req.tag]);
+    assert.ok(storm.some((h) => h.id === rec.id && tagOf(h.argv) === tagOf(rec.argv)), `handoff ${rec.id} is not in the history as answered`);
+  });
+  for (const [id, tags] of served) {
+    const ran = tagOf(storm.find((h) => h.id === id)!.argv);
+    assert.ok(tags.includes(ran), `handoff ${id} ran ${ran}, a command line none of the requests it answered (${tags.join(', ')}) asked for`);
+  }
+  assert.deepEqual([...served.keys()].sort((a, b) => a - b), storm.map((h) => h.id), 'every handoff answered some request');
+  const last = all.at(-1)!;
+  assert.ok(last.ok);
+  assert.equal(tagOf((last.result as HandoffRecord).argv), 'storm-last');
   await flowing(l);
   const rep = await l.stop();
   assertNoneFailed(rep, b);
