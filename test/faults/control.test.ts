@@ -7,7 +7,9 @@ import { request } from 'undici';
 import { ROOT, startBaton } from '../helpers/baton.js';
 import type { ControlReply } from '../../src/common/protocol.js';
 import type { HandoffRecord } from '../../src/supervisor/handoff.js';
-import { assertLoaded, assertNoneFailed, cases, faulty, flowing, load, record, settled, until } from './harness.js';
+import type { LoadHandle, LoadReport } from '../../bench/load.js';
+import type { Baton } from '../helpers/baton.js';
+import { assertLoaded, assertNoneFailed, cases, faulty, flowing, inFlight, load, mergeReports, record, splitLoad, until } from './harness.js';
 
 const EXPECTED = cases({
   'reload-storm': {
@@ -16,11 +18,11 @@ const EXPECTED = cases({
   },
   'stop-during-handoff': {
     fault: '`stop` while a handoff is starting a slow new version',
-    expected: 'the starting generation is stopped and the reload answered "failed"; requests in flight at the stop are answered; baton exits 0 within the drain deadline; keep-alive clients: 0 failed; new connections the kernel had queued when the listeners closed are reset (a stop ends the service)',
+    expected: 'the starting generation is stopped and the reload answered "failed"; requests in flight at the stop (the load\'s and a slow one) are answered; baton exits 0 within the drain deadline; what the load starts after the stop is refused, or reset if the kernel had queued its new connection when the listeners closed (a stop ends the service); nothing else fails',
   },
   'reload-during-stop': {
     fault: '`reload` while a stop drains a slow request',
-    expected: 'the reload is refused ("the supervisor is stopping") and starts nothing; the slow request is answered; baton exits 0; 0 failed',
+    expected: 'the reload is refused ("the supervisor is stopping") and starts nothing; requests in flight at the stop (the load\'s and a slow one) are answered; baton exits 0; what the load starts after the stop is refused (ECONNREFUSED), a new connection queued in the instant the listener closed reset (one per client at most); nothing else fails',
   },
   'scale-during-handoff': {
     fault: '`scale 3` while a handoff is starting (1 worker, slow new version)',
@@ -112,34 +114,55 @@ test(EXPECTED['reload-storm'].fault, async (t) => {
   record(spec, { observed: `100 requests sent in ${sentMs} ms, all answered ok; ${storm.length} handoffs, none overlapping; serving ${serving.argv.slice(2).join(' ')}` }, rep);
 });
 
+/**
+ * The load runs into a stop: requests in flight when it was sent are all answered (the
+ * drain finishes them, with Connection: close), and what comes after it is refused. Keep-alive
+ * and new-connection clients run as two loads, so each kind's errors can be told apart.
+ */
+async function intoStop(b: Baton, l: { keepAlive: LoadHandle; fresh: LoadHandle }, during: () => Promise<void>): Promise<{ keepAlive: LoadReport; fresh: LoadReport; inFlight: number; answeredAfter: number }> {
+  const before = l.keepAlive.snapshot();
+  const busy = inFlight(l.keepAlive);
+  const stopped = b.request({ cmd: 'stop' });
+  await b.waitFor(/stopping: draining every generation/);
+  await during();
+  // Only once the stop is under way (and `during` is done) do the loads stop starting requests.
+  const [keepAlive, fresh] = await Promise.all([l.keepAlive.stop(), l.fresh.stop()]);
+  assert.equal((await stopped).ok, true);
+  return { keepAlive, fresh, inFlight: busy, answeredAfter: keepAlive.ok - before.ok };
+}
+
 test(EXPECTED['stop-during-handoff'].fault, async (t) => {
   const spec = EXPECTED['stop-during-handoff'];
   const b = await startBaton({ argv: v1, args: ['--drain-timeout', '5s'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(t, port);
-  await flowing(l);
+  const l = splitLoad(t, port);
+  await Promise.all([flowing(l.keepAlive), flowing(l.fresh)]);
   const reloading = b.reload(faulty('--tag=v2', '--start-delay=3000'));
   await b.waitFor(/worker 2\.0 started/);
-  const inFlight = request(`http://127.0.0.1:${port}/slow?ms=1000`).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }));
+  const inFlightSlow = request(`http://127.0.0.1:${port}/slow?ms=1000`).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }), (e: Error & { code?: string }) => ({ status: 0, body: e.code ?? e.message }));
   await b.waitFor(/\[1\.0\] slow-start/);
-  const pending = l.stop();
   const t0 = Date.now();
-  const stopped = b.request({ cmd: 'stop' });
-  const reply = await reloading;
+  let reply!: ControlReply;
+  const r = await intoStop(b, l, async () => {
+    reply = await reloading;
+  });
   assert.ok(!reply.ok);
   assert.match(reply.error, /stopped while starting|stopping/);
-  assert.equal((await stopped).ok, true);
   assert.equal(await b.exited, 0);
   const stopMs = Date.now() - t0;
   assert.ok(stopMs < 5000, `stop took ${stopMs} ms`);
-  const slow = await inFlight;
-  assert.equal(slow.status, 200);
-  const rep = await pending;
-  assert.equal(rep.byKind.undici.failed + rep.byKind.agent.failed, 0, JSON.stringify(rep.errors));
-  for (const e of Object.keys(rep.errors)) assert.match(e, /^ECONNRESET$/, JSON.stringify(rep.errors));
+  // Overlap: keep-alive requests were in flight when the stop was sent, and all were answered.
+  assert.ok(r.inFlight > 0 && r.answeredAfter >= r.inFlight, `${r.inFlight} keep-alive requests in flight at the stop, ${r.answeredAfter} answered after it`);
+  // After the stop, a keep-alive client's new connection is refused, or queued in the listener
+  // that generation 2 (stopped while starting) still held, and reset with it.
+  for (const e of Object.keys(r.keepAlive.errors)) assert.match(e, /^(ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET)$/, JSON.stringify(r.keepAlive.errors));
+  for (const e of Object.keys(r.fresh.errors)) assert.match(e, /^(ECONNREFUSED|ECONNRESET)$/, JSON.stringify(r.fresh.errors));
+  const slow = await inFlightSlow;
+  assert.equal(slow.status, 200, slow.body);
+  const rep = mergeReports(r.keepAlive, r.fresh);
   assertLoaded(rep);
-  record(spec, { observed: `reload answered "${reply.error}"; stop done in ${stopMs} ms, exit 0; in-flight slow request answered 200; keep-alive 0 failed; ${rep.failed} new connection(s) reset in the closing listener's queue` }, rep);
+  record(spec, { observed: `reload answered "${reply.error}"; stop done in ${stopMs} ms, exit 0; in-flight slow request answered 200; the ${r.inFlight} keep-alive requests in flight at the stop answered; after it: ${JSON.stringify(rep.errors)} (refused, or reset in the closing listener's queue)` }, rep);
 });
 
 test(EXPECTED['reload-during-stop'].fault, async (t) => {
@@ -147,26 +170,30 @@ test(EXPECTED['reload-during-stop'].fault, async (t) => {
   const b = await startBaton({ argv: v1 });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(t, port);
-  await flowing(l);
-  const slow = request(`http://127.0.0.1:${port}/slow?ms=1500`).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }));
+  const l = splitLoad(t, port);
+  await Promise.all([flowing(l.keepAlive), flowing(l.fresh)]);
+  const slow = request(`http://127.0.0.1:${port}/slow?ms=1500`).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }), (e: Error & { code?: string }) => ({ status: 0, body: e.code ?? e.message }));
   await b.waitFor(/\[1\.0\] slow-start/);
-  // The stop refuses what comes after it: the load ends first (see stop-during-handoff).
-  const pending = l.stop();
-  await settled(l, 1);
-  const stopped = b.request({ cmd: 'stop' });
-  await b.waitFor(/stopping: draining every generation/);
-  const reply = await b.reload(faulty('--tag=v2'));
+  let reply!: ControlReply;
+  const r = await intoStop(b, l, async () => {
+    reply = await b.reload(faulty('--tag=v2'));
+  });
   assert.ok(!reply.ok);
   assert.match(reply.error, /the supervisor is stopping/);
-  assert.equal((await stopped).ok, true);
   assert.equal(await b.exited, 0);
   assert.doesNotMatch(b.out, /generation 2/);
-  assert.equal((await slow).status, 200);
-  const rep = await pending;
-  assertNoneFailed(rep, b);
+  assert.ok(r.inFlight > 0 && r.answeredAfter >= r.inFlight, `${r.inFlight} keep-alive requests in flight at the stop, ${r.answeredAfter} answered after it`);
+  // Nothing but the refusal of what came after the stop: no request cut, no connection reset
+  // (the one worker stopped accepting before it told its keep-alive clients to go).
+  for (const e of Object.keys(r.keepAlive.errors)) assert.match(e, /^ECONNREFUSED$/, JSON.stringify(r.keepAlive.errors));
+  // A new connection the kernel queued in the instant the last listener closed is reset: one per client at most.
+  for (const e of Object.keys(r.fresh.errors)) assert.match(e, /^(ECONNREFUSED|ECONNRESET)$/, JSON.stringify(r.fresh.errors));
+  assert.ok((r.fresh.errors.ECONNRESET ?? 0) <= 2, JSON.stringify(r.fresh.errors));
+  const answered = await slow;
+  assert.equal(answered.status, 200, answered.body);
+  const rep = mergeReports(r.keepAlive, r.fresh);
   assertLoaded(rep);
-  record(spec, { observed: `reload answered "${reply.error}", no generation 2 started; slow request answered 200; exit 0` }, rep);
+  record(spec, { observed: `reload answered "${reply.error}", no generation 2 started; slow request answered 200; exit 0; the ${r.inFlight} keep-alive requests in flight at the stop answered; after it: ${JSON.stringify(rep.errors)}` }, rep);
 });
 
 test(EXPECTED['scale-during-handoff'].fault, async (t) => {

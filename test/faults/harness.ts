@@ -47,10 +47,30 @@ export interface CaseResult {
 export const MIXED = mixedClients(3, 3, 2);
 
 /** Bounded load: at most 200k requests and 60 s; every case stops it as soon as it is done (a failed one at its end). */
-export function load(t: { after(fn: () => unknown): void }, port: number, path = '/'): LoadHandle {
-  const l = startLoad({ target: { host: '127.0.0.1', port }, clients: MIXED, path, maxRequests: 200_000, maxDurationMs: 60_000, graceMs: 3000 });
+export function load(t: { after(fn: () => unknown): void }, port: number, path = '/', clients = MIXED): LoadHandle {
+  const l = startLoad({ target: { host: '127.0.0.1', port }, clients, path, maxRequests: 200_000, maxDurationMs: 60_000, graceMs: 3000 });
   t.after(() => l.stop());
   return l;
+}
+
+/** The keep-alive clients and the new-connection ones of MIXED as two loads: what each meets at a stop differs. */
+export function splitLoad(t: { after(fn: () => unknown): void }, port: number): { keepAlive: LoadHandle; fresh: LoadHandle } {
+  return { keepAlive: load(t, port, '/', mixedClients(3, 3, 0)), fresh: load(t, port, '/', mixedClients(0, 0, 2)) };
+}
+
+/** Two reports as one (for assertLoaded and record). */
+export function mergeReports(a: LoadReport, b: LoadReport): LoadReport {
+  const errors = { ...a.errors };
+  for (const [k, n] of Object.entries(b.errors)) errors[k] = (errors[k] ?? 0) + n;
+  const byKind = { ...a.byKind };
+  for (const k of ['undici', 'agent', 'fresh'] as const) if (b.byKind[k].requests > 0) byKind[k] = b.byKind[k];
+  return { ...a, requests: a.requests + b.requests, ok: a.ok + b.ok, failed: a.failed + b.failed, errors, byKind };
+}
+
+/** Requests of `l` started and not yet answered. */
+export function inFlight(l: LoadHandle): number {
+  const s = l.snapshot();
+  return s.requests - s.ok - s.failed;
 }
 
 /** Every kind of client got answers: the case really ran under keep-alive and new-connection load. */
