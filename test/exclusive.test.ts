@@ -2,8 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
 import { mixedClients, startLoad } from '../bench/load.js';
+import { acceptSpans, assertNoOverlap } from './helpers/accepts.js';
 import { FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 
 test('exclusive handoff: accept intervals of generations never overlap over 20 reloads, 0 failed', async (t) => {
@@ -25,23 +25,8 @@ test('exclusive handoff: accept intervals of generations never overlap over 20 r
   const report = await load.stop();
   assert.equal(report.failed, 0, JSON.stringify(report.errors));
 
-  // First and last accept of each generation, on one monotonic clock.
-  const span = new Map<number, { first: bigint; last: bigint; n: number }>();
-  for (const line of readFileSync(log, 'utf8').trim().split('\n')) {
-    const [g, at] = line.split(' ');
-    const s = span.get(Number(g)) ?? { first: BigInt(at!), last: BigInt(at!), n: 0 };
-    s.first = BigInt(at!) < s.first ? BigInt(at!) : s.first;
-    s.last = BigInt(at!) > s.last ? BigInt(at!) : s.last;
-    s.n++;
-    span.set(Number(g), s);
-  }
-  const gens = [...span.keys()].sort((a, b) => a - b);
+  const gens = assertNoOverlap(acceptSpans(log));
   assert.ok(gens.length >= 15, `only generations ${gens.join(',')} accepted anything`);
-  for (let i = 1; i < gens.length; i++) {
-    const prev = span.get(gens[i - 1]!)!;
-    const cur = span.get(gens[i]!)!;
-    assert.ok(prev.last < cur.first, `generation ${gens[i - 1]} accepted until ${prev.last}, after generation ${gens[i]} began at ${cur.first}`);
-  }
 });
 
 test('--handoff exclusive with --max-surge is refused with a clear error', async () => {

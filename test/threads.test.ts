@@ -2,11 +2,12 @@
 // own duplicate of the listeners, drained and replaced with the process (src/runtime/threads.ts).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { mixedClients, startLoad } from '../bench/load.js';
-import { FIXTURES, runCli, startBaton, type Baton } from './helpers/baton.js';
+import { acceptSpans, assertNoOverlap } from './helpers/accepts.js';
+import { FIXTURES, runCli, startBaton, tempDir, type Baton } from './helpers/baton.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 const APP = ['node', join(FIXTURES, 'threads.mjs')];
@@ -130,13 +131,22 @@ test('a thread that crashes fails its worker, which baton replaces', async (t) =
 });
 
 test('--threads with --handoff exclusive: the threads accept once told, reloads lose nothing', async (t) => {
-  const { b, port } = await start(t, ['--threads', '2', '--handoff', 'exclusive']);
-  const c = copies();
-  const load = startLoad({ target: { host: '127.0.0.1', port }, clients: [{ kind: 'fresh', concurrency: 4 }], maxRequests: 100_000, maxDurationMs: 60_000, expect: c.expect });
-  for (let i = 0; i < 2; i++) assert.ok((await b.reload()).ok);
-  await until('both copies of generation 3 answering', () => (c.seen.get('3')?.size ?? 0) >= 2);
+  const log = join(tempDir(), 'accepts.log');
+  const b = await startBaton({ argv: ['node', join(FIXTURES, 'accept-log.mjs')], args: ['--threads', '2', '--handoff', 'exclusive'], env: { ACCEPT_LOG: log } });
+  t.after(() => b.dispose());
+  const port = await b.port();
+  const load = startLoad({ target: { host: '127.0.0.1', port }, clients: [{ kind: 'fresh', concurrency: 4 }], maxRequests: 100_000, maxDurationMs: 60_000 });
+  t.after(() => load.stop());
+  const threadsOf = (gen: number): number => (existsSync(log) ? (acceptSpans(log).get(gen)?.threads.size ?? 0) : 0);
+  await until('both copies of generation 1 accepting', () => threadsOf(1) >= 2);
+  for (let gen = 2; gen <= 4; gen++) {
+    assert.ok((await b.reload()).ok);
+    await until(`both copies of generation ${gen} accepting`, () => threadsOf(gen) >= 2);
+  }
   const report = await load.stop();
   assert.equal(report.failed, 0, JSON.stringify(report.errors) + '\n' + b.out);
+  // No thread of a generation accepted while the one before still did.
+  assert.deepEqual(assertNoOverlap(acceptSpans(log)), [1, 2, 3, 4]);
 });
 
 test('--threads is refused where the Node runtime cannot run the copies, and out of range', async () => {
