@@ -12,9 +12,10 @@ import { lookupUser } from '../src/os/process.js';
 import { openTcpListener } from '../src/os/sockets.js';
 import { CLI, EXAMPLES, runCli, startBaton, tempDir } from './helpers/baton.js';
 import { Proc } from './helpers/ops.js';
+import { anyOf, checkoutClosedToOthers, notRoot } from './helpers/prereq.js';
 
 const nobody = process.getuid?.() === 0 ? lookupUser('nobody') : null;
-const skip = !nobody && 'needs root and a user named nobody';
+const skip = anyOf(notRoot(), !nobody && 'needs a user named nobody');
 
 /** A free port below 1024, found by binding it (and letting it go). */
 function privilegedPort(): number {
@@ -35,7 +36,7 @@ function ids(pid: number): { uid: string; gid: string; groups: string } {
   return { uid: field('Uid'), gid: field('Gid'), groups: field('Groups') };
 }
 
-test('--user nobody on a port below 1024: baton binds it, workers run as nobody and serve', { timeout: 60_000, skip }, async (t) => {
+test('--user nobody on a port below 1024: baton binds it, workers run as nobody and serve', { timeout: 60_000, skip: anyOf(skip, checkoutClosedToOthers()) }, async (t) => {
   const port = privilegedPort();
   const b = await startBaton({ argv: ['node', join(EXAMPLES, 'hello/v1.js')], listen: [`127.0.0.1:${port}`], args: ['--user', 'nobody'] });
   t.after(() => b.dispose());
@@ -84,7 +85,7 @@ test('the control socket refuses another user: by its file mode, and by the peer
   assert.equal((await b.status()).serving, 1);
 });
 
-test('root may control a supervisor that runs as another user, as `sudo baton reload` does for a User= unit', { timeout: 30_000, skip }, async (t) => {
+test('root may control a supervisor that runs as another user, as `sudo baton reload` does for a User= unit', { timeout: 30_000, skip: anyOf(skip, checkoutClosedToOthers()) }, async (t) => {
   const dir = tempDir();
   chownSync(dir, nobody!.uid, nobody!.gid);
   const control = join(dir, 'ctl.sock');

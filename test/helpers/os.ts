@@ -154,9 +154,6 @@ export function assertSysError(fn: () => unknown, code: string, message: RegExp)
   });
 }
 
-export const hasIPv6Loopback = Object.values(os.networkInterfaces())
-  .flat()
-  .some((a) => a?.address === '::1');
 
 
 
