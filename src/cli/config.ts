@@ -156,7 +156,7 @@ const fieldsFor = (dir: string) => ({
   listen: v.optional(v.pipe(v.array(listenEntry(dir), expected(`a list of listeners: ${LISTENER}`)), v.minLength(1, expected('at least one listener')))),
   workers: v.optional(count(1024, true)),
   threads: v.optional(count(64, false)),
-  ready: v.optional(oneOf(['listen', 'manual', 'notify'])),
+  ready: v.optional(oneOf(['auto', 'listen', 'manual', 'notify'])),
   readyAfter: v.optional(duration),
   watchdog: v.optional(duration),
   drainSignal: v.optional(parsed('a signal such as "SIGTERM" or "SIGQUIT"', parseSignal)),

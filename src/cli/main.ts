@@ -127,7 +127,7 @@ addTarget(addEnvOptions(
     )
     .addOption(new Option('-w, --workers <n>', 'workers per generation, or auto (one per CPU)').argParser(arg(parseWorkers)).default(1))
     .addOption(new Option('--threads <n>', 'copies of a Node.js app per worker, as worker_threads, each serving the listeners (1-64)').argParser(arg(parseThreads)).default(1))
-    .addOption(new Option('--ready <mode>', 'when a worker is ready: listen (all listeners served), manual (the app calls ready()) or notify (it sends READY=1 to NOTIFY_SOCKET)').choices(['listen', 'manual', 'notify']).default('listen'))
+    .addOption(new Option('--ready <mode>', 'when a worker is ready: auto (whichever first of listen and notify), or strictly listen (baton\'s Node.js runtime serves all listeners), manual (the app calls ready()) or notify (it sends READY=1 to NOTIFY_SOCKET)').choices(['auto', 'listen', 'manual', 'notify']).default('auto'))
     .addOption(new Option('--ready-after <duration>', 'also ready once a worker has stayed up this long (for programs that say nothing)').argParser(arg(parseDuration)))
     .addOption(new Option('--watchdog <duration>', 'restart a ready worker that sends no WATCHDOG=1 for this long (sets WATCHDOG_USEC)').argParser(arg(parseDuration)))
     .addOption(new Option('--drain-signal <signal>', 'how a worker without the baton runtime is told to drain; SIGKILL follows at the drain timeout').argParser(arg(parseSignal)).default('SIGTERM'))

@@ -25,10 +25,12 @@ export type UdpListenerInfo = { fd: number; name: string; host: string; port: nu
 export const ENV_UDP = 'BATON_UDP_LISTENERS'; // JSON UdpListenerInfo[]
 
 /**
- * When a worker is ready: listen = all listeners are served, manual = the app calls ready()
- * (both said by the Node runtime), notify = it sent READY=1 to NOTIFY_SOCKET (any language).
+ * When a worker is ready: auto (the default) = whichever comes first of the Node runtime's
+ * "all listeners are served" and READY=1 on NOTIFY_SOCKET, so any program that says so needs
+ * no flag; the strict ones: listen = all listeners are served, manual = the app calls ready()
+ * (both said by the Node runtime only), notify = it sent READY=1 to NOTIFY_SOCKET (any language).
  */
-export type ReadyMode = 'listen' | 'manual' | 'notify';
+export type ReadyMode = 'auto' | 'listen' | 'manual' | 'notify';
 
 export const ENV = {
   listeners: 'BATON_LISTENERS', // JSON ListenerInfo[]

@@ -98,7 +98,7 @@ export class Generation extends EventEmitter {
         fail(
           new StartError(
             `${late.length + indices.length - started.length} of ${indices.length} new worker(s) of generation ${this.number} not ready after ${readyTimeoutMs} ms` +
-              (w && !w.hasRuntime ? ' (no baton runtime spoke: for non-Node programs use readiness by notify or --ready-after)' : ''),
+              (w && !w.hasRuntime ? " (it said nothing: neither baton's Node.js runtime nor READY=1 on NOTIFY_SOCKET; for a program that says nothing use --ready-after)" : ''),
             w?.output.slice(-20) ?? [],
           ),
         );

@@ -73,6 +73,8 @@ export interface HandoffPlan {
   /** Resolves once fewer old generations drain than the cap allows (null: room now). */
   drainSlot: Promise<void> | null;
   onChange(rec: HandoffRecord, message: string): void;
+  /** Advice about a new worker (it said nothing for a while), for whoever follows the handoff; not a state change. */
+  onHint(rec: HandoffRecord, text: string): void;
 }
 
 export function newRecord(id: number, trigger: HandoffTrigger, from: number | null, to: number, argv: string[], waiting = false): HandoffRecord {
@@ -106,6 +108,8 @@ export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise
   // already (a pool's first worker while the rest start; a rolling batch while an old one
   // drains): the version is not fit to take over, and the old generation is made whole again.
   const crash = watchCrash(next);
+  const hints = (w: Worker): void => void w.on('hint', (text: string) => plan.onHint(rec, text));
+  next.on('worker-start', hints);
   try {
     if (rolling) await rollingStart(rec, plan, old, crash.died);
     else await Promise.race([next.start(plan.workers, plan.readyTimeoutMs), crash.died]);
@@ -121,6 +125,7 @@ export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise
     return rec;
   } finally {
     crash.dispose();
+    next.off('worker-start', hints);
   }
   rec.readyMs ??= Date.now() - rec.requestedAt;
   if (!rolling) enter(rec, 'transferring', plan, `generation ${next.number} ready in ${rec.readyMs} ms` + (old ? `; generation ${old.number} stops accepting` : ''));

@@ -4,7 +4,7 @@
 // whatever arrives on it comes from that worker (or a child it passed the variable on to),
 // so no SCM_CREDENTIALS are needed to tell workers apart.
 //
-// Understood: READY=1 (ready, with --ready notify), STATUS=… (shown by `baton status`),
+// Understood: READY=1 (ready, by default and with --ready notify), STATUS=… (shown by `baton status`),
 // STOPPING=1 (logged and shown), WATCHDOG=1 / WATCHDOG=trigger (with --watchdog). Other
 // assignments (MAINPID=, ERRNO=, …) are ignored. --ready-after lives here too: it is
 // readiness for the programs that say nothing at all.
@@ -31,6 +31,12 @@ export interface Credentials {
 
 /** Longest STATUS= kept: it is shown in one line of `baton status`. */
 const STATUS_MAX = 200;
+/**
+ * A starting worker that has said nothing for this long (neither baton's runtime nor
+ * NOTIFY_SOCKET) gets a hint: long before --ready-timeout (30 s), well after the ~0.2-0.5 s
+ * any server here takes to start on a busy machine.
+ */
+export const SILENT_HINT_MS = 3000;
 
 let dir: string | undefined;
 let shared = false;
@@ -86,6 +92,9 @@ export class WorkerNotify {
   private readonly socket: DgramSocket;
   private worker: NotifiedWorker | null = null;
   private readyTimer: NodeJS.Timeout | undefined;
+  private hintTimer: NodeJS.Timeout | undefined;
+  /** Anything arrived on the socket. */
+  private spoke = false;
   private watchdog: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -126,21 +135,37 @@ export class WorkerNotify {
     this.worker = w;
     const { readyAfterMs } = this.opts;
     if (readyAfterMs !== null) this.readyTimer = setTimeout(() => w.markReady(), readyAfterMs);
+    else this.hintTimer = setTimeout(() => this.hint(), SILENT_HINT_MS);
     // The watchdog runs while the worker serves: from ready until it drains.
     w.once('ready', () => this.arm());
     w.once('draining', () => clearTimeout(this.watchdog));
     w.once('exit', () => this.close());
   }
 
+  /** Nothing said after SILENT_HINT_MS: tell the operator what the worker is waited for, and the way out. */
+  private hint(): void {
+    const w = this.worker;
+    if (!w || w.state !== 'starting' || w.hasRuntime || this.spoke) return;
+    const runtime = "to load baton's Node.js runtime (Node.js programs do by themselves)";
+    const notify = 'to send READY=1 on NOTIFY_SOCKET (the systemd notify protocol)';
+    const waitedFor = this.readyMode === 'auto' ? `${runtime} or ${notify}` : this.readyMode === 'notify' ? notify : runtime;
+    w.hint(
+      `worker ${w.generation}.${w.index} has said nothing for ${SILENT_HINT_MS / 1000} s: baton waits for it ${waitedFor}. ` +
+        'For a program that does neither, use --ready-after <time> (ready once it has stayed up that long, e.g. --ready-after 2s); ' +
+        'without it, the start fails at --ready-timeout.',
+    );
+  }
+
   private onMessage(text: string): void {
     const w = this.worker;
     if (!w || this.closed) return;
+    this.spoke = true;
     for (const line of text.split('\n')) {
       const eq = line.indexOf('=');
       if (eq <= 0) continue;
       const key = line.slice(0, eq);
       const value = line.slice(eq + 1);
-      if (key === 'READY' && value === '1' && this.readyMode === 'notify') w.markReady();
+      if (key === 'READY' && value === '1' && (this.readyMode === 'notify' || this.readyMode === 'auto')) w.markReady();
       else if (key === 'STATUS') w.statusText = value.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, STATUS_MAX);
       else if (key === 'STOPPING' && value === '1') {
         w.statusText = w.statusText ? `stopping: ${w.statusText}` : 'stopping';
@@ -169,6 +194,7 @@ export class WorkerNotify {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.readyTimer);
+    clearTimeout(this.hintTimer);
     clearTimeout(this.watchdog);
     this.socket.close();
     rmSync(this.path, { force: true });

@@ -371,6 +371,10 @@ export class Supervisor {
         for (const w of ticket.watchers) w(r.state, message);
         this.events.emit('handoff', r, message);
       },
+      // Logged by track(), like every worker's; here only shown to whoever asked for the reload.
+      onHint: (r, text) => {
+        for (const w of ticket.watchers) w(r.state, text);
+      },
     });
     if (rec.state === 'done') {
       this.serving = next;
@@ -412,6 +416,7 @@ export class Supervisor {
         this.roundRobin?.flush();
       });
       w.once('draining', () => this.log.info(`worker ${g.number}.${w.index} draining`, { pid: w.pid }));
+      w.on('hint', (text: string) => this.log.warn(text, { pid: w.pid }));
     });
     g.on('worker-exit', (w: Worker, unexpected: boolean) => {
       this.log.info(`worker ${g.number}.${w.index} exited`, { pid: w.pid, code: w.exit?.code, signal: w.exit?.signal });

@@ -77,7 +77,8 @@ export interface WorkerExit {
 }
 
 /**
- * Events: 'ready', 'draining', 'accepting-stopped', 'exit' (WorkerExit), 'progress' (connections).
+ * Events: 'ready', 'draining', 'accepting-stopped', 'exit' (WorkerExit), 'progress' (connections),
+ * 'hint' (text: a starting worker said nothing for a while, see notify.ts).
  */
 export class Worker extends EventEmitter {
   readonly generation: number;
@@ -328,6 +329,12 @@ export class Worker extends EventEmitter {
         this.remember(`baton: ${m.message}`);
         break;
     }
+  }
+
+  /** Advice for the operator about this worker (kept with its output, so a failed start shows it too). */
+  hint(text: string): void {
+    this.remember(`baton: ${text}`);
+    this.emit('hint', text);
   }
 
   /** Ready: said by the runtime, by READY=1 (notify.ts), or by staying up for --ready-after. */
