@@ -1,8 +1,10 @@
 // Workers in any language, unmodified: fds 3.. with LISTEN_FDS, readiness by the notify
-// protocol (READY=1) or by staying up (--ready-after), STATUS= and the watchdog, and drain
-// by signal for programs without baton's runtime.
+// protocol (READY=1, with no flag) or by staying up (--ready-after), a hint for a program
+// that says nothing, STATUS= and the watchdog, and drain by signal for programs without
+// baton's runtime.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
@@ -12,6 +14,9 @@ import type { HandoffRecord } from '../src/supervisor/handoff.js';
 // The system interpreter, when there is one: a version manager's shim costs ~200 ms per start.
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 const server = [PYTHON, join(EXAMPLES, 'python/server.py')];
+// Debian's gunicorn (.ci/run installs it): systemd socket activation and READY=1 of its own.
+const GUNICORN = spawnSync('gunicorn', ['--version']).status === 0;
+const gunicorn = ['gunicorn', '--chdir', FIXTURES, '--workers', '2', 'wsgi:app'];
 
 const MIXED = mixedClients(6, 6, 4);
 
@@ -20,7 +25,7 @@ function assertNothingLost(r: LoadReport): void {
   for (const kind of ['undici', 'agent', 'fresh'] as const) assert.ok(r.byKind[kind].ok > 0, `no ${kind} request succeeded`);
 }
 
-/** 20 reloads of the Python example under mixed keep-alive and new-connection load. */
+/** 20 reloads of a Python server under mixed keep-alive and new-connection load. */
 async function reloadUnderLoad(b: Baton): Promise<{ report: LoadReport; records: HandoffRecord[] }> {
   const port = await b.port();
   const load = startLoad({ target: { host: '127.0.0.1', port }, clients: MIXED, maxRequests: 400_000, maxDurationMs: 120_000 });
@@ -53,8 +58,8 @@ function notifySocketInodes(): Set<string> {
   return new Set(rows.map((r) => r.trim().split(/\s+/)).filter((f) => /\/baton-notify-[^/]+\//.test(f[7] ?? '')).map((f) => f[6]!));
 }
 
-test('Python example, ready by READY=1: 20 reloads under load lose nothing', { timeout: 180_000 }, async (t) => {
-  const b = await startBaton({ argv: server, args: ['--ready', 'notify'] });
+test('Python example, no readiness flag (READY=1 counts by default): 20 reloads under load lose nothing', { timeout: 180_000 }, async (t) => {
+  const b = await startBaton({ argv: server });
   t.after(() => b.dispose());
   const { report, records } = await reloadUnderLoad(b);
   assertNothingLost(report);
@@ -70,8 +75,26 @@ test('Python example, ready by READY=1: 20 reloads under load lose nothing', { t
   assert.equal(await b.stop(), 0);
 });
 
+test('gunicorn (Debian), no readiness flag: 20 reloads under load lose nothing', { timeout: 180_000, skip: !GUNICORN && 'gunicorn is not installed (apt-get install gunicorn; .ci/run does)' }, async (t) => {
+  const b = await startBaton({ argv: gunicorn });
+  t.after(() => b.dispose());
+  // It took the inherited listener (socket activation), not a port of its own.
+  await b.waitFor(/Listening at: http:\/\/127\.0\.0\.1:\d+ \(\d+\)/);
+  const { report, records } = await reloadUnderLoad(b);
+  assertNothingLost(report);
+  assert.ok(report.ok > 500, `too little load to prove anything: ${report.ok}`);
+  const gens = Object.keys(report.bodies).filter((k) => k.startsWith('gen='));
+  assert.ok(gens.length >= 15, `only ${gens.length} generations answered: ${gens.join(' ')}`);
+  assert.deepEqual(records.map((r) => r.state), Array(20).fill('done'));
+  assert.equal((await b.status()).serving, 21);
+  assert.doesNotMatch(b.out, /has said nothing/);
+  t.diagnostic(`${report.ok} requests, ${report.rps.toFixed(0)}/s; reload ready in ${records.map((r) => r.readyMs).join(' ')} ms`);
+  assert.equal(await b.stop(), 0);
+});
+
 test('Python example, ready after --ready-after: 20 reloads under load lose nothing', { timeout: 180_000 }, async (t) => {
-  const b = await startBaton({ argv: server, args: ['--ready-after', '300ms'] });
+  // --ready listen: READY=1 does not count, so the timer alone declares it ready.
+  const b = await startBaton({ argv: server, args: ['--ready', 'listen', '--ready-after', '300ms'] });
   t.after(() => b.dispose());
   const { report, records } = await reloadUnderLoad(b);
   assertNothingLost(report);
@@ -86,7 +109,24 @@ test('a program that says nothing and has no --ready-after fails to start, with 
   const b = await startBaton({ argv: ['/bin/sh', join(FIXTURES, 'signals.sh')], args: ['--ready-timeout', '500ms', '--drain-timeout', '500ms'], waitReady: false });
   t.after(() => b.dispose());
   assert.equal(await b.exited, 1);
-  assert.match(b.out, /not ready after 500 ms \(no baton runtime spoke: for non-Node programs use readiness by notify or --ready-after\)/);
+  assert.match(b.out, /not ready after 500 ms \(it said nothing: neither baton's Node\.js runtime nor READY=1 on NOTIFY_SOCKET; for a program that says nothing use --ready-after\)/);
+});
+
+test('a program that never says ready: a hint in the log and in reload\'s progress within 5 s', { timeout: 30_000 }, async (t) => {
+  const b = await startBaton({ argv: server, args: ['--ready-timeout', '5s', '--drain-timeout', '500ms'] });
+  t.after(() => b.dispose());
+  const t0 = Date.now();
+  let hintAt: number | null = null;
+  const reply = await b.request({ cmd: 'reload', argv: ['/bin/sh', join(FIXTURES, 'signals.sh')], cwd: FIXTURES, wait: 'serving' }, (_state, message) => {
+    if (hintAt === null && /worker 2\.0 has said nothing for 3 s/.test(message)) hintAt = Date.now();
+  });
+  assert.equal(reply.ok, false, 'a program that never said ready took over');
+  assert.ok(hintAt !== null, 'no hint in the reload progress');
+  assert.ok(hintAt - t0 < 5000, `hint after ${hintAt - t0} ms`);
+  assert.match(b.out, /worker 2\.0 has said nothing for 3 s: baton waits for it to load baton's Node\.js runtime [^\n]* or to send READY=1 on NOTIFY_SOCKET[^\n]*--ready-after <time>/);
+  // The Python example spoke at once: no hint for it.
+  assert.doesNotMatch(b.out, /worker 1\.0 has said nothing/);
+  assert.equal((await b.status()).serving, 1);
 });
 
 test('watchdog: a worker that stops sending WATCHDOG=1 is killed and restarted; STATUS= is shown', { timeout: 30_000 }, async (t) => {
