@@ -80,3 +80,14 @@ export function rssBytes(pid: number): number | null {
     return null;
   }
 }
+
+/** The process group of `pid` (field 5 of /proc/<pid>/stat, after the parenthesised name), or null if it is gone. */
+export function processGroup(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const pgrp = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+    return Number.isInteger(pgrp) ? pgrp : null;
+  } catch {
+    return null;
+  }
+}

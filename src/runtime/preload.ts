@@ -7,22 +7,38 @@
 // schemas, which no worker needs.
 import type { ENV } from '../common/protocol.js';
 import type { THREAD_KEY } from './threads.js';
+import type { LAUNCHED as LAUNCHED_KEY } from './launcher.js';
 
 const LISTENERS: typeof ENV.listeners = 'BATON_LISTENERS'; // checked against protocol.ts by tsc
 const THREAD: typeof THREAD_KEY = 'baton.thread';
+const LAUNCHED: typeof LAUNCHED_KEY = 'BATON_LAUNCHED';
 
 // The process baton spawned has the listeners, an IPC channel to baton, and LISTEN_PID set
 // to its own pid by baton's exec wrapper. Children that inherit the environment (and
 // cluster workers, which have an IPC channel too) fail the pid check. With --threads, a
 // thread the runtime started for a copy of the app has no IPC channel but baton's mark in
-// its workerData; threads the app starts itself have neither.
-if (
-  process.env[LISTENERS] !== undefined &&
-  process.env.LISTEN_PID === String(process.pid) &&
-  (typeof process.send === 'function' || (await isBatonThread()))
-) {
-  const { start } = await import('./runtime.js');
-  start();
+// its workerData; threads the app starts itself have neither. A package manager baton
+// spawned (`baton start -- npm start`) hands the listeners down to the app it runs instead
+// (./launcher.js); the app, marked so and holding the very sockets, is then the one served.
+if (process.env[LISTENERS] !== undefined) {
+  if (
+    process.env.LISTEN_PID === String(process.pid) &&
+    (typeof process.send === 'function' || (await isBatonThread()))
+  ) {
+    const launcher = await import('./launcher.js');
+    if (process.send && launcher.isLauncher(process.argv[1])) launcher.handDown(Number(process.env.LISTEN_FDS) || 0);
+    else (await import('./runtime.js')).start();
+  } else if (process.env[LAUNCHED] !== undefined && process.env.NOTIFY_SOCKET) {
+    const launcher = await import('./launcher.js');
+    const marks = process.env[LAUNCHED];
+    // Only one process serves: a child of the app gets neither the mark nor the sockets.
+    delete process.env[LAUNCHED];
+    if (launcher.inodes(Number(process.env.LISTEN_FDS) || 0) === marks) {
+      const address = process.env.NOTIFY_SOCKET;
+      const [{ start }, { notifyUplink }] = await Promise.all([import('./runtime.js'), import('./uplink.js')]);
+      start((drainTimeoutMs) => notifyUplink(address, drainTimeoutMs));
+    }
+  }
 }
 
 async function isBatonThread(): Promise<boolean> {

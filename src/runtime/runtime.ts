@@ -8,7 +8,7 @@ import type { ENV, ListenerInfo, ReadyMode } from '../common/protocol.js';
 import { RUNTIME_KEY, type BatonRuntime } from '../common/protocol.js';
 import { patchListen } from './listen.js';
 import { Drain } from './drain.js';
-import { ipcUplink } from './uplink.js';
+import { ipcUplink, type Uplink } from './uplink.js';
 import { runThreads, threadUplink } from './threads.js';
 import './dgram.js'; // UDP listeners: patches dgram's bind() when baton passed any
 
@@ -28,7 +28,8 @@ const E: typeof ENV = {
 const DEFAULT_BACKLOG = 511;
 const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 
-export function start(): void {
+/** `uplink`: how to reach baton when this process is not the one it spawned (default: the IPC channel). */
+export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
   let listeners: ListenerInfo[];
   try {
     listeners = JSON.parse(process.env[E.listeners] ?? '') as ListenerInfo[];
@@ -46,7 +47,8 @@ export function start(): void {
   // Who this copy of the app answers to: baton, or (in a thread) the process's main thread,
   // which then speaks to baton for every copy.
   const threads = isMainThread ? num(process.env[E.threads], 1) : 1;
-  const up = !isMainThread ? threadUplink() : threads > 1 ? runThreads(threads, listeners, ipcUplink(), drainTimeoutMs) : ipcUplink();
+  const toBaton = (): Uplink => uplink?.(drainTimeoutMs) ?? ipcUplink();
+  const up = !isMainThread ? threadUplink() : threads > 1 ? runThreads(threads, listeners, toBaton(), drainTimeoutMs) : toBaton();
   const send = up.send;
   const warn = (message: string): void => {
     process.stderr.write(`${message}\n`);

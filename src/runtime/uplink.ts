@@ -1,7 +1,8 @@
 // How one copy of the app talks to whoever runs it. A worker process talks to baton over
-// its IPC channel (ipcUplink); with --threads, each thread's copy talks to the process's
+// its IPC channel (ipcUplink), an app under npm over NOTIFY_SOCKET (notifyUplink); with --threads, each thread's copy talks to the process's
 // main thread over a MessagePort, and the main thread speaks for all of them (./threads.ts).
 // The runtime (./runtime.ts) and the drain (./drain.ts) only ever see this interface.
+import { createRequire } from 'node:module';
 import type { FromWorker } from '../common/protocol.js';
 
 export interface Uplink {
@@ -42,6 +43,39 @@ export function ipcUplink(): Uplink {
       process.channel?.unref();
     },
     hold: (on) => (on ? process.channel?.ref() : process.channel?.unref()),
+    exit: () => process.exit(0),
+  };
+}
+
+/**
+ * An app baton did not spawn itself (under npm: launcher.ts) has no IPC channel to baton:
+ * it speaks the systemd notify protocol on NOTIFY_SOCKET, which baton reads for every worker
+ * and whichever process of it sends, and is told to drain by the signal npm passes on.
+ */
+export function notifyUplink(address: string, drainTimeoutMs: number): Uplink {
+  // libc through koffi (../os/sockets.js), loaded only here: an app under a launcher.
+  const sys = createRequire(import.meta.url)('../os/sockets.js') as typeof import('../os/sockets.js');
+  const say = (text: string): void => {
+    try {
+      sys.sendDatagram(address, text);
+    } catch (e) {
+      process.stderr.write(`baton: cannot reach NOTIFY_SOCKET ${address}: ${(e as Error).message}\n`);
+    }
+  };
+  return {
+    send(msg, done) {
+      if (msg.type === 'ready') say(`READY=1\nMAINPID=${process.pid}`);
+      else if (msg.type === 'accepting-stopped') say('STOPPING=1');
+      else if (msg.type === 'drain-progress') say(`STATUS=draining: ${msg.connections} connection(s) open`);
+      done?.();
+    },
+    receive(onMessage) {
+      // npm passes SIGTERM and SIGINT on to the script it runs; either means drain.
+      const drain = (): void => onMessage({ baton: 1, type: 'drain', timeoutMs: drainTimeoutMs }, undefined);
+      process.on('SIGTERM', drain);
+      process.on('SIGINT', drain);
+    },
+    hold: () => {},
     exit: () => process.exit(0),
   };
 }

@@ -5,8 +5,9 @@
 // so no SCM_CREDENTIALS are needed to tell workers apart.
 //
 // Understood: READY=1 (ready, by default and with --ready notify), STATUS=… (shown by `baton status`),
-// STOPPING=1 (logged and shown), WATCHDOG=1 / WATCHDOG=trigger (with --watchdog). Other
-// assignments (MAINPID=, ERRNO=, …) are ignored. --ready-after lives here too: it is
+// STOPPING=1 (logged and shown), WATCHDOG=1 / WATCHDOG=trigger (with --watchdog), MAINPID=
+// (the process that serves is another one of the worker's: the drain signal goes to it, as
+// systemd sends stop signals to its main pid; `npm start`). Other assignments (ERRNO=, …) are ignored. --ready-after lives here too: it is
 // readiness for the programs that say nothing at all.
 import { createRequire } from 'node:module';
 import { chmodSync, chownSync, mkdtempSync, rmSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DgramSocket } from 'node-unix-socket';
 import { fdBoundTo, lowestFreeFd, setCloexec } from '../os/fds.js';
+import { processGroup } from '../os/proc.js';
 import { log } from '../log/log.js';
 import type { ReadyMode } from '../common/protocol.js';
 
@@ -81,7 +83,12 @@ export interface NotifiedWorker {
   readonly pid: number | undefined;
   readonly state: string;
   statusText: string | null;
+  /** The baton runtime spoke over IPC. */
+  readonly hasRuntime: boolean;
+  /** The process that serves, named by MAINPID=. */
+  mainPid: number | null;
   markReady(): void;
+  hint(text: string): void;
   kill(): void;
   once(event: 'ready' | 'draining' | 'exit', f: () => void): unknown;
 }
@@ -166,6 +173,7 @@ export class WorkerNotify {
       const key = line.slice(0, eq);
       const value = line.slice(eq + 1);
       if (key === 'READY' && value === '1' && (this.readyMode === 'notify' || this.readyMode === 'auto')) w.markReady();
+      else if (key === 'MAINPID') this.mainPid(Number(value));
       else if (key === 'STATUS') w.statusText = value.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, STATUS_MAX);
       else if (key === 'STOPPING' && value === '1') {
         w.statusText = w.statusText ? `stopping: ${w.statusText}` : 'stopping';
@@ -174,6 +182,17 @@ export class WorkerNotify {
       } else if (key === 'WATCHDOG' && value === '1') this.arm();
       else if (key === 'WATCHDOG' && value === 'trigger') this.expire('it asked for it (WATCHDOG=trigger)');
     }
+  }
+
+  /**
+   * Only a process of the worker's own process group (it leads one: spawned detached) may be
+   * named, or anybody who can write to the socket could have baton signal any process.
+   */
+  private mainPid(pid: number): void {
+    const w = this.worker;
+    if (!w || !Number.isInteger(pid) || pid <= 0) return;
+    if (processGroup(pid) === w.pid) w.mainPid = pid;
+    else log.warn(`worker ${w.generation}.${w.index} named MAINPID=${pid}, which is not one of its processes; ignored`, { pid: w.pid });
   }
 
   private arm(): void {

@@ -98,6 +98,8 @@ export class Worker extends EventEmitter {
   accepting: boolean;
   /** True once the baton runtime has spoken: drain goes over IPC, else by signal. */
   hasRuntime = false;
+  /** The process that serves, if not the one spawned (MAINPID= on NOTIFY_SOCKET): the drain signal goes there. */
+  mainPid: number | null = null;
   /** What the worker last said with STATUS= on its NOTIFY_SOCKET. */
   statusText: string | null = null;
   readonly output: string[] = [];
@@ -200,7 +202,7 @@ export class Worker extends EventEmitter {
       this.deadline = setTimeout(() => this.killAtDeadline(), timeoutMs + KILL_GRACE_MS);
     } else {
       // No runtime: the signal is all we can say, and stopping to accept is all we can assume.
-      this.signal(signal);
+      this.signal(signal, false, this.mainPid ?? this.pid);
       this.markAcceptingStopped();
       this.deadline = setTimeout(() => this.killAtDeadline(), timeoutMs);
     }
@@ -280,10 +282,10 @@ export class Worker extends EventEmitter {
     }
   }
 
-  private signal(sig: NodeJS.Signals, group = false): void {
+  private signal(sig: NodeJS.Signals, group = false, pid = this.pid): void {
     try {
       // Negative pid = the worker's process group (it was started detached, as its leader).
-      process.kill(group ? -this.pid : this.pid, sig);
+      process.kill(group ? -this.pid : pid, sig);
     } catch {
       /* already gone */
     }
