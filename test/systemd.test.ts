@@ -2,11 +2,12 @@
 // takes its listeners from socket activation (LISTEN_FDS) instead of binding them.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
+
 import { existsSync, fstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { closeFd } from '../src/os/fds.js';
+import { bindNotifySocket } from '../src/os/notify.js';
 import { openTcpListener, openUnixListener, socketAddress } from '../src/os/sockets.js';
 import { EXAMPLES, FIXTURES, startBaton, tempDir } from './helpers/baton.js';
 import { cli, configDir } from './helpers/ops.js';
@@ -20,20 +21,17 @@ const WITH_LISTEN_PID = ['/bin/sh', '-c', 'LISTEN_PID=$$; export LISTEN_PID; exe
 /** A stand-in for systemd's notify socket: collects what baton sends, in order. */
 function notifySocket(t: TestContext): { path: string; messages: string[]; next(match: RegExp): Promise<string> } {
   const path = join(tempDir(), 'notify.sock');
-  const { DgramSocket } = createRequire(import.meta.url)('node-unix-socket') as typeof import('node-unix-socket');
-  const s = new DgramSocket();
-  t.after(() => s.close());
   const messages: string[] = [];
   let waiters: { re: RegExp; from: number; resolve(m: string): void }[] = [];
-  s.on('data', (buf: Buffer) => {
-    messages.push(buf.toString());
+  const s = bindNotifySocket(path, (text) => {
+    messages.push(text);
     for (const w of waiters) {
       const m = messages.slice(w.from).find((x) => w.re.test(x));
       if (m) w.resolve(m);
     }
     waiters = waiters.filter((w) => !messages.slice(w.from).some((x) => w.re.test(x)));
   });
-  s.bind(path);
+  t.after(() => s.close());
   let seen = 0;
   return {
     path,

@@ -79,6 +79,7 @@ interface Libc {
   sendto: Fn;
   sendmsg: Fn;
   recvmsg: Fn;
+  recv: Fn;
   prctl: Fn;
   waitpid: Fn;
   memfd_create: Fn;
@@ -96,7 +97,7 @@ let libc: Libc | undefined;
 export function c(): Libc {
   if (libc) return libc;
   const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-  const lib = koffi.load('libc.so.6');
+  const lib = loadLibc(koffi);
   // Declared in full for their layout; baton reads the ids only.
   koffi.struct('passwd', {
     pw_name: 'char *', pw_passwd: 'char *', pw_uid: 'uint32_t', pw_gid: 'uint32_t',
@@ -132,12 +133,25 @@ export function c(): Libc {
     sendto: lib.func('intptr_t sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)'),
     sendmsg: lib.func('intptr_t sendmsg(int fd, const msghdr *msg, int flags)'),
     recvmsg: lib.func('intptr_t recvmsg(int fd, _Inout_ msghdr *msg, int flags)'),
+    recv: lib.func('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
     prctl: lib.func('int prctl(int option, ...)'),
     getpwnam: lib.func('passwd *getpwnam(const char *name)'),
     getpwuid: lib.func('passwd *getpwuid(uint32_t uid)'),
     getgrnam: lib.func('group *getgrnam(const char *name)'),
   };
   return libc;
+}
+
+/**
+ * glibc's is libc.so.6. musl (Alpine) has no file of that name: there the C library is
+ * reached through the process itself (dlopen(NULL)), which Node is linked against.
+ */
+function loadLibc(koffi: Koffi): ReturnType<Koffi['load']> {
+  try {
+    return koffi.load('libc.so.6');
+  } catch {
+    return koffi.load(null);
+  }
 }
 
 /** errno of the libc call that just failed; must be read before anything else runs. */

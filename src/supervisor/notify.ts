@@ -1,20 +1,19 @@
 // The systemd notify protocol (sd_notify(3)) between baton and its workers, so programs in
 // any language can say they are ready, what they are doing, and that they are alive. Each
 // worker gets a unix datagram socket of its own as NOTIFY_SOCKET, in a private directory:
-// whatever arrives on it comes from that worker (or a child it passed the variable on to),
-// so no SCM_CREDENTIALS are needed to tell workers apart.
+// whatever arrives on it comes from that worker (or a child it passed the variable on to,
+// as `sh -c`, npm and gunicorn's arbiter do), so no SCM_CREDENTIALS are needed to tell
+// workers apart (why not one socket for all: ../os/notify.ts, which reads them).
 //
 // Understood: READY=1 (ready, by default and with --ready notify), STATUS=… (shown by `baton status`),
 // STOPPING=1 (logged and shown), WATCHDOG=1 / WATCHDOG=trigger (with --watchdog), MAINPID=
 // (the process that serves is another one of the worker's: the drain signal goes to it, as
-// systemd sends stop signals to its main pid; `npm start`). Other assignments (ERRNO=, …) are ignored. --ready-after lives here too: it is
-// readiness for the programs that say nothing at all.
-import { createRequire } from 'node:module';
+// systemd sends stop signals to its main pid; `npm start`). Other assignments (ERRNO=, …) are ignored.
+// --ready-after lives here too: it is readiness for the programs that say nothing at all.
 import { chmodSync, chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DgramSocket } from 'node-unix-socket';
-import { fdBoundTo, lowestFreeFd, setCloexec } from '../os/fds.js';
+import { bindNotifySocket, type NotifyReceiver } from '../os/notify.js';
 import { processGroup } from '../os/proc.js';
 import { log } from '../log/log.js';
 import type { ReadyMode } from '../common/protocol.js';
@@ -70,12 +69,6 @@ export function notifyDirectory(): string | null {
   return dir ?? null;
 }
 
-// Loaded on first use: `baton status` and the other clients never need the native addon.
-function dgramSocket(): DgramSocket {
-  const addon = createRequire(import.meta.url)('node-unix-socket') as typeof import('node-unix-socket');
-  return new addon.DgramSocket();
-}
-
 /** What the notify socket reads and drives of its worker (worker.ts's Worker). */
 export interface NotifiedWorker {
   readonly generation: number;
@@ -96,7 +89,7 @@ export interface NotifiedWorker {
 export class WorkerNotify {
   /** The socket's path: the worker's NOTIFY_SOCKET. */
   readonly path: string;
-  private readonly socket: DgramSocket;
+  private readonly socket: NotifyReceiver;
   private worker: NotifiedWorker | null = null;
   private readyTimer: NodeJS.Timeout | undefined;
   private hintTimer: NodeJS.Timeout | undefined;
@@ -112,20 +105,8 @@ export class WorkerNotify {
     owner: Credentials | null,
   ) {
     this.path = join(notifyDir(owner !== null), `${label}-${++sequence}.sock`);
-    // The fd the addon's socket is about to get, so that finding it below takes one look.
-    const likely = lowestFreeFd();
-    this.socket = dgramSocket();
-    this.socket.on('data', (buf: Buffer) => this.onMessage(buf.toString('utf8')));
-    this.socket.on('error', (e: Error) => log.warn(`notify socket of worker ${label}: ${e.message}`));
-    this.socket.bind(this.path);
-    // The addon opens its socket without FD_CLOEXEC: every worker spawned later would
-    // inherit every other worker's notify socket. Synchronous, so no spawn comes between.
-    const fd = fdBoundTo(this.path, likely);
-    if (fd === null) {
-      this.close();
-      throw new Error(`cannot find the fd of notify socket ${this.path} to make it close-on-exec`);
-    }
-    setCloexec(fd, true);
+    // Close-on-exec: no worker spawned later inherits another's socket.
+    this.socket = bindNotifySocket(this.path, (text) => this.onMessage(text));
     chmodSync(this.path, 0o600);
     if (owner) chownSync(this.path, owner.uid, owner.gid);
   }
