@@ -68,6 +68,27 @@ export function bindNotifySocket(path: string, onMessage: (text: string) => void
   };
 }
 
+/**
+ * No SIGIO from the notify sockets until the returned function runs (then whatever arrived
+ * meanwhile is read). For an execve: SIGIO's handler does not survive it, its default action
+ * is to terminate, and once this returns no datagram can raise one any more.
+ */
+export function pauseNotifySignals(): () => void {
+  const paused = [...open.keys()];
+  for (const fd of paused) {
+    const flags = c().fcntl(fd, F_GETFL);
+    if (flags !== -1) c().fcntl(fd, F_SETFL, 'int', flags & ~O_ASYNC);
+  }
+  return () => {
+    for (const fd of paused) {
+      if (!open.has(fd)) continue;
+      const flags = c().fcntl(fd, F_GETFL);
+      if (flags !== -1) c().fcntl(fd, F_SETFL, 'int', flags | O_ASYNC);
+    }
+    readAll();
+  };
+}
+
 /** Every open socket until EAGAIN (at most PER_TURN datagrams each, then again next turn). */
 function readAll(): void {
   let more = false;

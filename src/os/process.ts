@@ -1,6 +1,7 @@
 // Processes: reaping by pid, execve in place (supervisor upgrade), the child subreaper,
 // and user and group lookups through NSS.
 import * as os from 'node:os';
+import { pauseNotifySignals } from './notify.js';
 import { E, PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER, WNOHANG, c, check, lastErrno, readU32, sysError } from './libc.js';
 
 /* ------------------------------------------------------------------ */
@@ -44,6 +45,17 @@ export function reap(pid: number): ProcessExit | null {
  * the running supervisor down with a failed upgrade (nodejs/node#62878 made it throw).
  */
 export function execve(path: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
+  // A SIGIO raised during the exec would reach the new image before it handles SIGIO, and kill it.
+  const resumeNotify = pauseNotifySignals();
+  try {
+    return execveNow(path, argv, env);
+  } catch (e) {
+    resumeNotify();
+    throw e;
+  }
+}
+
+function execveNow(path: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
   const native = (process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve;
   if (typeof native === 'function' && Number(process.versions.node.split('.')[0]) >= 26) native(path, [...argv], env);
   const pairs = Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import * as path from 'node:path';
 import { isCloexec } from '../../src/os/fds.js';
-import { bindNotifySocket } from '../../src/os/notify.js';
+import { bindNotifySocket, pauseNotifySignals } from '../../src/os/notify.js';
 import { sendDatagram } from '../../src/os/sockets.js';
 import { PYTHON, TIMEOUT, tempDir } from '../helpers/os.js';
 
@@ -51,6 +51,22 @@ describe('bindNotifySocket', () => {
     assert.deepEqual(texts, Array.from({ length: 400 }, (_, i) => `N=${i}`));
     await new Promise((res) => setTimeout(res, 5));
     assert.ok(turns > 0, 'no timer ran');
+  });
+
+  test('paused (as for an execve), a datagram raises no SIGIO; resumed, what came meanwhile is read', TIMEOUT, async (t) => {
+    const file = path.join(tempDir(t), 'n.sock');
+    const got: string[] = [];
+    const r = bindNotifySocket(file, (text) => got.push(text));
+    t.after(() => r.close());
+    const resume = pauseNotifySignals();
+    sendDatagram(file, 'A=1');
+    await new Promise((res) => setTimeout(res, 100));
+    assert.deepEqual(got, [], 'read while paused');
+    resume();
+    assert.deepEqual(got, ['A=1']);
+    sendDatagram(file, 'B=1');
+    await new Promise((res) => setTimeout(res, 100));
+    assert.deepEqual(got, ['A=1', 'B=1'], 'SIGIO not back after resume');
   });
 
   test('closed: nothing more is read, and senders are refused', TIMEOUT, async (t) => {
