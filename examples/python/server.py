@@ -3,12 +3,12 @@
 request lost. It knows nothing about baton, only the conventions systemd set:
 
 - its listening socket is inherited at fd 3 (LISTEN_FDS, LISTEN_PID): it never binds;
-- it says READY=1 on NOTIFY_SOCKET once it serves, so `--ready notify` knows when;
+- it says READY=1 on NOTIFY_SOCKET once it serves, so baton knows when (no flag needed);
 - on SIGTERM it drains: stops accepting (the socket stays open in baton and the next
   version), answers what is in flight with `Connection: close`, lets idle keep-alive
   connections end, and exits.
 
-    baton start --listen 8080 --ready notify -- python3 examples/python/server.py
+    baton start --listen 8080 -- python3 examples/python/server.py
 
 Run alone (`python3 server.py`) it binds PORT (default 8080) itself.
 """
