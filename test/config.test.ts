@@ -59,7 +59,7 @@ test('an invalid config names the key and what it expects', () => {
     [{ listen: '8080' }, /^baton\.config\.json: listen: expected a list of listeners/],
     [{ command: 'node app.js' }, /^baton\.config\.json: command: expected a list of strings such as \["node", "app\.js"\], got "node app\.js"$/],
     [{ env: { PORT: 8080 } }, /^baton\.config\.json: env\.PORT: expected a string, got 8080$/],
-    [{ ready: 'soon' }, /^baton\.config\.json: ready: expected "listen", "manual" or "notify", got "soon"$/],
+    [{ ready: 'soon' }, /^baton\.config\.json: ready: expected "auto", "listen", "manual" or "notify", got "soon"$/],
     [{ drainSignal: 'SIGNOPE' }, /^baton\.config\.json: drainSignal: expected a signal such as "SIGTERM" or "SIGQUIT", got "SIGNOPE"$/],
     [{ metrics: 'unix:/x' }, /^baton\.config\.json: metrics: expected "HOST:PORT" or "PORT", got "unix:\/x"$/],
     [[1, 2], /^baton\.config\.json: expected an object of settings, got a list$/],
