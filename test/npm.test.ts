@@ -16,8 +16,11 @@ function npmApp(): string {
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true, scripts: { start: 'node server.js' } }));
   writeFileSync(
     join(dir, 'server.js'),
-    "const http = require('http');\n" +
-      "http.createServer((req, res) => res.end(`pid=${process.pid}\\n`)).listen(process.env.PORT || 3000, () => console.log('app listening'));\n",
+    [
+      "const http = require('http');",
+      "http.createServer((req, res) => res.end('pid=' + process.pid + '\\n')).listen(process.env.PORT || 3000, () => console.log('app listening'));",
+      '',
+    ].join('\n'),
   );
   return dir;
 }

@@ -133,7 +133,7 @@ export class WorkerNotify {
   /** Nothing said after SILENT_HINT_MS: tell the operator what the worker is waited for, and the way out. */
   private hint(): void {
     const w = this.worker;
-    if (!w || w.state !== 'starting' || w.hasRuntime || this.spoke) return;
+    if (w?.state !== 'starting' || w.hasRuntime || this.spoke) return;
     const runtime = "to load baton's Node.js runtime (Node.js programs do by themselves)";
     const notify = 'to send READY=1 on NOTIFY_SOCKET (the systemd notify protocol)';
     const waitedFor = this.readyMode === 'auto' ? `${runtime} or ${notify}` : this.readyMode === 'notify' ? notify : runtime;
