@@ -6,14 +6,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { request } from 'undici';
 import { mixedClients, startLoad } from '../bench/load.js';
 import { startBaton, tempDir } from './helpers/baton.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 
 /** An app that knows nothing of baton, started the way many teams start theirs. */
-function npmApp(): string {
+function npmApp(scripts: Record<string, string> = { start: 'node server.js' }): string {
   const dir = tempDir('baton-npm-app-');
-  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true, scripts: { start: 'node server.js' } }));
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true, scripts }));
   writeFileSync(
     join(dir, 'server.js'),
     [
@@ -55,4 +56,21 @@ test('baton start -- npm start: the app under npm serves and reloads under load,
   assert.deepEqual(pids.filter(alive), [], 'an app outlived baton stop');
   // npm ended as a program does, not by a signal: the app under it drained and exited 0.
   assert.doesNotMatch(b.out, /worker \d+\.0 exited pid=\d+ code=null signal=SIGTERM/);
+});
+
+test('npm under npm (`"start": "npm run serve"`): the app two launchers down is served and reloaded', { timeout: 60_000 }, async (t) => {
+  const app = npmApp({ start: 'npm run serve', serve: 'node server.js' });
+  const b = await startBaton({ argv: ['npm', '--prefix', app, 'start'], env: { npm_config_update_notifier: 'false' } });
+  t.after(() => b.dispose());
+  const port = await b.port();
+  const get = async (): Promise<string> => (await (await request(`http://127.0.0.1:${port}/`)).body.text()).trim();
+  const first = await get();
+  assert.match(first, /^pid=\d+$/);
+  const reply = await b.reload(undefined, 'drained');
+  assert.ok(reply.ok, JSON.stringify(reply));
+  const second = await get();
+  assert.match(second, /^pid=\d+$/);
+  assert.notEqual(second, first);
+  assert.equal(alive(Number(first.slice(4))), false, 'the old app still runs');
+  assert.equal(await b.stop(), 0);
 });

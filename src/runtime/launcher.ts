@@ -9,15 +9,9 @@
 import childProcess from 'node:child_process';
 import { fstatSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
-import { basename } from 'node:path';
 
 /** In a launcher's children: "ino,ino,..." of the listeners at fds 3, 4, ... */
 export const LAUNCHED = 'BATON_LAUNCHED';
-
-/** The package managers whose `start` script runs the app: recognised by the script node runs. */
-export function isLauncher(script: string | undefined): boolean {
-  return script !== undefined && /^(npm|npx|yarn|yarnpkg|pnpm|pnpx)(-cli)?(\.c?js|\.mjs)?$/.test(basename(script));
-}
 
 /** The socket inodes of fds 3 .. 3+count-1, or null if one is not an open socket. */
 export function inodes(count: number): string | null {

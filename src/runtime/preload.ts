@@ -25,20 +25,27 @@ if (process.env[LISTENERS] !== undefined) {
     process.env.LISTEN_PID === String(process.pid) &&
     (typeof process.send === 'function' || (await isBatonThread()))
   ) {
-    const launcher = await import('./launcher.js');
-    if (process.send && launcher.isLauncher(process.argv[1])) launcher.handDown(Number(process.env.LISTEN_FDS) || 0);
+    if (process.send && isLauncher(process.argv[1])) (await import('./launcher.js')).handDown(Number(process.env.LISTEN_FDS) || 0);
     else (await import('./runtime.js')).start();
   } else if (process.env[LAUNCHED] !== undefined && process.env.NOTIFY_SOCKET) {
     const launcher = await import('./launcher.js');
-    const marks = process.env[LAUNCHED];
-    // Only one process serves: a child of the app gets neither the mark nor the sockets.
-    delete process.env[LAUNCHED];
-    if (launcher.inodes(Number(process.env.LISTEN_FDS) || 0) === marks) {
+    const count = Number(process.env.LISTEN_FDS) || 0;
+    const ours = launcher.inodes(count) === process.env[LAUNCHED];
+    // npm under npm (`"start": "npm run serve"`) hands them on; the app is the one served,
+    // and what it starts itself gets neither the mark nor the sockets.
+    if (ours && isLauncher(process.argv[1])) launcher.handDown(count);
+    else delete process.env[LAUNCHED];
+    if (ours && !isLauncher(process.argv[1])) {
       const address = process.env.NOTIFY_SOCKET;
       const [{ start }, { notifyUplink }] = await Promise.all([import('./runtime.js'), import('./uplink.js')]);
       start((drainTimeoutMs) => notifyUplink(address, drainTimeoutMs));
     }
   }
+}
+
+/** The package managers whose `start` script runs the app: recognised by the script node runs. */
+function isLauncher(script: string | undefined): boolean {
+  return script !== undefined && /(^|\/)(npm|npx|yarn|yarnpkg|pnpm|pnpx)(-cli)?(\.c?js|\.mjs)?$/.test(script);
 }
 
 async function isBatonThread(): Promise<boolean> {
