@@ -43,9 +43,14 @@ if (process.env[LISTENERS] !== undefined) {
   }
 }
 
-/** The package managers whose `start` script runs the app: recognised by the script node runs. */
+/**
+ * The package managers whose `start` script runs the app, recognised by the script node
+ * runs: their bin (`/usr/bin/npm`), or their entry inside an installed package (npm-cli.js,
+ * corepack's yarn.js, pnpm.cjs); an app's own `yarn.js` is none of these.
+ */
 function isLauncher(script: string | undefined): boolean {
-  return script !== undefined && /(^|\/)(npm|npx|yarn|yarnpkg|pnpm|pnpx)(-cli)?(\.c?js|\.mjs)?$/.test(script);
+  const name = '(npm|npx|yarn|yarnpkg|pnpm|pnpx)';
+  return script !== undefined && (new RegExp(`(^|/)${name}$`).test(script) || new RegExp(`/(node_modules|corepack)/.*/${name}(-cli)?\\.(c?js|mjs)$`).test(script));
 }
 
 async function isBatonThread(): Promise<boolean> {
