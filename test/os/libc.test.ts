@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import { isListening, socketAddress } from '../../src/os/sockets.js';
 import { closeFd, dup, setCloexec } from '../../src/os/fds.js';
 import { TIMEOUT, assertSysError, importOs } from '../helpers/os.js';
@@ -34,5 +35,15 @@ describe('libc through koffi', () => {
     const [code] = await once(child, 'exit');
     assert.equal(code, 0);
     assert.deepEqual(JSON.parse(out), { before: false, after: true });
+  });
+
+  test('where there is no libc.so.6 (musl), libc comes through the process itself: dlopen(NULL) has every function used', () => {
+    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+    const lib = koffi.load(null);
+    const getpid = lib.func('int getpid()');
+    assert.equal(getpid(), process.pid);
+    for (const name of ['socket', 'setsockopt', 'getsockopt', 'bind', 'listen', 'connect', 'getsockname', 'close', 'fcntl', 'sendto', 'sendmsg', 'recvmsg', 'recv', 'prctl', 'waitpid', 'memfd_create', 'execve', 'getpwnam', 'getpwuid', 'getgrnam', 'inet_pton', 'inet_ntop']) {
+      assert.doesNotThrow(() => lib.func(`int ${name}()`), `${name} is not found through dlopen(NULL)`);
+    }
   });
 });
