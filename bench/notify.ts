@@ -16,8 +16,8 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { bindNotifySocket } from '../src/os/notify.js';
 import { c } from '../src/os/libc.js';
+import { bindNotifySocket } from '../src/os/notify.js';
 
 type Way = 'sigio' | 'pipe';
 
@@ -45,12 +45,19 @@ async function measure(way: Way, path: string): Promise<number[]> {
     rmSync(path, { force: true });
     close = pipeReceiver(path, onText);
   }
-  const sender = spawn(PYTHON, ['-c', [
-    'import socket, sys, time',
-    's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
-    `for i in range(${MESSAGES}):`,
-    `    s.sendto(str(time.monotonic_ns()).encode(), ${JSON.stringify(path)}); time.sleep(0.002)`,
-  ].join('\n')], { stdio: 'inherit' });
+  const sender = spawn(
+    PYTHON,
+    [
+      '-c',
+      [
+        'import socket, sys, time',
+        's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+        `for i in range(${MESSAGES}):`,
+        `    s.sendto(str(time.monotonic_ns()).encode(), ${JSON.stringify(path)}); time.sleep(0.002)`,
+      ].join('\n'),
+    ],
+    { stdio: 'inherit' },
+  );
   const keepAlive = setTimeout(() => {}, 60_000);
   await Promise.all([all, once(sender, 'exit')]);
   clearTimeout(keepAlive);

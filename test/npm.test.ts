@@ -2,14 +2,15 @@
 // (npm -> sh -c -> node server.js). The app is what baton serves and reloads: npm hands the
 // listeners down (src/runtime/launcher.ts), the app says ready and names itself with
 // READY=1/MAINPID= on NOTIFY_SOCKET, and the drain signal goes to it, not to npm.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { request } from 'undici';
 import { mixedClients, startLoad } from '../bench/load.js';
-import { startBaton, tempDir } from './helpers/baton.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import { startBaton, tempDir } from './helpers/baton.js';
 
 /** An app that knows nothing of baton, started the way many teams start theirs. */
 function npmApp(scripts: Record<string, string> = { start: 'node server.js' }): string {
@@ -44,9 +45,14 @@ test('baton start -- npm start: the app under npm serves and reloads under load,
   const report = await load.stop();
   assert.equal(report.failed, 0, `failed requests: ${JSON.stringify(report.errors)}`);
   assert.ok(report.ok > 200, `too little load to prove anything: ${report.ok}`);
-  assert.deepEqual(records.map((r) => r.state), Array(5).fill('done'));
+  assert.deepEqual(
+    records.map((r) => r.state),
+    Array(5).fill('done'),
+  );
   // Each generation's app answered (not npm's own port, not one app for all), and every old one is gone.
-  const pids = Object.keys(report.bodies).filter((k) => k.startsWith('pid=')).map((k) => Number(k.slice(4)));
+  const pids = Object.keys(report.bodies)
+    .filter((k) => k.startsWith('pid='))
+    .map((k) => Number(k.slice(4)));
   assert.ok(pids.length >= 4, `only ${pids.length} apps answered: ${pids.join(' ')}`);
   // Each old app drained and exited with its generation (at most the serving one still runs).
   assert.ok(pids.filter(alive).length <= 1, `old apps still run: ${pids.filter(alive).join(' ')}`);

@@ -19,7 +19,7 @@
 // whatever process sends on it.
 //
 // Constants as in libc.ts: identical on Linux x86_64 and arm64, glibc and musl.
-import { AF_UNIX, E, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, c, check, lastErrno, sockaddrUn } from './libc.js';
+import { AF_UNIX, c, check, E, lastErrno, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, sockaddrUn } from './libc.js';
 
 const F_GETFL = 3;
 const F_SETFL = 4;

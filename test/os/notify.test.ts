@@ -1,11 +1,12 @@
 // Contract tests for src/os/notify.ts: the receiving end of NOTIFY_SOCKET, read on SIGIO
 // without blocking; senders are this process (sendDatagram) and Python, as sd_notify
 // clients are.
-import { describe, test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import * as path from 'node:path';
+import { describe, test } from 'node:test';
 import { isCloexec } from '../../src/os/fds.js';
 import { bindNotifySocket, pauseNotifySignals } from '../../src/os/notify.js';
 import { sendDatagram } from '../../src/os/sockets.js';
@@ -44,11 +45,18 @@ describe('bindNotifySocket', () => {
     const ticker = setInterval(() => turns++, 1);
     t.after(() => clearInterval(ticker));
     // A real sender nobody here wrote the receiving side for: Python, as sd_notify clients do it.
-    const py = spawn(PYTHON, ['-c', `import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\nfor i in range(400): s.sendto(b"N=%d" % i, ${JSON.stringify(file)})`], { stdio: 'inherit' });
+    const py = spawn(
+      PYTHON,
+      ['-c', `import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\nfor i in range(400): s.sendto(b"N=%d" % i, ${JSON.stringify(file)})`],
+      { stdio: 'inherit' },
+    );
     const [code] = (await once(py, 'exit')) as [number];
     assert.equal(code, 0);
     const texts = await c.done;
-    assert.deepEqual(texts, Array.from({ length: 400 }, (_, i) => `N=${i}`));
+    assert.deepEqual(
+      texts,
+      Array.from({ length: 400 }, (_, i) => `N=${i}`),
+    );
     await new Promise((res) => setTimeout(res, 5));
     assert.ok(turns > 0, 'no timer ran');
   });
