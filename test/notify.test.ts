@@ -78,8 +78,8 @@ test('Python example, no readiness flag (READY=1 counts by default): 20 reloads 
 test('gunicorn (Debian), no readiness flag: 20 reloads under load lose nothing', { timeout: 180_000, skip: !GUNICORN && 'gunicorn is not installed (apt-get install gunicorn; .ci/run does)' }, async (t) => {
   const b = await startBaton({ argv: gunicorn });
   t.after(() => b.dispose());
-  // It took the inherited listener (socket activation), not a port of its own.
-  await b.waitFor(/Listening at: http:\/\/127\.0\.0\.1:\d+ \(\d+\)/);
+  // It took the inherited listener (socket activation), not a port of its own (its default is 8000).
+  await b.waitFor(new RegExp(`Listening at: http://127\\.0\\.0\\.1:${await b.port()} \\(\\d+\\)`));
   const { report, records } = await reloadUnderLoad(b);
   assertNothingLost(report);
   assert.ok(report.ok > 500, `too little load to prove anything: ${report.ok}`);
