@@ -23,12 +23,17 @@ export class ReloadView {
     this.draw();
   }
 
+  /** `state` is the handoff's, or 'hint': advice about the reload that changes no state. */
   step(state: string, message: string): void {
     if (!this.tty) {
       this.out.write(`[${state}] ${message}\n`);
       return;
     }
     this.out.write('\r\x1b[K');
+    if (state === 'hint') {
+      this.out.write(`! ${message}\n`);
+      return this.draw();
+    }
     // Drain counts change many times a second: they update the spinner line, only the first is kept.
     if (state === 'draining' && this.state === 'draining') this.detail = message;
     else this.out.write(`${state === 'failed' || state === 'rolling-back' ? '✗' : '✓'} ${message}\n`);

@@ -372,8 +372,8 @@ export class Supervisor {
         this.events.emit('handoff', r, message);
       },
       // Logged by track(), like every worker's; here only shown to whoever asked for the reload.
-      onHint: (r, text) => {
-        for (const w of ticket.watchers) w(r.state, text);
+      onHint: (_r, text) => {
+        for (const w of ticket.watchers) w('hint', text);
       },
     });
     if (rec.state === 'done') {
