@@ -45,7 +45,7 @@ function assertAllOk(r: LoadReport): void {
 test('all three kinds over TCP: every request ok, maxRequests honoured exactly', async () => {
   const { server, target } = await serve(hello);
   try {
-    const r = await startLoad({ target, clients: ALL, maxRequests: 3000, maxDurationMs: 5000 }).done;
+    const r = await startLoad({ target, clients: ALL, maxRequests: 3000, maxDurationMs: 60_000 }).done;
     assert.equal(r.requests, 3000);
     assertAllOk(r);
   } finally { await close(server); }
@@ -55,7 +55,7 @@ test('all three kinds over a unix socket', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'baton-load-'));
   const { server, target } = await serve(hello, path.join(dir, 's.sock'));
   try {
-    const r = await startLoad({ target, clients: ALL, maxRequests: 1500, maxDurationMs: 5000 }).done;
+    const r = await startLoad({ target, clients: ALL, maxRequests: 1500, maxDurationMs: 60_000 }).done;
     assert.equal(r.requests, 1500);
     assertAllOk(r);
   } finally { await close(server); fs.rmSync(dir, { recursive: true, force: true }); }
@@ -109,7 +109,7 @@ test('failures are counted and classified', async () => {
     res.end('gen=7\n');
   });
   try {
-    const r = await startLoad({ target, clients: ALL, maxRequests: 2000, maxDurationMs: 5000 }).done;
+    const r = await startLoad({ target, clients: ALL, maxRequests: 2000, maxDurationMs: 60_000 }).done;
     assert.equal(r.requests, 2000);
     assert.equal(r.ok + r.failed, r.requests);
     assert.equal(Object.values(r.errors).reduce((a, b) => a + b, 0), r.failed);
@@ -147,7 +147,7 @@ test('percentile and windowStats on known data', () => {
 test('sampleLatencies caps the samples kept', async () => {
   const { server, target } = await serve(hello);
   try {
-    const r = await startLoad({ target, clients: [{ kind: 'undici', concurrency: 4 }], maxRequests: 500, maxDurationMs: 5000, sampleLatencies: 50 }).done;
+    const r = await startLoad({ target, clients: [{ kind: 'undici', concurrency: 4 }], maxRequests: 500, maxDurationMs: 60_000, sampleLatencies: 50 }).done;
     assert.equal(r.ok, 500);
     assert.equal(r.samples.length, 50);
     for (let i = 1; i < r.samples.length; i++) assert.ok(r.samples[i]!.t >= r.samples[i - 1]!.t);

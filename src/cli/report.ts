@@ -41,9 +41,9 @@ export function formatStatus(s: StatusReport, width = WIDTH): string {
   const out: string[] = [];
   const serving = s.generations.find((g) => g.number === s.serving);
   const ready = serving ? `${serving.ready}/${s.workers} ready` : `0/${s.workers} ready`;
-  const limit = s.maxMemoryBytes === null ? '' : `  max-memory ${formatBytes(s.maxMemoryBytes)}`;
-  out.push(`${s.name}  pid ${s.pid}  baton ${s.version ?? '?'}  ${s.state}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  workers ${ready}${limit}`);
+  out.push(`${s.name}  pid ${s.pid}  baton ${s.version ?? '?'}  ${s.state}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  workers ${ready}`);
   out.push(`control  ${s.control}`);
+  if (s.maxMemoryBytes !== null) out.push(`limits   max-memory ${formatBytes(s.maxMemoryBytes)} per worker`);
   for (const l of s.listeners) out.push(`listen   ${pad(l.name, 16)} ${l.address}${l.inherited ? '  (socket activation)' : ''}`);
   if (s.handoff) out.push(`handoff  #${s.handoff.id} ${s.handoff.state}: generation ${s.handoff.from ?? '-'} -> ${s.handoff.to}${s.reloadQueued ? ' (another reload queued)' : ''}`);
   out.push('');
