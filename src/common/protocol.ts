@@ -66,6 +66,16 @@ export type Distribution = 'shared' | 'round-robin';
 /* Worker -> supervisor                                                */
 /* ------------------------------------------------------------------ */
 
+/** What a connection carried, as the drain saw it. */
+export type ConnKind = 'http1' | 'h2' | 'ws' | 'sse' | 'tls-handshake' | 'tcp';
+/**
+ * finished: closed by the client, or idle with nothing in flight; polite: asked to end the
+ * way its protocol says (Connection: close, GOAWAY, WebSocket close 1012, end of an event
+ * stream) and ended; cut: destroyed at the drain deadline with work in flight.
+ */
+export type ConnEnding = 'finished' | 'polite' | 'cut';
+export type ConnEndings = Partial<Record<ConnKind, Record<ConnEnding, number>>>;
+
 export type FromWorker =
   /** First message of the runtime: this worker understands IPC drain (else it gets the drain signal). */
   | { baton: 1; type: 'hello'; pid: number }
@@ -75,8 +85,11 @@ export type FromWorker =
   /** Exclusive handoff: the deferred listens are real now. */
   | { baton: 1; type: 'accepting' }
   | { baton: 1; type: 'drain-progress'; connections: number }
-  /** Sent just before exit; `cut` counts connections destroyed at the deadline. */
-  | { baton: 1; type: 'drained'; cut: number }
+  /**
+   * Sent just before exit; `cut` counts connections destroyed at the deadline, `ended` how
+   * every connection open during the drain ended, by what it carried (absent: older runtime).
+   */
+  | { baton: 1; type: 'drained'; cut: number; ended?: ConnEndings }
   | { baton: 1; type: 'warning'; message: string };
 
 export function isFromWorker(m: unknown): m is FromWorker {

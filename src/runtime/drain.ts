@@ -12,9 +12,15 @@
 //  4. then destroy what carries no request: idle connections and never-used ones (those
 //     would block server.close() for good);
 //  5. at the deadline destroy the rest and report them as cut.
+// Protocols that never end on their own are ended politely at drain start (and when one
+// starts while we drain), each the way its clients understand (./protocols/): HTTP/2 gets
+// GOAWAY, WebSockets a 1012 close, Server-Sent Events the end of the stream.
 import * as net from 'node:net';
-import type { ServerResponse } from 'node:http';
-import type { FromWorker } from '../common/protocol.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ConnKind, ConnEnding, FromWorker } from '../common/protocol.js';
+import { Http2Sessions, isHttp2 } from './protocols/http2.js';
+import { closeWebSocket, webSocketOf } from './protocols/ws.js';
+import { endEventStream, isEventStream } from './protocols/sse.js';
 
 export interface DrainIO {
   send(msg: FromWorker, done?: () => void): void;
@@ -25,6 +31,20 @@ export interface DrainIO {
 /** Node 20's server closes an idle keep-alive connection this long after keepAliveTimeout. */
 const NODE_IDLE_SLACK_MS = 1000;
 const PROGRESS_EVERY_MS = 100;
+/** While draining: how often to look for WebSockets and event streams that started since. */
+const SWEEP_EVERY_MS = 100;
+/** An HTTP/2 server has no keepAliveTimeout of its own; its HTTP/1 side (allowHTTP1) uses http's default. */
+const HTTP1_KEEP_ALIVE_MS = 5000;
+
+interface Conn {
+  server: net.Server;
+  /** Behind TLS: the TLS socket, which carries the HTTP state; null until the handshake is done. */
+  tls: net.Socket | null;
+  /** What it turned out to carry, once known (an HTTP/1 connection may become a WebSocket). */
+  kind: ConnKind | null;
+  /** We asked it to end: GOAWAY, a WebSocket close, the end of an event stream, Connection: close. */
+  polite: boolean;
+}
 /** If the 'drained' message cannot be flushed (channel gone), exit anyway. */
 const EXIT_FALLBACK_MS = 1000;
 
@@ -33,8 +53,18 @@ export class Drain {
   /** Servers listening, or closed with connections left. */
   private readonly servers = new Set<net.Server>();
   private readonly seen = new WeakSet<net.Server>();
-  /** Every open connection of every server this process listens with, and its server. */
-  private readonly conns = new Map<net.Socket, net.Server>();
+  /**
+   * Every open connection of every server this process listens with, by its TCP socket:
+   * counted from 'connection', so a TLS connection whose handshake ends after the drain
+   * began is waited for too, not dropped with the process.
+   */
+  private readonly conns = new Map<net.Socket, Conn>();
+  /** TLS socket -> its TCP socket's entry. */
+  private readonly byTls = new WeakMap<net.Socket, Conn>();
+  private readonly h2 = new Http2Sessions();
+  /** How the connections the drain saw ended, by kind. */
+  private readonly ended: Partial<Record<ConnKind, Record<ConnEnding, number>>> = {};
+  private sweepTimer: NodeJS.Timeout | undefined;
   private readonly hooks: (() => unknown)[] = [];
   private pendingHooks = 0;
   private finished = false;
@@ -52,18 +82,29 @@ export class Drain {
     this.seen.add(server);
     // 'close' comes once the server stopped listening and its last connection ended.
     server.on('close', () => this.servers.delete(server));
-    // Behind TLS the HTTP state lives on the TLS socket, not on the TCP one under it.
-    const event = isTls(server) ? 'secureConnection' : 'connection';
-    server.on(event, (sock: net.Socket) => {
-      this.conns.set(sock, server);
+    server.on('connection', (sock: net.Socket) => {
+      const conn: Conn = { server, tls: null, kind: null, polite: false };
+      this.conns.set(sock, conn);
       sock.once('close', () => {
+        if (this.conns.get(sock) !== conn) return; // counted at the deadline
         this.conns.delete(sock);
         if (this.started) {
+          this.count(conn, conn.polite ? 'polite' : 'finished');
           this.progress();
           this.check();
         }
       });
     });
+    // Behind TLS the HTTP state lives on the TLS socket, not on the TCP one under it.
+    if (isTls(server)) {
+      server.on('secureConnection', (tls: net.Socket) => {
+        const conn = this.conns.get(tcpOf(tls));
+        if (!conn) return;
+        conn.tls = tls;
+        this.byTls.set(tls, conn);
+      });
+    }
+    if (isHttp2(server)) this.h2.track(server);
   }
 
   onDrain(fn: () => unknown): void {
@@ -74,6 +115,12 @@ export class Drain {
   start(timeoutMs: number): void {
     if (this.started) return;
     this.started = true;
+    const closeAfter = (req: IncomingMessage, res: ServerResponse): void => {
+      // HTTP/2 compatibility responses refuse connection headers: GOAWAY does that job.
+      if (req.httpVersionMajor !== 1) return;
+      res.setHeader('Connection', 'close');
+      this.markPolite(res.socket);
+    };
     for (const s of this.servers) {
       if (isHttp(s)) {
         // 'checkContinue'/'checkExpectation' replace 'request' when the app listens to them
@@ -82,16 +129,25 @@ export class Drain {
           if (event === 'request' || s.listenerCount(event) > 0) s.prependListener(event, closeAfter);
         }
         setTimeout(() => this.closeIdle(s), Math.max(0, s.keepAliveTimeout) + NODE_IDLE_SLACK_MS).unref();
+      } else if (isHttp2(s)) {
+        // Only where the app listens to 'request': adding the first 'request' listener to
+        // an HTTP/2 server would switch on Node's compatibility layer for a 'stream' app.
+        if (s.listenerCount('request') > 0) s.prependListener('request', closeAfter);
+        setTimeout(() => this.closeIdle(s), HTTP1_KEEP_ALIVE_MS + NODE_IDLE_SLACK_MS).unref();
       }
       this.stopAccepting(s);
     }
     this.io.send({ baton: 1, type: 'accepting-stopped' });
 
-    for (const [sock, s] of this.conns) {
-      if (!isHttp(s)) continue;
-      const res = httpState(sock).response;
-      if (res && !res.headersSent) res.setHeader('Connection', 'close');
+    for (const [sock, conn] of this.conns) {
+      const res = httpState(conn.tls ?? sock).response;
+      if (isHttp1(conn) && res && !res.headersSent) {
+        res.setHeader('Connection', 'close');
+        conn.polite = true;
+      }
     }
+    this.h2.drain();
+    this.sweep();
     for (const fn of this.hooks) this.runHook(fn);
     // Ref'd: the process must live to report 'drained', even if nothing else keeps it up.
     setTimeout(() => this.deadline(), timeoutMs);
@@ -117,17 +173,59 @@ export class Drain {
       });
   }
 
+  /**
+   * Ends politely what would otherwise hold the drain to its deadline: WebSockets (1012)
+   * and event streams, at drain start and then every SWEEP_EVERY_MS for those that start
+   * on connections accepted before the drain.
+   */
+  private sweep(): void {
+    if (this.finished) return;
+    for (const [sock, conn] of this.conns) {
+      const s = conn.tls ?? sock;
+      if (!isHttp1(conn)) continue;
+      const { response, upgraded } = httpState(s);
+      if (upgraded) {
+        const ws = webSocketOf(s);
+        if (ws) {
+          conn.kind = 'ws';
+          if (closeWebSocket(ws)) conn.polite = true;
+        }
+      } else if (response && isEventStream(response)) {
+        conn.kind = 'sse';
+        conn.polite = true;
+        endEventStream(response, s);
+      }
+    }
+    for (const stream of this.h2.eventStreams()) stream.end();
+    this.sweepTimer = setTimeout(() => this.sweep(), SWEEP_EVERY_MS).unref();
+  }
+
+  private markPolite(sock: net.Socket | null): void {
+    const conn = sock && (this.byTls.get(sock) ?? this.conns.get(sock));
+    if (conn) conn.polite = true;
+  }
+
+  private count(conn: Conn, how: ConnEnding): void {
+    const kind = conn.kind ?? kindOf(conn);
+    const by = (this.ended[kind] ??= { finished: 0, polite: 0, cut: 0 });
+    by[how]++;
+  }
+
   private closeIdle(s: net.Server): void {
     if (this.finished) return;
-    for (const [sock, srv] of this.conns) if (srv === s && isIdle(sock, srv)) sock.destroy();
+    for (const [sock, conn] of this.conns) if (conn.server === s && isIdle(conn, sock)) sock.destroy();
   }
 
   private deadline(): void {
     if (this.finished) return;
     let cut = 0;
-    for (const [sock, s] of this.conns) {
-      if (!isIdle(sock, s)) cut++;
+    for (const [sock, conn] of [...this.conns]) {
+      this.conns.delete(sock);
+      const idle = isIdle(conn, sock);
+      if (!idle) cut++;
+      this.count(conn, idle ? 'finished' : 'cut');
       sock.destroy();
+      conn.tls?.destroy();
     }
     this.finish(cut);
   }
@@ -140,7 +238,8 @@ export class Drain {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.progressTimer);
-    this.io.send({ baton: 1, type: 'drained', cut }, () => this.io.exit());
+    clearTimeout(this.sweepTimer);
+    this.io.send({ baton: 1, type: 'drained', cut, ended: this.ended }, () => this.io.exit());
     setTimeout(() => this.io.exit(), EXIT_FALLBACK_MS);
   }
 
@@ -163,10 +262,6 @@ export class Drain {
   }
 }
 
-function closeAfter(_req: unknown, res: ServerResponse): void {
-  res.setHeader('Connection', 'close');
-}
-
 function isHttp(s: net.Server): s is net.Server & { keepAliveTimeout: number } {
   return typeof (s as { keepAliveTimeout?: unknown }).keepAliveTimeout === 'number'; // http and https
 }
@@ -175,14 +270,36 @@ function isTls(s: net.Server): boolean {
   return typeof (s as { setSecureContext?: unknown }).setSecureContext === 'function';
 }
 
+/** h2c, or TLS with ALPN h2: everything else an HTTP/2 server serves is HTTP/1 (allowHTTP1). */
+function isH2(conn: Conn): boolean {
+  if (!isHttp2(conn.server)) return false;
+  return !isTls(conn.server) || (conn.tls as (net.Socket & { alpnProtocol?: unknown }) | null)?.alpnProtocol === 'h2';
+}
+
+/** An HTTP/1 connection (of an http/https server, or the HTTP/1 side of allowHTTP1), handshake done. */
+function isHttp1(conn: Conn): boolean {
+  if (isTls(conn.server) && !conn.tls) return false;
+  return isHttp(conn.server) || (isHttp2(conn.server) && !isH2(conn));
+}
+
+function kindOf(conn: Conn): ConnKind {
+  if (isTls(conn.server) && !conn.tls) return 'tls-handshake';
+  if (isH2(conn)) return 'h2';
+  return isHttp(conn.server) || isHttp2(conn.server) ? 'http1' : 'tcp';
+}
+
 /**
  * A connection whose loss costs nothing: an HTTP/1 connection with no response being
- * written. Connections of other servers (raw TCP protocols, HTTP/2) and upgraded ones
- * (WebSockets) are never idle: only the app knows how to end them (in an onDrain hook).
+ * written, or a TLS connection still without a completed handshake this long after the
+ * drain began. Connections of other servers (raw TCP protocols) and upgraded ones
+ * are never idle: only the app knows how to end them (in an onDrain hook). HTTP/2 sessions
+ * end themselves after GOAWAY once their streams are done.
  */
-function isIdle(sock: net.Socket, server: net.Server): boolean {
-  if (!isHttp(server)) return false;
-  const { response, upgraded } = httpState(sock);
+function isIdle(conn: Conn, sock: net.Socket): boolean {
+  if (!isHttp(conn.server) && !isHttp2(conn.server)) return false;
+  if (isTls(conn.server) && !conn.tls) return true;
+  if (!isHttp1(conn)) return false;
+  const { response, upgraded } = httpState(conn.tls ?? sock);
   return !upgraded && (response === null || response.writableFinished);
 }
 
@@ -195,4 +312,9 @@ function isIdle(sock: net.Socket, server: net.Server): boolean {
 function httpState(sock: net.Socket): { response: ServerResponse | null; upgraded: boolean } {
   const s = sock as net.Socket & { _httpMessage?: ServerResponse | null; parser?: unknown };
   return { response: s._httpMessage ?? null, upgraded: s.parser == null };
+}
+
+/** `tlsSocket._parent`: the TCP socket a server-side TLS socket wraps (Node 20-26). */
+function tcpOf(tls: net.Socket): net.Socket {
+  return (tls as net.Socket & { _parent?: net.Socket })._parent ?? tls;
 }
