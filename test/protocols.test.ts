@@ -6,9 +6,12 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { FIXTURES, startBaton, tempDir, type Baton } from './helpers/baton.js';
 import { makeCert, type TestCert } from './helpers/tls.js';
 import { nodeH2Load, type H2Report } from './helpers/h2clients.js';
+import { httpsLoad } from './helpers/https-load.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 
 const DRAIN_TIMEOUT_MS = 3000;
@@ -35,10 +38,10 @@ function drainMs(rec: HandoffRecord): number {
   return rec.requestedAt + rec.drainedMs - start;
 }
 
-async function reloads(b: Baton, n: number): Promise<HandoffRecord[]> {
+async function reloads(b: Baton, n: number, wait: 'serving' | 'drained' = 'drained'): Promise<HandoffRecord[]> {
   const out: HandoffRecord[] = [];
   for (let i = 0; i < n; i++) {
-    const reply = await b.reload(undefined, 'drained');
+    const reply = await b.reload(undefined, wait);
     assert.ok(reply.ok, `reload ${i + 1} failed: ${JSON.stringify(reply)}`);
     out.push(reply.result as HandoffRecord);
   }
@@ -69,3 +72,41 @@ for (const mode of ['h2c', 'tls'] as const) {
     assert.equal(await b.stop(), 0);
   });
 }
+
+test('HTTPS: a connection accepted before the drain, its TLS handshake after, is served by the old version', async (t) => {
+  // The cause of the resets under HTTPS load: the drain counted TLS connections from
+  // 'secureConnection', so a worker whose only connections were mid-handshake saw none,
+  // exited at once and took them down with it.
+  const { b, port } = await startApp(t, 'https.mjs', { LOG_CONNECTIONS: '1' }, 1);
+  const raw = net.connect(port, '127.0.0.1');
+  await b.waitFor(/tcp connection gen=1 /);
+  const reply = await b.reload(undefined, 'serving');
+  assert.ok(reply.ok, JSON.stringify(reply));
+  // done: the old generation has stopped accepting, so it drains now.
+  assert.equal((reply.result as HandoffRecord).state, 'done');
+  const body = await new Promise<string>((resolve, reject) => {
+    const sock = tls.connect({ socket: raw, ca: cert().ca, servername: 'localhost' }, () => {
+      sock.end('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+    });
+    let s = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => (s += d));
+    sock.on('end', () => resolve(s.slice(s.indexOf('\r\n\r\n') + 4)));
+    sock.on('error', reject);
+  });
+  assert.match(body, /^gen=1 /);
+  assert.equal(await b.stop(), 0);
+});
+
+test('HTTPS: 20 reloads under keep-alive, new-connection and undici load, 0 failed', async (t) => {
+  const { b, port } = await startApp(t, 'https.mjs', {});
+  const load = httpsLoad({ port, ca: cert().ca, perKind: 4, maxRequests: 200_000, maxMs: 60_000 });
+  const recs = await reloads(b, 20, 'serving');
+  const r = await load.stop();
+  assert.equal(r.failed, 0, `failed requests: ${JSON.stringify(r.errors)}`);
+  for (const kind of ['agent', 'fresh', 'undici']) assert.ok((r.byKind[kind] ?? 0) > 0, `no ${kind} request succeeded`);
+  const gens = Object.keys(r.bodies).length;
+  assert.ok(gens >= 15, `only ${gens} versions answered: ${JSON.stringify(r.bodies)}`);
+  assert.deepEqual(recs.map((x) => x.state), Array(20).fill('done'));
+  assert.equal(await b.stop(), 0);
+});

@@ -1,6 +1,11 @@
 // HTTP/2 load from real clients, bounded in streams and time, counting every stream:
-// Node's own http2 client (a session per slot, a new one when the server said GOAWAY, as
-// any HTTP/2 client pool does) and nghttp2's h2load.
+// Node's own http2 client and nghttp2's h2load.
+//
+// Node's client is used the way an HTTP/2 client pool (a browser, curl, Go's transport)
+// uses a connection: a new session once the server said GOAWAY, and a stream refused
+// with REFUSED_STREAM sent again. RFC 9113 §8.7 guarantees such a stream was not
+// processed; nghttp2 clients refuse streams themselves that they had queued but not yet
+// sent when a GOAWAY arrived, whatever its last stream id. Each retry is counted.
 import { spawn } from 'node:child_process';
 import * as http2 from 'node:http2';
 
@@ -8,6 +13,8 @@ export interface H2Report {
   started: number;
   done: number;
   failed: number;
+  /** streams refused (never processed) and sent again */
+  refused: number;
   errors: Record<string, number>;
   /** ok streams by the body's first token, e.g. 'gen=2' */
   bodies: Record<string, number>;
@@ -28,7 +35,7 @@ export interface H2LoadOptions {
 }
 
 export function nodeH2Load(o: H2LoadOptions): { stop(): Promise<H2Report> } {
-  const r: H2Report = { started: 0, done: 0, failed: 0, errors: {}, bodies: {}, sessions: 0, maxStreamMs: 0 };
+  const r: H2Report = { started: 0, done: 0, failed: 0, refused: 0, errors: {}, bodies: {}, sessions: 0, maxStreamMs: 0 };
   const until = Date.now() + o.maxMs;
   let stopping = false;
   const open = new Set<http2.ClientHttp2Session>();
@@ -50,18 +57,17 @@ export function nodeH2Load(o: H2LoadOptions): { stop(): Promise<H2Report> } {
       return s;
     };
   };
-  const one = (get: () => http2.ClientHttp2Session): Promise<void> =>
+  const one = (get: () => http2.ClientHttp2Session, retries = 3): Promise<void> =>
     new Promise((resolve) => {
       const t0 = performance.now();
       let st: http2.ClientHttp2Stream;
+      if (retries === 3) r.started++;
       try {
         st = get().request({ ':path': o.path() });
       } catch (err) {
-        r.started++;
         fail((err as NodeJS.ErrnoException).code ?? 'throw');
         return resolve();
       }
-      r.started++;
       let status = 0;
       let body = '';
       let settled = false;
@@ -80,7 +86,14 @@ export function nodeH2Load(o: H2LoadOptions): { stop(): Promise<H2Report> } {
       st.on('response', (h) => (status = Number(h[':status'])));
       st.on('data', (d: string) => (body += d));
       st.on('end', () => settle(status === 200 && body.startsWith('gen='), `status ${status}`));
-      st.on('error', (err: NodeJS.ErrnoException) => settle(false, err.code === 'ERR_HTTP2_STREAM_ERROR' ? err.message : (err.code ?? err.message)));
+      st.on('error', (err: NodeJS.ErrnoException) => {
+        if (!settled && st.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM && retries > 0) {
+          settled = true;
+          r.refused++;
+          return void one(get, retries - 1).then(resolve);
+        }
+        settle(false, err.code === 'ERR_HTTP2_STREAM_ERROR' ? err.message : (err.code ?? err.message));
+      });
       st.on('close', () => settle(false, `closed, rst ${st.rstCode}`));
     });
   const loops: Promise<void>[] = [];
