@@ -10,7 +10,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { FIXTURES, startBaton, tempDir, type Baton } from './helpers/baton.js';
 import { makeCert, type TestCert } from './helpers/tls.js';
-import { nodeH2Load, type H2Report } from './helpers/h2clients.js';
+import { h2load, nodeH2Load, type H2Report } from './helpers/h2clients.js';
 import { httpsLoad } from './helpers/https-load.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 
@@ -72,6 +72,44 @@ for (const mode of ['h2c', 'tls'] as const) {
     assert.equal(await b.stop(), 0);
   });
 }
+
+for (const mode of ['h2c', 'tls'] as const) {
+  test(`HTTP/2 ${mode}: 4 reloads under h2load, streams started = streams done, old generations gone at once`, async (t) => {
+    // h2load ends a connection on GOAWAY and opens no new one: one run per reload, each
+    // started once the serving generation has answered it.
+    const { b, port } = await startApp(t, 'h2.mjs', { H2: mode });
+    const url = `${mode === 'h2c' ? 'http' : 'https'}://127.0.0.1:${port}/?ms=100`;
+    const refused: number[] = [];
+    for (let g = 1; g <= 4; g++) {
+      const served = (b.out.match(new RegExp(`serving gen=${g} `, 'g')) ?? []).length;
+      const run = h2load(['-n', '100000', '-c', '8', '-m', '8', url], 20_000);
+      await b.waitFor(new RegExp(`(serving gen=${g} [^]*){${served + 1}}`));
+      const [rec] = await reloads(b, 1);
+      const r = await run;
+      assert.ok(r.started > 0 && r.started === r.done, `h2load run ${g}: ${r.started} streams started, ${r.done} done\n${r.output}`);
+      refused.push(r.done - r.succeeded);
+      const max = /time for request:\s+\S+\s+(\S+)/.exec(r.output)?.[1] ?? '';
+      const maxMs = max.endsWith('ms') ? Number(max.slice(0, -2)) : max.endsWith('us') ? Number(max.slice(0, -2)) / 1000 : Number(max.slice(0, -1)) * 1000;
+      assertQuickDrains([rec!], maxMs);
+    }
+    t.diagnostic(`streams refused by GOAWAY (never processed), per run: ${refused.join(' ')}`);
+    assert.equal(await b.stop(), 0);
+  });
+}
+
+test('HTTP/2 fastify (http2: true, TLS, allowHTTP1): 4 reloads, 0 failed for Node http2 client and HTTPS/1.1 clients', async (t) => {
+  const { b, port } = await startApp(t, 'fastify-h2.mjs', {});
+  const h2 = nodeH2Load({ url: `https://127.0.0.1:${port}`, ca: cert().ca, sessions: 4, streams: 4, path: slowPath, maxStreams: 50_000, maxMs: 30_000 });
+  const h1 = httpsLoad({ port, ca: cert().ca, perKind: 2, maxRequests: 50_000, maxMs: 30_000 });
+  const recs = await reloads(b, 4);
+  const [r2, r1] = await Promise.all([h2.stop(), h1.stop()]);
+  assert.equal(r2.failed, 0, `failed streams: ${JSON.stringify(r2.errors)}`);
+  assert.equal(r1.failed, 0, `failed HTTP/1.1 requests: ${JSON.stringify(r1.errors)}`);
+  for (let g = 2; g <= 5; g++) assert.ok((r2.bodies[`gen=${g}`] ?? 0) > 0, `version ${g} never answered HTTP/2: ${JSON.stringify(r2.bodies)}`);
+  assert.ok(r1.ok > 0);
+  assertQuickDrains(recs, Math.max(r2.maxStreamMs, 150));
+  assert.equal(await b.stop(), 0);
+});
 
 test('HTTPS: a connection accepted before the drain, its TLS handshake after, is served by the old version', async (t) => {
   // The cause of the resets under HTTPS load: the drain counted TLS connections from
