@@ -12,6 +12,7 @@ import { FIXTURES, startBaton, tempDir, type Baton } from './helpers/baton.js';
 import { makeCert, type TestCert } from './helpers/tls.js';
 import { h2load, nodeH2Load, type H2Report } from './helpers/h2clients.js';
 import { httpsLoad } from './helpers/https-load.js';
+import { wsLoad } from './helpers/ws-clients.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 
 const DRAIN_TIMEOUT_MS = 3000;
@@ -21,10 +22,10 @@ function cert(): TestCert {
   return (certs ??= makeCert(tempDir('baton-cert-')));
 }
 
-async function startApp(t: TestContext, fixture: string, env: NodeJS.ProcessEnv, workers = 2): Promise<{ b: Baton; port: number }> {
+async function startApp(t: TestContext, fixture: string, env: NodeJS.ProcessEnv, workers = 2, drainTimeoutMs = DRAIN_TIMEOUT_MS): Promise<{ b: Baton; port: number }> {
   const b = await startBaton({
     argv: ['node', join(FIXTURES, fixture)],
-    args: ['--workers', String(workers), '--drain-timeout', `${DRAIN_TIMEOUT_MS}ms`],
+    args: ['--workers', String(workers), '--drain-timeout', `${drainTimeoutMs}ms`],
     env: { TLS_KEY: cert().key, TLS_CERT: cert().cert, ...env },
   });
   t.after(() => b.dispose());
@@ -148,3 +149,28 @@ test('HTTPS: 20 reloads under keep-alive, new-connection and undici load, 0 fail
   assert.deepEqual(recs.map((x) => x.state), Array(20).fill('done'));
   assert.equal(await b.stop(), 0);
 });
+
+for (const kind of ['ws', 'socket.io'] as const) {
+  test(`WebSockets (${kind}): 3 reloads, 0 abnormal closes, 0 messages lost, every client on the last version, quick drains`, async (t) => {
+    const drainTimeoutMs = 10_000;
+    const { b, port } = await startApp(t, kind === 'ws' ? 'ws-echo.mjs' : 'socketio-echo.mjs', {}, 2, drainTimeoutMs);
+    const load = wsLoad(kind, { port, clients: 20, everyMs: 20, maxMessages: 50_000, maxMs: 30_000 });
+    assert.ok(await load.allOn('gen=1', 10_000), 'clients never got answers from version 1');
+    const took: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t0 = Date.now();
+      const [rec] = await reloads(b, 1);
+      took.push(Date.now() - t0);
+      assert.equal(rec!.cut, 0);
+      // Each client hears from the new version before the next reload.
+      assert.ok(await load.allOn(`gen=${i + 2}`, 10_000), `not every client reached version ${i + 2}`);
+    }
+    const r = await load.stop();
+    t.diagnostic(`${kind}: ${r.sent} messages, ${r.resent} sent again after a close, closes ${JSON.stringify(r.closes)}, reload --wait-drained took ${took.join(' ')} ms`);
+    assert.equal(r.abnormal, 0, `abnormal closes: ${JSON.stringify(r.closes)}`);
+    assert.equal(r.lost, 0, `${r.lost} of ${r.sent} messages never answered`);
+    assert.deepEqual(new Set(r.lastGen), new Set(['gen=4']));
+    for (const ms of took) assert.ok(ms < drainTimeoutMs / 4, `reload --wait-drained took ${ms} ms (drain timeout ${drainTimeoutMs} ms)`);
+    assert.equal(await b.stop(), 0);
+  });
+}
