@@ -13,6 +13,7 @@ import { makeCert, type TestCert } from './helpers/tls.js';
 import { h2load, nodeH2Load, type H2Report } from './helpers/h2clients.js';
 import { httpsLoad } from './helpers/https-load.js';
 import { wsLoad } from './helpers/ws-clients.js';
+import { EventSource } from 'eventsource';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 
 const DRAIN_TIMEOUT_MS = 3000;
@@ -174,3 +175,49 @@ for (const kind of ['ws', 'socket.io'] as const) {
     assert.equal(await b.stop(), 0);
   });
 }
+
+test('SSE: eventsource clients across 3 reloads see no error, only clean reconnects with Last-Event-ID to the new version', async (t) => {
+  const drainTimeoutMs = 10_000;
+  const { b, port } = await startApp(t, 'sse.mjs', {}, 2, drainTimeoutMs);
+  const N = 10;
+  const failures: string[] = [];
+  const state = Array.from({ length: N }, () => ({ lastId: '', gen: '', reconnects: 0, resumedRight: 0 }));
+  const sources = state.map((s) => {
+    const es = new EventSource(`http://127.0.0.1:${port}/events`);
+    es.onerror = (e) => {
+      // A clean end of the stream is an 'error' event without a message, the source
+      // CONNECTING again (the WHATWG "reestablish the connection"); anything else failed.
+      if (e.message !== undefined || es.readyState !== es.CONNECTING) failures.push(`${e.message ?? ''} state ${es.readyState}`);
+      else s.reconnects++;
+    };
+    es.onmessage = (m: { data: string; lastEventId: string }) => {
+      const [gen, last] = m.data.split(' ');
+      if (last !== undefined && s.lastId !== '' && last === `last=${s.lastId}`) s.resumedRight++;
+      s.gen = gen!;
+      s.lastId = m.lastEventId;
+    };
+    return es;
+  });
+  t.after(() => sources.forEach((es) => es.close()));
+  const allOn = async (gen: string): Promise<boolean> => {
+    for (let i = 0; i < 500 && !state.every((s) => s.gen === gen); i++) await new Promise((r) => setTimeout(r, 20));
+    return state.every((s) => s.gen === gen);
+  };
+  assert.ok(await allOn('gen=1'));
+  const took: number[] = [];
+  for (let g = 2; g <= 4; g++) {
+    const t0 = Date.now();
+    const [rec] = await reloads(b, 1);
+    took.push(Date.now() - t0);
+    assert.equal(rec!.cut, 0);
+    assert.ok(await allOn(`gen=${g}`), `not every client reached version ${g}: ${JSON.stringify(state)}`);
+  }
+  t.diagnostic(`reload --wait-drained took ${took.join(' ')} ms`);
+  assert.deepEqual(failures, []);
+  for (const s of state) {
+    assert.equal(s.reconnects, 3, JSON.stringify(s));
+    assert.equal(s.resumedRight, 3, `a reconnect did not carry Last-Event-ID: ${JSON.stringify(s)}`);
+  }
+  for (const ms of took) assert.ok(ms < drainTimeoutMs / 4, `reload --wait-drained took ${ms} ms`);
+  assert.equal(await b.stop(), 0);
+});

@@ -9,7 +9,11 @@ import { isEventStreamType } from './http2.js';
 export function isEventStream(res: ServerResponse): boolean {
   if (!res.headersSent || res.writableEnded) return false;
   const type = res.getHeader('content-type');
-  return typeof type === 'string' && isEventStreamType(type);
+  if (typeof type === 'string') return isEventStreamType(type);
+  // writeHead(status, headers) sends headers getHeader() never sees: read what was sent.
+  // `res._header` is that header block (a Node internal, Node 20-26; see protocols.test.ts).
+  const sent = (res as ServerResponse & { _header?: unknown })._header;
+  return typeof sent === 'string' && /^content-type:[ \t]*text\/event-stream/im.test(sent);
 }
 
 /**
