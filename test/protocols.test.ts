@@ -15,6 +15,7 @@ import { httpsLoad } from './helpers/https-load.js';
 import { wsLoad } from './helpers/ws-clients.js';
 import { EventSource } from 'eventsource';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import type { ConnKind } from '../src/common/protocol.js';
 
 const DRAIN_TIMEOUT_MS = 3000;
 
@@ -50,6 +51,14 @@ async function reloads(b: Baton, n: number, wait: 'serving' | 'drained' = 'drain
   return out;
 }
 
+/** Each old generation's connections of `kind` ended politely, none cut (as status, logs and metrics show). */
+function assertPolite(recs: HandoffRecord[], kind: ConnKind): void {
+  for (const r of recs) {
+    assert.ok((r.ended[kind]?.polite ?? 0) > 0, `generation ${r.from}: no ${kind} connection ended politely: ${JSON.stringify(r.ended)}`);
+    for (const [k, by] of Object.entries(r.ended)) assert.equal(by.cut, 0, `generation ${r.from} cut ${k} connections`);
+  }
+}
+
 function assertQuickDrains(recs: HandoffRecord[], longestStreamMs: number): void {
   for (const r of recs) {
     assert.equal(r.cut, 0, `generation ${r.from} cut connections`);
@@ -71,6 +80,7 @@ for (const mode of ['h2c', 'tls'] as const) {
     assert.equal(r.started, r.done);
     for (let g = 2; g <= 5; g++) assert.ok((r.bodies[`gen=${g}`] ?? 0) > 0, `version ${g} never answered: ${JSON.stringify(r.bodies)}`);
     assertQuickDrains(recs, r.maxStreamMs);
+    assertPolite(recs, 'h2');
     assert.equal(await b.stop(), 0);
   });
 }
@@ -163,6 +173,7 @@ for (const kind of ['ws', 'socket.io'] as const) {
       const [rec] = await reloads(b, 1);
       took.push(Date.now() - t0);
       assert.equal(rec!.cut, 0);
+      assertPolite([rec!], 'ws');
       // Each client hears from the new version before the next reload.
       assert.ok(await load.allOn(`gen=${i + 2}`, 10_000), `not every client reached version ${i + 2}`);
     }
@@ -210,6 +221,7 @@ test('SSE: eventsource clients across 3 reloads see no error, only clean reconne
     const [rec] = await reloads(b, 1);
     took.push(Date.now() - t0);
     assert.equal(rec!.cut, 0);
+    assertPolite([rec!], 'sse');
     assert.ok(await allOn(`gen=${g}`), `not every client reached version ${g}: ${JSON.stringify(state)}`);
   }
   t.diagnostic(`reload --wait-drained took ${took.join(' ')} ms`);

@@ -4,6 +4,7 @@ import { phaseDurations, type HandoffRecord } from '../supervisor/handoff.js';
 import type { StatusReport } from '../supervisor/supervisor.js';
 import type { GroupStatus } from '../supervisor/services.js';
 import { formatDuration } from '../common/duration.js';
+import { formatEndings } from '../common/connections.js';
 
 const WIDTH = 100;
 
@@ -66,7 +67,7 @@ export function formatStatus(s: StatusReport, width = WIDTH): string {
           // Replacements for memory are not crashes: shown apart, e.g. "0, 2 mem".
           `${w.restarts}${w.replaced ? `, ${w.replaced} mem` : ''}${w.crashLoop ? ' looping' : ''}`,
           formatBytes(w.rssBytes),
-          String(w.connections ?? '-'),
+          String(w.connections ?? '-') + byKind(w.connectionsByKind),
         ]),
       );
       // What a notify-speaking worker said of itself (STATUS=).
@@ -115,6 +116,13 @@ export function formatRecord(r: HandoffRecord, now = Date.now()): string {
     formatPhases(r),
     r.drainedMs !== null ? `old exited ${formatDuration(r.drainedMs)}` : null,
     r.cut ? `${r.cut} cut` : null,
+    r.ended && formatEndings(r.ended) ? `connections: ${formatEndings(r.ended)}` : null,
   ].filter(Boolean);
   return head + parts.join('  ');
+}
+
+/** ` (h2 8, ws 4)`: what a draining worker's connections carry. */
+function byKind(k: Partial<Record<string, number>> | null | undefined): string {
+  const parts = Object.entries(k ?? {}).filter(([, n]) => n).map(([kind, n]) => `${kind} ${n}`);
+  return parts.length ? ` (${parts.join(', ')})` : '';
 }

@@ -84,7 +84,8 @@ export type FromWorker =
   | { baton: 1; type: 'accepting-stopped' }
   /** Exclusive handoff: the deferred listens are real now. */
   | { baton: 1; type: 'accepting' }
-  | { baton: 1; type: 'drain-progress'; connections: number }
+  /** `byKind`: the open connections by what they carry (absent: older runtime). */
+  | { baton: 1; type: 'drain-progress'; connections: number; byKind?: Partial<Record<ConnKind, number>> }
   /**
    * Sent just before exit; `cut` counts connections destroyed at the deadline, `ended` how
    * every connection open during the drain ended, by what it carried (absent: older runtime).

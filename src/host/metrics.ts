@@ -8,6 +8,8 @@ import type { MetricsAddress } from '../common/address.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import type { WorkerState } from '../supervisor/worker.js';
 import { log } from '../log/log.js';
+import type { ConnEndings } from '../common/protocol.js';
+import { CONN_ENDINGS } from '../common/connections.js';
 
 const RESULTS = ['done', 'failed', 'rejected'] as const;
 const WORKER_STATES: readonly WorkerState[] = ['starting', 'ready', 'draining'];
@@ -44,6 +46,12 @@ export function createMetrics(sups: readonly Supervisor[]): Registry {
   const restarts = new Counter({ name: 'baton_worker_restarts_total', help: 'Workers restarted after they died while serving', labelNames: names(), registers });
   const replaced = new Counter({ name: 'baton_worker_memory_replacements_total', help: 'Workers replaced for going over --max-memory (a fresh one first, then the old one drained)', labelNames: names(), registers });
   const cut = new Counter({ name: 'baton_connections_cut_total', help: 'Connections still open when a draining worker reached its drain deadline', labelNames: names(), registers });
+  const drained = new Counter({
+    name: 'baton_drain_connections_total',
+    help: 'Connections of draining workers by what they carried (http1, h2, ws, sse, tls-handshake, tcp) and how they ended: finished, polite (GOAWAY, WebSocket close 1012, event stream ended, Connection: close), cut (at the drain deadline)',
+    labelNames: names('kind', 'ended'),
+    registers,
+  });
   new Gauge({
     name: 'baton_workers',
     help: 'Workers of every generation still running, by state',
@@ -89,8 +97,9 @@ export function createMetrics(sups: readonly Supervisor[]): Registry {
     sup.events.on('memory-replaced', () => replaced.inc(by(sup)));
     sup.events.on('generation', (g) => {
       g.on('respawn', () => restarts.inc(by(sup)));
-      g.on('worker-exit', (w: { cut: number }) => {
+      g.on('worker-exit', (w: { cut: number; ended: ConnEndings }) => {
         if (w.cut > 0) cut.inc(by(sup), w.cut);
+        for (const [kind, n] of Object.entries(w.ended)) for (const how of CONN_ENDINGS) if (n[how] > 0) drained.inc(by(sup, { kind, ended: how }), n[how]);
       });
     });
   }

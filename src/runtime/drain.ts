@@ -140,6 +140,7 @@ export class Drain {
     this.io.send({ baton: 1, type: 'accepting-stopped' });
 
     for (const [sock, conn] of this.conns) {
+      if (isH2(conn)) conn.polite = true; // every session open now gets GOAWAY just below
       const res = httpState(conn.tls ?? sock).response;
       if (isHttp1(conn) && res && !res.headersSent) {
         res.setHeader('Connection', 'close');
@@ -258,7 +259,12 @@ export class Drain {
     if (n === this.progressSent) return;
     this.progressSent = n;
     this.progressAt = Date.now();
-    this.io.send({ baton: 1, type: 'drain-progress', connections: n });
+    const byKind: Partial<Record<ConnKind, number>> = {};
+    for (const conn of this.conns.values()) {
+      const kind = conn.kind ?? kindOf(conn);
+      byKind[kind] = (byKind[kind] ?? 0) + 1;
+    }
+    this.io.send({ baton: 1, type: 'drain-progress', connections: n, byKind });
   }
 }
 

@@ -3,6 +3,8 @@
 import { EventEmitter } from 'node:events';
 import { Worker, type WorkerOptions, type WorkerState } from './worker.js';
 import type { WorkerProcess } from './adopt.js';
+import type { ConnEndings } from '../common/protocol.js';
+import { addEndings } from '../common/connections.js';
 
 export type GenerationState = 'starting' | 'serving' | 'draining' | 'exited';
 
@@ -49,6 +51,7 @@ export class Generation extends EventEmitter {
   private readonly streak: number[] = [];
   private readonly respawnTimers = new Map<number, NodeJS.Timeout>();
   private cutByReplaced = 0;
+  private readonly endedByReplaced: ConnEndings = {};
   private exitedWaiters: Array<() => void> = [];
 
   constructor(
@@ -272,6 +275,13 @@ export class Generation extends EventEmitter {
     return [...this.workers, ...this.retired].filter((w) => w.state !== 'exited');
   }
 
+  /** How the connections of every drain of this generation ended, by kind. */
+  get ended(): ConnEndings {
+    const sum = addEndings({}, this.endedByReplaced);
+    for (const w of [...this.workers, ...this.retired]) addEndings(sum, w.ended);
+    return sum;
+  }
+
   /** Connections cut at drain deadlines, summed over every worker this generation had. */
   get cut(): number {
     return this.cutByReplaced + [...this.workers, ...this.retired].reduce((n, w) => n + w.cut, 0);
@@ -292,6 +302,7 @@ export class Generation extends EventEmitter {
     const w = new Worker({ ...this.template, argv: this.argv, cwd: this.cwd, generation: this.number, index, adopted });
     const slot = this.workers.findIndex((x) => x.index === index);
     if (slot >= 0) this.cutByReplaced += this.workers[slot]!.cut;
+    if (slot >= 0) addEndings(this.endedByReplaced, this.workers[slot]!.ended);
     if (slot >= 0) this.workers[slot] = w;
     else this.workers.splice(this.workers.filter((x) => x.index < index).length, 0, w);
     this.restarts[index] ??= 0;

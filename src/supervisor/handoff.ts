@@ -20,6 +20,8 @@
 import type { Generation } from './generation.js';
 import { StartError } from './generation.js';
 import type { Worker } from './worker.js';
+import type { ConnEndings } from '../common/protocol.js';
+import { formatEndings } from '../common/connections.js';
 
 export type HandoffState = 'waiting' | 'starting' | 'rolling-back' | 'transferring' | 'done' | 'failed';
 
@@ -53,6 +55,8 @@ export interface HandoffRecord {
   drainedMs: number | null;
   /** Connections the old generation still held at its drain deadline. */
   cut: number;
+  /** How the old generation's connections ended, by kind (filled in when it exited). */
+  ended: ConnEndings;
   error: string | null;
   /** Last output lines of the worker that failed the reload. */
   output: string[];
@@ -82,7 +86,7 @@ export function newRecord(id: number, trigger: HandoffTrigger, from: number | nu
   const state: HandoffState = waiting ? 'waiting' : 'starting';
   return {
     id, trigger, from, to, argv, requestedAt: now, state, phases: [{ state, at: now }],
-    readyMs: null, transferMs: null, totalMs: null, drainedMs: null, cut: 0, error: null, output: [],
+    readyMs: null, transferMs: null, totalMs: null, drainedMs: null, cut: 0, ended: {}, error: null, output: [],
   };
 }
 
@@ -149,7 +153,9 @@ export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise
     void old.whenExited().then(() => {
       rec.drainedMs = Date.now() - rec.requestedAt;
       rec.cut = old.cut;
-      plan.onChange(rec, `generation ${old.number} exited` + (rec.cut ? `; ${rec.cut} connection(s) cut at the drain deadline` : ''));
+      rec.ended = old.ended;
+      const ended = formatEndings(rec.ended);
+      plan.onChange(rec, `generation ${old.number} exited` + (ended ? ` (connections: ${ended})` : '') + (rec.cut ? `; ${rec.cut} connection(s) cut at the drain deadline` : ''));
     });
   }
   if (plan.exclusive) await next.startAccepting();

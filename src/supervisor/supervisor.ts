@@ -12,13 +12,14 @@ import type { Worker } from './worker.js';
 import { newRecord, runHandoff, type HandoffRecord, type HandoffTrigger } from './handoff.js';
 import { ControlError, REPLIED, closeControl, prepareControlPath, serveControl } from '../control/control.js';
 import { TakeoverHost } from './takeover.js';
-import type { ControlRequest, Distribution, HandoffMode, ReadyMode } from '../common/protocol.js';
+import type { ConnEndings, ConnKind, ControlRequest, Distribution, HandoffMode, ReadyMode } from '../common/protocol.js';
 import { RoundRobin } from './roundrobin.js';
 import { log as processLog, ring, serviceLog, type Log } from '../log/log.js';
 import { serveLogs, type LogClient } from '../log/ring.js';
 import { reportDrain } from './inflight.js';
 import { rssBytes } from '../os/proc.js';
 import { VERSION } from '../common/version.js';
+import { formatEndings } from '../common/connections.js';
 
 export interface ServiceOptions {
   name: string;
@@ -435,7 +436,7 @@ export class Supervisor {
     });
     void g.whenExited().then(() => {
       this.generations = this.generations.filter((x) => x !== g);
-      this.log.info(`generation ${g.number} exited`, { cut: g.cut });
+      this.log.info(`generation ${g.number} exited`, { cut: g.cut, connections: formatEndings(g.ended) });
     });
   }
 
@@ -582,6 +583,7 @@ export class Supervisor {
         ready: g.readyCount,
         startedAt: g.startedAt,
         readyAt: g.readyAt,
+        ended: g.ended,
         workers: g.workers.map((w) => ({
           index: w.index,
           pid: w.pid,
@@ -591,6 +593,7 @@ export class Supervisor {
           replaced: g.replaced[w.index] ?? 0,
           crashLoop: g.streakOf(w.index) >= CRASH_LOOP,
           connections: w.connections,
+          connectionsByKind: w.connectionsByKind,
           rssBytes: w.state === 'exited' ? null : rssBytes(w.pid),
           status: w.statusText,
         })),
@@ -631,8 +634,10 @@ export interface StatusReport {
     ready: number;
     startedAt: number;
     readyAt: number | null;
+    /** How the connections its draining workers had ended, by kind. */
+    ended: ConnEndings;
     /** `replaced`: how often the worker in this slot was replaced for going over --max-memory. */
-    workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; replaced: number; crashLoop: boolean; connections: number | null; rssBytes: number | null; status: string | null }[];
+    workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; replaced: number; crashLoop: boolean; connections: number | null; connectionsByKind: Partial<Record<ConnKind, number>> | null; rssBytes: number | null; status: string | null }[];
   }[];
   history: HandoffRecord[];
 }

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
-import { ENV, ENV_UDP, isFromWorker, type Distribution, type HandoffMode, type ReadyMode, type ToWorker } from '../common/protocol.js';
+import { ENV, ENV_UDP, isFromWorker, type ConnEndings, type ConnKind, type Distribution, type HandoffMode, type ReadyMode, type ToWorker } from '../common/protocol.js';
 import type { Listener } from '../common/address.js';
 import { udpWorkerInfo, workerInfo } from './listeners.js';
 import { heldConnections } from '../os/proc.js';
@@ -93,6 +93,10 @@ export class Worker extends EventEmitter {
   connections: number | null = null;
   /** Connections cut at the drain deadline (reported by the runtime, or counted at SIGKILL). */
   cut = 0;
+  /** How the connections of its drain ended, by kind (from the runtime's 'drained'). */
+  ended: ConnEndings = {};
+  /** Open connections by kind while it drains (from the runtime's progress). */
+  connectionsByKind: Partial<Record<ConnKind, number>> | null = null;
   killedAtDeadline = false;
   /** Exclusive handoff: the worker confirmed its listens are real (from the start in overlap mode). */
   accepting: boolean;
@@ -321,11 +325,14 @@ export class Worker extends EventEmitter {
         break;
       case 'drain-progress':
         this.connections = m.connections;
+        this.connectionsByKind = m.byKind ?? null;
         this.emit('progress', m.connections);
         break;
       case 'drained':
         this.cut = m.cut;
+        this.ended = m.ended ?? {};
         this.connections = 0;
+        this.connectionsByKind = null;
         break;
       case 'warning':
         this.remember(`baton: ${m.message}`);
