@@ -17,7 +17,8 @@
 // would hide a crashing app from status and from that backoff.
 import { createRequire } from 'node:module';
 import { MessageChannel, Worker, workerData, type MessagePort } from 'node:worker_threads';
-import type { ENV, ENV_UDP, FromWorker, ListenerInfo } from '../common/protocol.js';
+import type { ConnEndings, ConnKind, ENV, ENV_UDP, FromWorker, ListenerInfo } from '../common/protocol.js';
+import { addEndings } from '../common/connections.js';
 import type { Uplink } from './uplink.js';
 
 /** The workerData key that marks a thread as a copy baton started (checked by ./preload.ts). */
@@ -38,6 +39,9 @@ interface Copy {
   accepting: boolean;
   connections: number;
   cut: number;
+  /** How its drain's connections ended, and while it drains, its open ones by kind. */
+  endings: ConnEndings;
+  byKind: Partial<Record<ConnKind, number>>;
   ended: boolean;
 }
 
@@ -46,7 +50,7 @@ interface Copy {
  * copies say reaches baton through `up` as if one worker spoke.
  */
 export function runThreads(count: number, listeners: ListenerInfo[], up: Uplink, drainTimeoutMs: number): Uplink {
-  const copy = (name: string, port: MessagePort | null): Copy => ({ name, port, ready: false, stopped: false, accepting: false, connections: 0, cut: 0, ended: false });
+  const copy = (name: string, port: MessagePort | null): Copy => ({ name, port, ready: false, stopped: false, accepting: false, connections: 0, cut: 0, endings: {}, byKind: {}, ended: false });
   const self = copy('the main thread', null);
   const copies = [self];
   const announced = new Set<string>();
@@ -102,9 +106,11 @@ export function runThreads(count: number, listeners: ListenerInfo[], up: Uplink,
         return once('accepting', msg, done);
       case 'drain-progress':
         c.connections = msg.connections;
-        return up.send({ ...msg, connections: copies.reduce((n, x) => n + x.connections, 0) }, done);
+        c.byKind = msg.byKind ?? {};
+        return up.send({ ...msg, connections: copies.reduce((n, x) => n + x.connections, 0), byKind: sumKinds(copies) }, done);
       case 'drained':
         c.cut = msg.cut; // its exit follows; the process says drained once every copy has ended
+        c.endings = msg.ended ?? {};
         break;
       case 'warning':
         return up.send(msg, done);
@@ -131,7 +137,8 @@ export function runThreads(count: number, listeners: ListenerInfo[], up: Uplink,
   function finish(): void {
     if (finished || !copies.every((c) => c.ended)) return;
     finished = true;
-    up.send({ baton: 1, type: 'drained', cut: copies.reduce((n, c) => n + c.cut, 0) }, () => up.exit());
+    const ended = copies.reduce((sum, c) => addEndings(sum, c.endings), {});
+    up.send({ baton: 1, type: 'drained', cut: copies.reduce((n, c) => n + c.cut, 0), ended }, () => up.exit());
     setTimeout(() => up.exit(), EXIT_FALLBACK_MS);
   }
 
@@ -195,4 +202,10 @@ function ownFds<T extends { fd: number }>(list: T[]): T[] {
   // Loaded only with --threads, as ./listen.ts does: the runtime's start-up stays free of koffi.
   const sys = createRequire(import.meta.url)('../os/fds.js') as typeof import('../os/fds.js');
   return list.map((l) => ({ ...l, fd: sys.dup(l.fd) }));
+}
+
+function sumKinds(copies: { byKind: Partial<Record<ConnKind, number>> }[]): Partial<Record<ConnKind, number>> {
+  const sum: Partial<Record<ConnKind, number>> = {};
+  for (const c of copies) for (const [k, n] of Object.entries(c.byKind) as [ConnKind, number][]) sum[k] = (sum[k] ?? 0) + n;
+  return sum;
 }
