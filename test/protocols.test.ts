@@ -76,6 +76,7 @@ for (const mode of ['h2c', 'tls'] as const) {
     const load = nodeH2Load({ url, ca: cert().ca, sessions: 6, streams: 4, path: slowPath, maxStreams: 50_000, maxMs: 30_000 });
     const recs = await reloads(b, 4);
     const r: H2Report = await load.stop();
+    t.diagnostic(`${r.started} streams, ${r.done} done, ${r.refused} refused by the client after GOAWAY and sent again, ${r.sessions} sessions; drains ${recs.map(drainMs).join(' ')} ms, longest stream ${Math.round(r.maxStreamMs)} ms`);
     assert.equal(r.failed, 0, `failed streams: ${JSON.stringify(r.errors)}`);
     assert.equal(r.started, r.done);
     for (let g = 2; g <= 5; g++) assert.ok((r.bodies[`gen=${g}`] ?? 0) > 0, `version ${g} never answered: ${JSON.stringify(r.bodies)}`);
@@ -100,6 +101,7 @@ for (const mode of ['h2c', 'tls'] as const) {
       const r = await run;
       assert.ok(r.started > 0 && r.started === r.done, `h2load run ${g}: ${r.started} streams started, ${r.done} done\n${r.output}`);
       refused.push(r.done - r.succeeded);
+      t.diagnostic(`run ${g}: ${r.started} streams started, ${r.done} done, ${r.succeeded} succeeded; drain ${drainMs(rec!)} ms`);
       const max = /time for request:\s+\S+\s+(\S+)/.exec(r.output)?.[1] ?? '';
       const maxMs = max.endsWith('ms') ? Number(max.slice(0, -2)) : max.endsWith('us') ? Number(max.slice(0, -2)) / 1000 : Number(max.slice(0, -1)) * 1000;
       assertQuickDrains([rec!], maxMs);
@@ -153,6 +155,7 @@ test('HTTPS: 20 reloads under keep-alive, new-connection and undici load, 0 fail
   const load = httpsLoad({ port, ca: cert().ca, perKind: 4, maxRequests: 200_000, maxMs: 60_000 });
   const recs = await reloads(b, 20, 'serving');
   const r = await load.stop();
+  t.diagnostic(`${r.ok} requests ok (${JSON.stringify(r.byKind)}), ${r.failed} failed`);
   assert.equal(r.failed, 0, `failed requests: ${JSON.stringify(r.errors)}`);
   for (const kind of ['agent', 'fresh', 'undici']) assert.ok((r.byKind[kind] ?? 0) > 0, `no ${kind} request succeeded`);
   const gens = Object.keys(r.bodies).length;
