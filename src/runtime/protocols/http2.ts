@@ -12,7 +12,7 @@ const MAX_STREAM_ID = 2 ** 31 - 1;
 /** http2.constants.NGHTTP2_NO_ERROR; a literal, so that apps without HTTP/2 never load node:http2. */
 const NO_ERROR = 0;
 /** If the PING is never answered, close anyway: the client had its chance to see step 1. */
-const PING_FALLBACK_MS = 1000;
+const PING_FALLBACK_MS = 300;
 
 /** http2.createServer / createSecureServer, or a subclass (Node does not export the classes). */
 export function isHttp2(s: net.Server): s is net.Server & Http2Server {
