@@ -44,7 +44,7 @@ test('bash completes commands, options, their choices, and nothing inside a comm
   assert.deepEqual(complete(script, ['re']), ['reload']);
   assert.deepEqual(complete(script, ['status', '--wa']), ['--watch']);
   assert.deepEqual(complete(script, ['reload', 'api', '--env']), ['--env', '--env-file']);
-  assert.deepEqual(complete(script, ['start', '--ready', '']), ['listen', 'manual', 'notify']);
+  assert.deepEqual(complete(script, ['start', '--ready', '']), ['auto', 'listen', 'manual', 'notify']);
   assert.deepEqual(complete(script, ['completion', '']), ['bash', 'zsh']);
   assert.deepEqual(complete(script, ['reload', '--', 'node', '--j']), []);
 });
