@@ -129,7 +129,7 @@ async function until(what: string, cond: () => boolean, ms = 5000): Promise<void
  */
 function buildWithFormats(dir: string, oldest: number, current: number, version: string): string {
   mkdirSync(join(dir, 'dist'), { recursive: true });
-  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'baton', version, type: 'module' }));
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'baton-reload', version, type: 'module' }));
   symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
   cpSync(join(ROOT, 'dist/src'), join(dir, 'dist/src'), { recursive: true });
   const state = join(dir, 'dist/src/upgrade/state.js');
