@@ -1,12 +1,13 @@
 // What a user gets from the registry: this package packed as `npm publish` would pack it,
 // installed into a fresh app next to Express, and driven with the commands the README
 // gives (`npx baton start`, `reload`, `status`, `stop`) from that app's directory.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { test } from 'node:test';
 import { request } from 'undici';
 import { ROOT, tempDir } from './helpers/baton.js';
 
@@ -58,18 +59,31 @@ test('the packed package in a fresh Express app: npx baton start, reload, status
   const app = join(dir, 'app');
   mkdirSync(app);
   const express = (JSON.parse(readFileSync(join(ROOT, 'node_modules/express/package.json'), 'utf8')) as { version: string }).version;
-  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module', dependencies: { express, [pkg.name]: `file:${tarball}` } }));
+  writeFileSync(
+    join(app, 'package.json'),
+    JSON.stringify({ name: 'app', private: true, type: 'module', dependencies: { express, [pkg.name]: `file:${tarball}` } }),
+  );
   writeFileSync(join(app, 'server.js'), server('v1'));
   // The node under test first on PATH (npx, baton's shebang and the `node` workers all take it);
   // a private XDG_RUNTIME_DIR so the default control socket is this test's alone.
-  const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}`, XDG_RUNTIME_DIR: join(dir, 'run'), npm_config_update_notifier: 'false' };
+  const env = {
+    ...process.env,
+    PATH: `${dirname(process.execPath)}:${process.env.PATH}`,
+    XDG_RUNTIME_DIR: join(dir, 'run'),
+    npm_config_update_notifier: 'false',
+  };
   mkdirSync(env.XDG_RUNTIME_DIR, { mode: 0o700 });
   const install = await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: app, env, timeoutMs: 90_000 });
   assert.equal(install.code, 0, install.out);
   assert.ok(existsSync(join(app, 'node_modules/.bin/baton')), `no baton command in the app:\n${install.out}`);
 
   const npx = (...args: string[]): Promise<Run> => run('npx', ['baton', ...args], { cwd: app, env, timeoutMs: 30_000 });
-  const start = spawn('npx', ['baton', 'start', '--listen', '127.0.0.1:0', '--', 'node', 'server.js'], { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const start = spawn('npx', ['baton', 'start', '--listen', '127.0.0.1:0', '--', 'node', 'server.js'], {
+    cwd: app,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   let out = '';
   start.stdout.on('data', (d) => (out += d));
   start.stderr.on('data', (d) => (out += d));

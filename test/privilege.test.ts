@@ -5,12 +5,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { request } from 'undici';
 import { closeFd } from '../src/os/fds.js';
 import { lookupUser } from '../src/os/process.js';
 import { openTcpListener } from '../src/os/sockets.js';
-import { Baton, ROOT, runCli, startBaton, tempDir, worldReadableCopy } from './helpers/baton.js';
+import { Baton, CLI, ROOT, runCli, startBaton, tempDir, worldReadableCopy } from './helpers/baton.js';
 import { Proc } from './helpers/ops.js';
 import { anyOf, notRoot } from './helpers/prereq.js';
 
@@ -85,7 +85,7 @@ test('--user nobody with baton, or the program, under a 0700 directory: one line
   symlinkSync(join(ROOT, 'node_modules'), join(closed.dir, 'node_modules'));
   const program = closedCopy(t, join(c.examples, 'hello/v1.js'));
   const cases = [
-    { cli: join(closed.dir, 'dist/src/cli.js'), argv: [c.node, join(c.examples, 'hello/v1.js')], says: `cannot reach baton's runtime ${join(closed.dir, 'dist/src/runtime/preload.js')}: directory ${closed.dir} is not searchable` },
+    { cli: join(closed.dir, relative(ROOT, CLI)), argv: [c.node, join(c.examples, 'hello/v1.js')], says: `cannot reach baton's runtime ${join(closed.dir, 'dist/src/runtime/preload.js')}: directory ${closed.dir} is not searchable` },
     { cli: c.cli, argv: [c.node, program.file], says: `cannot read ${program.file}: directory ${program.dir} is not searchable` },
   ];
   for (const { cli, argv, says } of cases) {

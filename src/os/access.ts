@@ -6,7 +6,7 @@
 // The worker gets the uid and gid and no supplementary groups (libuv drops them), so those
 // two ids are the whole identity here. ACLs are not read: a file that only an ACL opens up
 // is reported as blocked.
-import { realpathSync, statSync, type Stats } from 'node:fs';
+import { realpathSync, type Stats, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 
 export interface Identity {
