@@ -73,7 +73,8 @@ test('--user nobody on a port below 1024: baton binds it, workers run as nobody 
   const r = await b.request({ cmd: 'reload', argv: [c.node, closed.file], cwd: c.dir });
   assert.deepEqual({ ok: r.ok, error: !r.ok && r.error }, { ok: false, error: `reload failed: --user nobody cannot read ${closed.file}: directory ${closed.dir} is not searchable (drwx------ uid 0 gid 0)` });
   const s = await b.status();
-  assert.deepEqual([s.serving, s.generations.length], [2, 1]);
+  assert.equal(s.serving, 2);
+  assert.deepEqual(s.generations.map((g) => g.number).filter((n) => n > 2), [], 'a generation was started');
 });
 
 test('--user nobody with baton, or the program, under a 0700 directory: one line naming it, and nothing starts', { timeout: 30_000, skip }, async (t) => {

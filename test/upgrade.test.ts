@@ -70,6 +70,8 @@ function heldFds(pid: number, control: string): string[] {
   );
   return fds(pid)
     .map((l) => l.slice(l.indexOf(' -> ') + 4))
+    // Gone between listing and reading it: a moment's fd (Node.js 26 has some), not one held.
+    .filter((x) => x !== '(closed)')
     .filter((x) => !clients.has(/socket:\[(\d+)\]/.exec(x)?.[1] ?? ''))
     .map((x) => x.replace(/^(pipe|anon_inode):.*$/, '$1'))
     .sort();
