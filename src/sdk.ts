@@ -1,4 +1,4 @@
-// What apps get from `import { ready, onDrain, isBaton } from 'baton'`. Apps never need
+// What apps get from `import { ready, onDrain, isBaton } from 'baton-reload'`. Apps never need
 // it to run under baton; it is for the two things only the app knows: when it has warmed
 // up (with --ready manual), and what long-lived work to wind down when it is replaced.
 //

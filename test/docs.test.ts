@@ -60,6 +60,23 @@ test('the docs index links every page, and no link in docs/ points to a missing 
   }
 });
 
+test('every install line and SDK import in README, docs/ and examples/ names this package', () => {
+  const name = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string }).name;
+  const pages = [join(ROOT, 'README.md'), ...readdirSync(DOCS).filter((f) => f.endsWith('.md')).map((f) => join(DOCS, f)), ...readdirSync(join(ROOT, 'examples')).map((d) => join(ROOT, 'examples', d, 'README.md')).filter((f) => existsSync(f))];
+  let installs = 0;
+  for (const page of pages) {
+    const text = readFileSync(page, 'utf8');
+    // `npm install [-g|--global] <pkg>[@tag]`, `npm i <pkg>`, `import … from '<pkg>'`
+    for (const m of text.matchAll(/\bnpm (?:install|i)\b((?: +-{1,2}[a-z-]+)*) +([@a-z0-9][\w./@-]*)|\bfrom '([^'./][^']*)'/g)) {
+      const pkg = (m[2] ?? m[3]!).replace(/(?<=.)@[^/]*$/, '');
+      if (m[3] && pkg.startsWith('node:')) continue;
+      installs++;
+      assert.equal(pkg, name, `${page}: "${m[0]}" does not name the package ${name}`);
+    }
+  }
+  assert.ok(installs >= 4, `only ${installs} install lines and imports found`);
+});
+
 test('the control protocol as the docs use it: a shell client that half-closes still gets every answer', async (t) => {
   const b = await startBaton({ argv: ['node', join(FIXTURES, 'ops.mjs')] });
   t.after(() => b.dispose());

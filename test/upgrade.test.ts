@@ -70,6 +70,8 @@ function heldFds(pid: number, control: string): string[] {
   );
   return fds(pid)
     .map((l) => l.slice(l.indexOf(' -> ') + 4))
+    // Gone between listing and reading it: a moment's fd (Node.js 26 has some), not one held.
+    .filter((x) => x !== '(closed)')
     .filter((x) => !clients.has(/socket:\[(\d+)\]/.exec(x)?.[1] ?? ''))
     .map((x) => x.replace(/^(pipe|anon_inode):.*$/, '$1'))
     .sort();
@@ -129,7 +131,7 @@ async function until(what: string, cond: () => boolean, ms = 5000): Promise<void
  */
 function buildWithFormats(dir: string, oldest: number, current: number, version: string): string {
   mkdirSync(join(dir, 'dist'), { recursive: true });
-  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'baton', version, type: 'module' }));
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'baton-reload', version, type: 'module' }));
   symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
   cpSync(join(ROOT, 'dist/src'), join(dir, 'dist/src'), { recursive: true });
   const state = join(dir, 'dist/src/upgrade/state.js');

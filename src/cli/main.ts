@@ -157,11 +157,13 @@ addTarget(addEnvOptions(
   setLogFormat(o.logFormat);
   const setEnv = envOrUsage(cmd);
   if (file?.services) return startServices(o, file.services, given, host, setEnv);
+  const command = given.length ? given : (file?.command ?? []);
+  if (command.length === 0) usage('missing command: baton start --listen 8080 -- node app.js');
+  const unreachable = host.service.reach?.(command, file?.cwd ?? process.cwd(), { ...(file?.env ?? process.env), ...setEnv });
+  if (unreachable) fail(unreachable);
   // Before anything else binds: the running supervisor's sockets, if we take over.
   const takeover = o.takeover ? await Promise.resolve().then(() => requestTakeover(controlPath(o))).catch((e: Error) => fail(e.message)) : null;
   if (takeover) host.inherited.push(...takeover.sockets);
-  const command = given.length ? given : (file?.command ?? []);
-  if (command.length === 0) usage('missing command: baton start --listen 8080 -- node app.js');
   if (!o.listen?.length && !host.inherited.length) usage('missing --listen: baton start --listen 8080 -- node app.js');
   const conflict = conflictOf(o);
   if (conflict) usage(conflict);
@@ -260,6 +262,8 @@ async function startServices(o: Record<string, any>, services: ServiceConfig[], 
   for (const svc of services) {
     const conflict = conflictOf(svc.options);
     if (conflict) usage(`service ${svc.name}: ${conflict.replace(/--([a-z-]+)/g, (_, k: string) => `"${k.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase())}"`)}`);
+    const unreachable = host.service.reach?.(svc.command, svc.cwd, svc.env);
+    if (unreachable) fail(`service ${svc.name}: ${unreachable}`);
   }
   // Before anything binds: the running baton's sockets, if we take over (it may run one service or several).
   const takeover = o.takeover ? await Promise.resolve().then(() => requestTakeover(controlPath(o))).catch((e: Error) => fail(e.message)) : null;

@@ -10,6 +10,7 @@ import { takeInheritedSockets, type InheritedSocket } from '../os/activation.js'
 import type { Credentials, NotifyOptions } from '../supervisor/notify.js';
 import type { ServiceOptions, Supervisor } from '../supervisor/supervisor.js';
 import type { ServiceGroup } from '../supervisor/services.js';
+import { reachCheck } from './reach.js';
 
 export interface HostFlags {
   readyAfter?: number;
@@ -24,7 +25,7 @@ export interface Host {
   /** Sockets handed to baton by socket activation (empty without). */
   inherited: InheritedSocket[];
   /** The supervisor options this module decides. */
-  service: Pick<ServiceOptions, 'launch' | 'inherited' | 'stopTimeoutMs'>;
+  service: Pick<ServiceOptions, 'launch' | 'reach' | 'inherited' | 'stopTimeoutMs'>;
   /** Connect the supervisor to systemd, if baton runs under it. */
   follow(sup: Supervisor): void;
   /** The same for a baton running several services. */
@@ -42,6 +43,7 @@ export function prepareHost(flags: HostFlags, env: NodeJS.ProcessEnv = process.e
     inherited,
     service: {
       launch: { notify, drainSignal: flags.drainSignal, ...(credentials ? { credentials } : {}) },
+      reach: credentials && reachCheck(flags.user ?? `uid ${credentials.uid}`, credentials),
       inherited,
       stopTimeoutMs: flags.stopTimeout ?? null,
     },

@@ -52,6 +52,8 @@ export interface ServiceOptions {
   configure?: () => Promise<Partial<Reconfigurable>>;
   /** How workers are launched beyond their command line: NOTIFY_SOCKET, drain signal, user. */
   launch?: Pick<WorkerTemplate, 'notify' | 'drainSignal' | 'credentials'>;
+  /** Why the workers' user could not run a command (one line), or null: asked before a reload to a new one starts anything. */
+  reach?: ((argv: readonly string[], cwd: string, env: NodeJS.ProcessEnv) => string | null) | null;
   /** Sockets baton was handed by systemd socket activation, used for matching `listen` entries. */
   inherited?: InheritedSocket[];
   /** A stop kills whatever still runs after this long, drain deadlines notwithstanding (container grace period). */
@@ -138,7 +140,7 @@ const CRASH_LOOP = 3;
 const TRANSFER_TIMEOUT_MS = 5000;
 /** How often each serving worker's RSS is compared with --max-memory. */
 const MEMORY_CHECK_MS = 1000;
-const PRELOAD_URL = new URL('../runtime/preload.js', import.meta.url).href;
+export const PRELOAD_URL = new URL('../runtime/preload.js', import.meta.url).href;
 
 export class Supervisor {
   private listeners: Listener[] = [];
@@ -308,18 +310,19 @@ export class Supervisor {
    * or when the settings read for it are invalid (nothing is started then).
    */
   async reload(req: { argv?: string[] | null; cwd?: string | null; env?: Record<string, string>; trigger: HandoffTrigger; watch?: (state: string, message: string) => void }): Promise<HandoffRecord> {
+    const refuse = (why: string): never => {
+      const message = `reload failed: ${why}`;
+      this.log.error(message);
+      this.events.emit('reload-rejected', message);
+      throw new Error(message);
+    };
     let settings: Partial<Reconfigurable> = {};
-    if (req.trigger !== 'start' && this.opts.configure) {
-      try {
-        settings = await this.opts.configure();
-      } catch (e) {
-        const message = `reload failed: ${(e as Error).message}`;
-        this.log.error(message);
-        this.events.emit('reload-rejected', message);
-        throw new Error(message);
-      }
-    }
+    if (req.trigger !== 'start' && this.opts.configure) settings = await this.opts.configure().catch((e: Error) => refuse(e.message));
     if (this.stopping) throw new Error('the supervisor is stopping');
+    // A new command (or working directory) that --user's user cannot reach: refused before anything starts.
+    const argv = req.argv ?? settings.argv;
+    const unreachable = argv && this.opts.reach?.(argv, (req.argv ? req.cwd : settings.cwd) ?? this.opts.cwd, settings.env ?? this.opts.env);
+    if (unreachable) refuse(unreachable);
     const ticket: Ticket = this.pending ?? { argv: null, cwd: null, setEnv: {}, settings, trigger: req.trigger, waiters: [], watchers: new Set() };
     ticket.settings = settings;
     Object.assign(ticket.setEnv, req.env);

@@ -1,8 +1,8 @@
 // Runs a real `baton start` in a child process for a test, and talks to it the way users do.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { controlRequest } from '../../src/control/control.js';
 import type { ControlReply, ControlRequest } from '../../src/common/protocol.js';
@@ -15,6 +15,43 @@ export const EXAMPLES = join(ROOT, 'examples');
 
 export function tempDir(prefix = 'baton-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** `from` as a tree of hard links at `to` (copies across file systems): it costs next to nothing. */
+function linkTree(from: string, to: string): void {
+  mkdirSync(to, { recursive: true });
+  for (const e of readdirSync(from, { withFileTypes: true })) {
+    const [a, b] = [join(from, e.name), join(to, e.name)];
+    if (e.isDirectory()) linkTree(a, b);
+    else if (e.isSymbolicLink()) symlinkSync(readlinkSync(a), b);
+    else {
+      try {
+        linkSync(a, b);
+      } catch {
+        copyFileSync(a, b);
+      }
+    }
+  }
+}
+
+/**
+ * A copy of this build in directories every user can enter (files keep their modes), for
+ * tests that run workers, or baton itself, as another user: the checkout may sit in a
+ * directory only its owner can enter. dist/src, node_modules, the examples and the node
+ * binary are hard-linked into it. Removed by the caller.
+ */
+export function worldReadableCopy(): { dir: string; cli: string; node: string; examples: string } {
+  const dir = tempDir('baton-readable-');
+  chmodSync(dir, 0o755);
+  for (const sub of ['dist/src', 'node_modules', 'examples']) linkTree(join(ROOT, sub), join(dir, sub));
+  copyFileSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
+  const node = join(dir, 'node');
+  try {
+    linkSync(realpathSync(process.execPath), node);
+  } catch {
+    copyFileSync(process.execPath, node); // another file system
+  }
+  return { dir, cli: join(dir, relative(ROOT, CLI)), node, examples: join(dir, 'examples') };
 }
 
 export interface RunResult {
@@ -54,6 +91,9 @@ export interface BatonOptions {
   launcher?: string[];
   /** Descriptors baton gets at fd 3, 4, … (socket activation). */
   fds?: number[];
+  /** The baton to run (default: this checkout's build), and the directory it runs in (default: the checkout). */
+  cli?: string;
+  cwd?: string;
 }
 
 export class Baton {
@@ -68,9 +108,9 @@ export class Baton {
     this.dir = tempDir();
     this.control = join(this.dir, 'ctl.sock');
     const listen = (opts.listen ?? ['127.0.0.1:0']).flatMap((l) => ['--listen', l]);
-    const [cmd, ...args] = [...(opts.launcher ?? []), process.execPath, CLI, 'start', '--control', this.control, ...listen, ...(opts.args ?? []), '--', ...opts.argv];
+    const [cmd, ...args] = [...(opts.launcher ?? []), process.execPath, opts.cli ?? CLI, 'start', '--control', this.control, ...listen, ...(opts.args ?? []), '--', ...opts.argv];
     this.proc = spawn(cmd!, args, {
-      cwd: ROOT,
+      cwd: opts.cwd ?? ROOT,
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe', ...(opts.fds ?? [])],
     });
