@@ -108,6 +108,8 @@ test('text log lines start with an ISO 8601 time, except on the stream journald 
   // Without journald: every line of baton's and of the workers', on both streams.
   const b = await startBaton({ argv: ops });
   t.after(() => b.dispose());
+  // The worker's own line comes on its stdout pipe, after or before baton's 'serves' line.
+  await b.waitFor(/ \[1\.0\] ops listening gen=1$/m);
   const lines = b.out.split('\n').filter(Boolean);
   assert.ok(lines.some((l) => / \[1\.0\] ops listening gen=1$/.test(l)) && lines.some((l) => / baton: handoff 1: /.test(l)), b.out);
   for (const l of lines) {
