@@ -80,7 +80,8 @@ export type FromWorker =
   /** First message of the runtime: this worker understands IPC drain (else it gets the drain signal). */
   | { baton: 1; type: 'hello'; pid: number }
   | { baton: 1; type: 'listening'; listener: string }
-  | { baton: 1; type: 'ready' }
+  /** `warmup`: what the warm-up before it did (runtime/warmup.ts), when one was configured. */
+  | { baton: 1; type: 'ready'; warmup?: { requests: number; failed: number; ms: number } }
   | { baton: 1; type: 'accepting-stopped' }
   /** Exclusive handoff: the deferred listens are real now. */
   | { baton: 1; type: 'accepting' }

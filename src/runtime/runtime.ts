@@ -10,6 +10,7 @@ import { patchListen } from './listen.js';
 import { Drain } from './drain.js';
 import { ipcUplink, type Uplink } from './uplink.js';
 import { runThreads, threadUplink } from './threads.js';
+import { parseWarmup, warmUp, type WarmupOptions } from './warmup.js';
 import './dgram.js'; // UDP listeners: patches dgram's bind() when baton passed any
 
 // Literal copies, type-checked against protocol.ts (importing its values would load valibot and the schemas).
@@ -55,13 +56,27 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
     send({ baton: 1, type: 'warning', message });
   };
 
-  const drain = new Drain({ send, warn, exit: () => up.exit() });
+  let warmup: WarmupOptions | null = null;
+  try {
+    warmup = parseWarmup(process.env.BATON_WARMUP);
+  } catch (err) {
+    warn(`baton: BATON_WARMUP is not valid (${(err as Error).message}); no warm-up`);
+  }
+  const drain = new Drain({ send, warn, exit: () => up.exit() }, num(process.env.BATON_DRAIN_SPREAD_MS, 0));
 
+  const servers = new Set<net.Server>();
   let readySent = false;
   const sendReady = (): void => {
     if (readySent || drain.started) return;
     readySent = true;
-    send({ baton: 1, type: 'ready' });
+    if (!warmup) return send({ baton: 1, type: 'ready' });
+    // The app is up: run its hot paths once before clients come (./warmup.ts), and only
+    // then accept (an exclusive handoff accepts when the supervisor says so).
+    void warmUp([...servers], warmup).then((r) => {
+      if (drain.started) return;
+      if (!deferAccept) accept();
+      send({ baton: 1, type: 'ready', warmup: { requests: r.requests, failed: r.failed, ms: Math.round(r.ms) } });
+    });
   };
   const appReady = (): void => {
     if (mode === 'manual') sendReady();
@@ -80,9 +95,11 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
       for (const [listener, handle] of early.splice(0)) deliver(listener, sys.socketOf(handle));
     });
   }
-  const { deliver, release, accept } = patchListen(listeners, { backlog, roundRobin, deferAccept }, {
+  // With a warm-up, listen() is deferred as in an exclusive handoff: the worker accepts only once warm.
+  const { deliver, release, accept } = patchListen(listeners, { backlog, roundRobin, deferAccept: deferAccept || warmup !== null }, {
     server: (s) => drain.track(s),
-    served: (l) => {
+    served: (l, s) => {
+      servers.add(s);
       if (served.has(l.fd)) return;
       served.add(l.fd);
       send({ baton: 1, type: 'listening', listener: l.name });

@@ -413,7 +413,8 @@ export class Supervisor {
     g.on('worker-start', (w: Worker) => {
       this.log.info(`worker ${g.number}.${w.index} ${w.adopted ? 'adopted' : 'started'}`, { pid: w.pid });
       w.once('ready', () => {
-        this.log.info(`worker ${g.number}.${w.index} ready`, { pid: w.pid, ms: (w.readyAt ?? 0) - w.startedAt });
+        const warm = w.warmup ? { warmupRequests: w.warmup.requests, warmupFailed: w.warmup.failed, warmupMs: w.warmup.ms } : {};
+        this.log.info(`worker ${g.number}.${w.index} ready`, { pid: w.pid, ms: (w.readyAt ?? 0) - w.startedAt, ...warm });
         this.roundRobin?.flush();
       });
       w.once('draining', () => this.log.info(`worker ${g.number}.${w.index} draining`, { pid: w.pid }));

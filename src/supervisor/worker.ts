@@ -110,6 +110,8 @@ export class Worker extends EventEmitter {
   private readonly child: WorkerProcess;
   private deadline: NodeJS.Timeout | null = null;
   private acceptingStopped = false;
+  /** What the runtime's warm-up did before it said ready (--warmup), if it ran one. */
+  warmup: { requests: number; failed: number; ms: number } | null = null;
 
   constructor(private readonly opts: WorkerOptions) {
     super();
@@ -313,6 +315,7 @@ export class Worker extends EventEmitter {
         this.emit('listening', m.listener);
         break;
       case 'ready':
+        this.warmup = m.warmup ?? null;
         // With --ready notify only READY=1 counts, even from a Node program.
         if (this.opts.readyMode !== 'notify') this.markReady();
         break;
