@@ -103,13 +103,13 @@ async function slice(r: TargetResult, o: WindowsOptions): Promise<void> {
   try {
     await sleep(o.leadMs);
     from = now();
-    const wallFrom = Date.now();
     asked = from;
     await r.target.reload();
     done = now();
     const wallDone = Date.now();
     await sleep(AFTER_MS + TAIL_MS);
-    if (r.target.loops) r.loops.push(await r.target.loops(wallFrom, wallDone + AFTER_MS));
+    // Workers: from the transfer on (a new worker's start-up blocks its loop by design: it loads the app).
+    if (r.target.loops) r.loops.push(await r.target.loops(wallDone - 50, wallDone + AFTER_MS));
   } finally {
     report = await load.stop();
   }

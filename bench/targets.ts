@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { HandoffRecord } from '../src/handoff.js';
+import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import { Baton, Child, ROOT, freePorts, spawnBare, spawnServer } from './harness.js';
 
 export const APP = join(ROOT, 'bench/app.cjs');
@@ -42,6 +42,8 @@ export interface BatonTargetOptions {
 
 export async function batonTarget(name: string, o: BatonTargetOptions): Promise<Target> {
   const dir = o.loopDelay ? mkdtempSync(join(tmpdir(), 'baton-loop-')) : null;
+  // Read after the target stopped (the workers write at exit): removed when the benchmark ends.
+  if (dir) process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const env = { ...o.env, ...(dir ? { LOOP_DELAY_DIR: dir, NODE_OPTIONS: `--import=${pathToFileURL(join(ROOT, 'bench/loopdelay-worker.mjs')).href}` } : {}) };
   const b = await Baton.start({ argv: ['node', APP], workers: o.workers, distribution: o.distribution, ...(o.args ? { args: o.args } : {}), env, loopDelay: o.loopDelay ?? false });
   const port = await b.port();
@@ -71,10 +73,7 @@ export async function batonTarget(name: string, o: BatonTargetOptions): Promise<
           },
         }
       : {}),
-    async stop() {
-      await b.stop();
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    },
+    stop: () => b.stop(),
   };
 }
 

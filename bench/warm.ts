@@ -5,10 +5,11 @@
 // service (bench/app.cjs, 2 workers, shared) once per candidate, all started at once and
 // reloaded in interleaved slices of one run (bench/reloadwindows.ts), under 64 keep-alive
 // clients and 8 with a new connection per request, `GET /?ms=20`:
-//   cold           no warm-up, every keep-alive client told to close at once (baton before issue 17)
-//   warmup         --warmup / : requests through the app's own server before a worker is ready
-//   spread         --drain-spread 1s : keep-alive clients told to close over a second
-//   warmup+spread  both
+//   cold              no warm-up, every keep-alive client told to close at once (baton before issue 17)
+//   warmup            --warmup / : 50 requests through the app's own server before a worker is ready
+//   spread            --drain-spread 1s : keep-alive clients told to close over a second
+//   warmup+spread     both
+//   warmup200+spread  both, 200 warm-up requests
 // Bar (issue 17): p99 in the second after a reload ≤ 1.1× p99 outside reload windows, for
 // both client kinds, and nothing failed.
 import { parseArgs } from 'node:util';
@@ -17,23 +18,12 @@ import { batonTarget, type Target } from './targets.js';
 import { LoadWatch, isMain, median, round, runMain, table, type Section } from './harness.js';
 
 export const CANDIDATES: Record<string, string[]> = {
-  cold: ['--warmup-requests', '0', '--drain-spread', '0'],
-  warmup: ['--warmup-requests', '200', '--drain-spread', '0'],
-  spread: ['--warmup-requests', '0', '--drain-spread', '1s'],
-  'warmup+spread': ['--warmup-requests', '200', '--drain-spread', '1s'],
-  'warmup50+spread': ['--warmup-requests', '50', '--drain-spread', '1s'],
+  cold: ['--warmup', 'off', '--drain-spread', '0'],
+  warmup: ['--warmup', '/', '--warmup-requests', '50', '--drain-spread', '0'],
+  spread: ['--warmup', 'off', '--drain-spread', '1s'],
+  'warmup+spread': ['--warmup', '/', '--warmup-requests', '50', '--drain-spread', '1s'],
+  'warmup200+spread': ['--warmup', '/', '--warmup-requests', '200', '--warmup-time', '1s', '--drain-spread', '1s'],
 };
-
-/** Until the CLI options exist: the same settings as the environment the runtime reads. */
-function envOf(args: string[]): NodeJS.ProcessEnv {
-  const get = (k: string): string => args[args.indexOf(k) + 1] ?? '0';
-  const requests = Number(get('--warmup-requests'));
-  const spread = get('--drain-spread').replace(/s$/, '');
-  return {
-    BATON_WARMUP: requests > 0 ? JSON.stringify({ paths: ['/'], requests, timeMs: 1000, concurrency: 8 }) : '',
-    BATON_DRAIN_SPREAD_MS: String(Number(spread) * (spread.endsWith('m') ? 1 : 1000)),
-  };
-}
 
 export interface WarmOptions {
   rounds: number;
@@ -51,7 +41,7 @@ export async function warm(o: WarmOptions): Promise<Section> {
     for (const c of o.candidates) {
       const args = CANDIDATES[c];
       if (!args) throw new Error(`unknown candidate ${c}: ${Object.keys(CANDIDATES).join(', ')}`);
-      targets.push(await batonTarget(c, { workers: 2, distribution: 'shared', env: envOf(args), loopDelay: true }));
+      targets.push(await batonTarget(c, { workers: 2, distribution: 'shared', args, loopDelay: true }));
     }
     results = await reloadWindows(targets, { rounds: o.rounds, leadMs: o.leadMs, keepAlive: o.keepAlive, fresh: o.fresh, path: '/?ms=20', log: (l) => console.error(`warm ${l}`) });
   } finally {

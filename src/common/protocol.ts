@@ -42,7 +42,18 @@ export const ENV = {
   distribution: 'BATON_DISTRIBUTION', // Distribution
   handoff: 'BATON_HANDOFF', // HandoffMode: 'exclusive' = accept only when told
   threads: 'BATON_THREADS', // copies of the app per worker process, as worker_threads (runtime/threads.ts)
+  warmup: 'BATON_WARMUP', // JSON Warmup: requests through the app's own server before ready (runtime/warmup.ts)
+  drainSpread: 'BATON_DRAIN_SPREAD_MS', // keep-alive connections told to close over this long (runtime/drain.ts)
 } as const;
+
+/** --warmup: what a new Node worker asks its own server before it says ready; off when `paths` is empty or `requests` 0. */
+export interface Warmup {
+  paths: string[];
+  /** Requests in all, over every path. */
+  requests: number;
+  /** Bound: none starts after this, what still runs then is cut, and the worker is ready regardless. */
+  timeMs: number;
+}
 
 /* ------------------------------------------------------------------ */
 /* Supervisor -> worker                                                */

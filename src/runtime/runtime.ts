@@ -4,13 +4,13 @@
 // (or when baton is gone), and backs the SDK (../sdk.ts).
 import type * as net from 'node:net';
 import { isMainThread } from 'node:worker_threads';
-import type { ENV, ListenerInfo, ReadyMode } from '../common/protocol.js';
+import type { ENV, ListenerInfo, ReadyMode, Warmup } from '../common/protocol.js';
 import { RUNTIME_KEY, type BatonRuntime } from '../common/protocol.js';
 import { patchListen } from './listen.js';
 import { Drain } from './drain.js';
 import { ipcUplink, type Uplink } from './uplink.js';
 import { runThreads, threadUplink } from './threads.js';
-import { parseWarmup, warmUp, type WarmupOptions } from './warmup.js';
+import { parseWarmup, warmUp } from './warmup.js';
 import './dgram.js'; // UDP listeners: patches dgram's bind() when baton passed any
 
 // Literal copies, type-checked against protocol.ts (importing its values would load valibot and the schemas).
@@ -24,6 +24,8 @@ const E: typeof ENV = {
   distribution: 'BATON_DISTRIBUTION',
   handoff: 'BATON_HANDOFF',
   threads: 'BATON_THREADS',
+  warmup: 'BATON_WARMUP',
+  drainSpread: 'BATON_DRAIN_SPREAD_MS',
 };
 
 const DEFAULT_BACKLOG = 511;
@@ -56,13 +58,14 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
     send({ baton: 1, type: 'warning', message });
   };
 
-  let warmup: WarmupOptions | null = null;
+  // With --ready notify the app itself says READY=1: no moment to warm up before it.
+  let warmup: Warmup | null = null;
   try {
-    warmup = parseWarmup(process.env.BATON_WARMUP);
+    if (mode !== 'notify') warmup = parseWarmup(process.env[E.warmup]);
   } catch (err) {
-    warn(`baton: BATON_WARMUP is not valid (${(err as Error).message}); no warm-up`);
+    warn(`baton: ${E.warmup} is not valid (${(err as Error).message}); no warm-up`);
   }
-  const drain = new Drain({ send, warn, exit: () => up.exit() }, num(process.env.BATON_DRAIN_SPREAD_MS, 0));
+  const drain = new Drain({ send, warn, exit: () => up.exit() }, num(process.env[E.drainSpread], 0));
 
   const servers = new Set<net.Server>();
   let readySent = false;

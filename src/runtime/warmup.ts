@@ -10,20 +10,12 @@
 // Bounded: at most `requests` requests, and nothing after `timeMs`; whatever is still
 // running then is cut. Answers are read and thrown away; the app can tell the requests by
 // the `x-baton-warmup: 1` header (to leave them out of its metrics, say).
-import http from 'node:http';
 import type * as net from 'node:net';
 import { Duplex } from 'node:stream';
+import type { Warmup } from '../common/protocol.js';
 
-export interface WarmupOptions {
-  /** Paths asked for in turn, e.g. ['/', '/api/items']. */
-  paths: string[];
-  /** Requests in all (over every path and server). */
-  requests: number;
-  /** Nothing is started after this; what still runs then is cut. */
-  timeMs: number;
-  /** Requests in flight at once. */
-  concurrency: number;
-}
+/** Requests in flight at once: a few, as the first clients would send them, not a flood. */
+const CONCURRENCY = 8;
 
 export interface WarmupResult {
   requests: number;
@@ -34,31 +26,24 @@ export interface WarmupResult {
 
 export const WARMUP_HEADER = 'x-baton-warmup';
 
-/** Parses BATON_WARMUP: JSON WarmupOptions; null when absent or off (no paths / no requests). */
-export function parseWarmup(text: string | undefined): WarmupOptions | null {
+/** Parses BATON_WARMUP (JSON Warmup); null when absent or off (no paths, no requests or no time). */
+export function parseWarmup(text: string | undefined): Warmup | null {
   if (!text) return null;
-  const o = JSON.parse(text) as Partial<WarmupOptions>;
+  const o = JSON.parse(text) as Partial<Warmup>;
   const paths = Array.isArray(o.paths) ? o.paths.filter((p): p is string => typeof p === 'string' && p.startsWith('/')) : [];
-  const n = (x: unknown, d: number): number => (typeof x === 'number' && Number.isFinite(x) && x >= 0 ? x : d);
-  const w = { paths, requests: Math.floor(n(o.requests, 0)), timeMs: n(o.timeMs, 0), concurrency: Math.max(1, Math.floor(n(o.concurrency, 4))) };
+  const n = (x: unknown): number => (typeof x === 'number' && Number.isFinite(x) && x >= 0 ? x : 0);
+  const w = { paths, requests: Math.floor(n(o.requests)), timeMs: n(o.timeMs) };
   return w.paths.length > 0 && w.requests > 0 && w.timeMs > 0 ? w : null;
 }
 
 /** Sends the warm-up requests to every HTTP server given; resolves when done or out of time. */
-export async function warmUp(servers: net.Server[], o: WarmupOptions): Promise<WarmupResult> {
+export async function warmUp(servers: net.Server[], o: Warmup, concurrency = CONCURRENCY): Promise<WarmupResult> {
   const t0 = performance.now();
   const targets = servers.filter(isHttpServer);
   const result: WarmupResult = { requests: 0, failed: 0, ms: 0 };
   if (targets.length === 0) return result;
   const deadline = t0 + o.timeMs;
   const open = new Set<Duplex>();
-  // One keep-alive agent per server: a warm-up connection serves several requests in turn,
-  // as a real client's does, until the agent is destroyed at the end.
-  const agents = targets.map((server) => {
-    const agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency });
-    (agent as unknown as { createConnection: () => Duplex }).createConnection = () => connect(server, open);
-    return agent;
-  });
   let next = 0;
   const timer = setTimeout(() => {
     for (const s of open) s.destroy();
@@ -66,33 +51,38 @@ export async function warmUp(servers: net.Server[], o: WarmupOptions): Promise<W
   const loop = async (): Promise<void> => {
     while (next < o.requests && performance.now() < deadline) {
       const i = next++;
-      const server = i % targets.length;
+      const server = targets[i % targets.length]!;
       const path = o.paths[Math.floor(i / targets.length) % o.paths.length]!;
       result.requests++;
-      const ok = await get(agents[server]!, hostOf(targets[server]!), path);
-      if (!ok) result.failed++;
+      if (!(await get(server, path, open))) result.failed++;
     }
   };
   try {
-    await Promise.all(Array.from({ length: o.concurrency }, loop));
+    await Promise.all(Array.from({ length: concurrency }, loop));
   } finally {
     clearTimeout(timer);
-    for (const a of agents) a.destroy();
     for (const s of open) s.destroy();
   }
   result.ms = performance.now() - t0;
   return result;
 }
 
-function get(agent: http.Agent, host: string, path: string): Promise<boolean> {
+/**
+ * One request on a connection of its own that the server closes after its answer
+ * (`Connection: close`): the answer needs no parsing here beyond its status line, so the
+ * warm-up's CPU goes to the app's side, which is what is being warmed.
+ */
+function get(server: net.Server, path: string, open: Set<Duplex>): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = http.request({ agent, host, path, headers: { host, [WARMUP_HEADER]: '1', 'user-agent': 'baton-warmup' } }, (res) => {
-      res.resume();
-      res.once('end', () => resolve((res.statusCode ?? 0) < 400));
-      res.once('error', () => resolve(false));
+    const c = connect(server, open);
+    let head = '';
+    c.on('data', (d: Buffer) => {
+      if (head.length < 16) head += d.toString('latin1');
     });
-    req.once('error', () => resolve(false));
-    req.end();
+    c.once('close', () => resolve(/^HTTP\/1\.[01] [23]\d\d /.test(head)));
+    c.on('error', () => {});
+    c.resume();
+    c.write(`GET ${path} HTTP/1.1\r\nHost: ${hostOf(server)}\r\n${WARMUP_HEADER}: 1\r\nUser-Agent: baton-warmup\r\nConnection: close\r\n\r\n`);
   });
 }
 
@@ -131,15 +121,24 @@ class Pipe extends Duplex {
 
   override _read(): void {}
 
+  // Delivered on the next turn of the event loop, not at once: pushed synchronously, a
+  // request, its answer and the next request would all run in one call chain, and the whole
+  // warm-up would block the worker's event loop (IPC, timers) from start to end.
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
     this.touch();
-    this.peer?.touch();
-    this.peer?.push(chunk);
+    const peer = this.peer;
+    setImmediate(() => {
+      peer?.touch();
+      if (!peer?.destroyed) peer?.push(chunk);
+    });
     done();
   }
 
   override _final(done: (err?: Error | null) => void): void {
-    this.peer?.push(null);
+    const peer = this.peer;
+    setImmediate(() => {
+      if (!peer?.destroyed) peer?.push(null);
+    });
     done();
   }
 
@@ -147,7 +146,10 @@ class Pipe extends Duplex {
     clearTimeout(this.idle);
     const peer = this.peer;
     this.peer = null;
-    if (peer && !peer.destroyed) process.nextTick(() => peer.destroy());
+    // As a closed TCP connection: the other end reads what was written before, then its end.
+    setImmediate(() => {
+      if (peer && !peer.destroyed) peer.push(null);
+    });
     done(err);
   }
 
