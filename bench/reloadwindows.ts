@@ -130,4 +130,5 @@ async function slice(r: TargetResult, o: WindowsOptions): Promise<void> {
   for (const s of report.samples) put(s);
 }
 
-export const p99 = (sorted: number[]): number => percentile(sorted, 99);
+/** p99 of an ascending list; NaN (shown as —) when nothing was measured. */
+export const p99 = (sorted: number[]): number => (sorted.length ? percentile(sorted, 99) : NaN);

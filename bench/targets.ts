@@ -60,10 +60,8 @@ export async function batonTarget(name: string, o: BatonTargetOptions): Promise<
     },
     details: () => {
       if (!last) return '';
-      // The warm-up each new worker did before it said ready (the supervisor's log).
-      const warm = [...b.out.matchAll(new RegExp(`worker ${last.to}\\.\\d+ ready .*?warmupRequests=(\\d+) .*?warmupMs=(\\d+)`, 'g'))];
-      const w = warm.length ? `, warm-up ${Math.max(...warm.map((m) => Number(m[2])))} ms (${warm.map((m) => m[1]).join(' + ')} requests)` : '';
-      return `ready ${last.readyMs} ms, done ${last.totalMs} ms${w}`;
+      const warm = b.warmup(last.to);
+      return `ready ${last.readyMs} ms, done ${last.totalMs} ms${warm ? `, warm-up ${warm.ms} ms (${warm.requests.join(' + ')} requests)` : ''}`;
     },
     ...(dir
       ? {

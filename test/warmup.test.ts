@@ -9,7 +9,9 @@ import { createRequire } from 'node:module';
 import Fastify from 'fastify';
 import { warmUp } from '../src/runtime/warmup.js';
 import { startLoad } from '../bench/load.js';
-import { FIXTURES, runCli, startBaton } from './helpers/baton.js';
+import { writeFileSync } from 'node:fs';
+import { readConfig, type FileOptions } from '../src/cli/config.js';
+import { FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 
 // express ships no types of its own; what this test uses of it.
 type Express = http.RequestListener & { get(path: string, h: (req: { params: Record<string, string>; get(h: string): string | undefined }, res: { json(x: unknown): void }) => void): void };
@@ -135,4 +137,20 @@ test('--warmup and --drain-spread refuse bad values with a clear error', async (
   const spread = await runCli(['start', '--listen', '127.0.0.1:0', '--drain-spread', 'soon', '--', 'node', 'x.js']);
   assert.equal(spread.code, 2);
   assert.match(spread.stderr, /--drain-spread/);
+});
+
+test('config file: warmup, warmupRequests, warmupTime and drainSpread, and their errors', async () => {
+  const dir = tempDir();
+  const read = async (cfg: object): Promise<FileOptions | string> => {
+    const file = join(dir, 'baton.config.json');
+    writeFileSync(file, JSON.stringify({ listen: [8080], command: ['node', 'app.js'], ...cfg }));
+    return readConfig(file, 'baton.config.json').catch((e: Error) => e.message);
+  };
+  const ok = (await read({ warmup: ['/', '/api'], warmupRequests: 10, warmupTime: '1s', drainSpread: '0ms' })) as FileOptions;
+  assert.deepEqual([ok.warmup, ok.warmupRequests, ok.warmupTime, ok.drainSpread], [['/', '/api'], 10, 1000, 0]);
+  assert.deepEqual(((await read({ warmup: '/a,/b' })) as FileOptions).warmup, ['/a', '/b']);
+  assert.deepEqual(((await read({ warmup: 'off' })) as FileOptions).warmup, []);
+  assert.match((await read({ warmup: 'api' })) as string, /warmup: expected paths such as "\/,\/api\/items", a list of them, or "off", got "api"/);
+  assert.match((await read({ warmupRequests: -1 })) as string, /warmupRequests: expected a number from 0 to 100000/);
+  assert.match((await read({ drainSpread: 5 })) as string, /drainSpread: expected a duration/);
 });

@@ -10,7 +10,7 @@ import { patchListen } from './listen.js';
 import { Drain } from './drain.js';
 import { ipcUplink, type Uplink } from './uplink.js';
 import { runThreads, threadUplink } from './threads.js';
-import { parseWarmup, warmUp } from './warmup.js';
+import { parseWarmup, warmUp, type WarmupResult } from './warmup.js';
 import './dgram.js'; // UDP listeners: patches dgram's bind() when baton passed any
 
 // Literal copies, type-checked against protocol.ts (importing its values would load valibot and the schemas).
@@ -67,18 +67,33 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
   }
   const drain = new Drain({ send, warn, exit: () => up.exit() }, num(process.env[E.drainSpread], 0));
 
-  const servers = new Set<net.Server>();
+  // Warm-up: each server the app listens with answers its warm-up requests before it accepts
+  // (its listen is deferred as in an exclusive handoff), whether or not the worker then says
+  // ready itself (--ready-after); ready waits for every warm-up begun.
+  const warming = new Map<net.Server, Promise<WarmupResult>>();
+  const warm = (s: net.Server): void => {
+    if (!warmup) return;
+    let w = warming.get(s);
+    if (!w) warming.set(s, (w = warmUp([s], warmup)));
+    // An exclusive handoff accepts when the supervisor says so; a server listening again, at once.
+    void w.then(() => {
+      if (!drain.started && !deferAccept) accept(s);
+    });
+  };
   let readySent = false;
   const sendReady = (): void => {
     if (readySent || drain.started) return;
     readySent = true;
     if (!warmup) return send({ baton: 1, type: 'ready' });
-    // The app is up: run its hot paths once before clients come (./warmup.ts), and only
-    // then accept (an exclusive handoff accepts when the supervisor says so).
-    void warmUp([...servers], warmup).then((r) => {
+    void Promise.all(warming.values()).then((rs) => {
       if (drain.started) return;
-      if (!deferAccept) accept();
-      send({ baton: 1, type: 'ready', warmup: { requests: r.requests, failed: r.failed, ms: Math.round(r.ms) } });
+      const sum = { requests: 0, failed: 0, ms: 0 };
+      for (const r of rs) {
+        sum.requests += r.requests;
+        sum.failed += r.failed;
+        sum.ms = Math.max(sum.ms, Math.round(r.ms));
+      }
+      send({ baton: 1, type: 'ready', warmup: sum });
     });
   };
   const appReady = (): void => {
@@ -102,7 +117,7 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
   const { deliver, release, accept } = patchListen(listeners, { backlog, roundRobin, deferAccept: deferAccept || warmup !== null }, {
     server: (s) => drain.track(s),
     served: (l, s) => {
-      servers.add(s);
+      warm(s);
       if (served.has(l.fd)) return;
       served.add(l.fd);
       send({ baton: 1, type: 'listening', listener: l.name });
