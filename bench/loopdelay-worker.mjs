@@ -4,9 +4,10 @@
 // LOOP_DELAY_DIR/<pid>.json, so the benchmark can read what the runtime did around a
 // handoff (the old generation's drain, the new one's warm-up and first clients).
 // Does nothing in any other process (the supervisor has bench/loopdelay.mjs).
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 if (process.env.BATON_GENERATION && process.env.LOOP_DELAY_DIR) {
   const h = monitorEventLoopDelay({ resolution: 2 });

@@ -10,7 +10,7 @@
 // requests by the time they started: during the reload (request -> done), in the second
 // after it, and outside (everything else after the settle). Failed requests by client kind.
 import { loadavg } from 'node:os';
-import { percentile, startLoad, type ClientKind, type Sample } from './load.js';
+import { type ClientKind, percentile, type Sample, startLoad } from './load.js';
 import type { Target } from './targets.js';
 
 export const AFTER_MS = 1000;
@@ -60,15 +60,30 @@ const zero = (): Record<ClientKind, number> => ({ undici: 0, agent: 0, fresh: 0 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function reloadWindows(targets: Target[], o: WindowsOptions): Promise<TargetResult[]> {
-  const results = targets.map((target): TargetResult => ({
-    target, requests: zero(), failed: zero(), errors: {}, outside: empty(), during: empty(), after: empty(), reloadMs: [], firstNewMs: [], details: [], loads: [], loops: [],
-  }));
+  const results = targets.map(
+    (target): TargetResult => ({
+      target,
+      requests: zero(),
+      failed: zero(),
+      errors: {},
+      outside: empty(),
+      during: empty(),
+      after: empty(),
+      reloadMs: [],
+      firstNewMs: [],
+      details: [],
+      loads: [],
+      loops: [],
+    }),
+  );
   for (let round = 0; round < o.rounds; round++) {
     await o.between?.();
     const order = round % 2 === 0 ? results : [...results].reverse();
     for (const r of order) {
       await slice(r, o);
-      o.log?.(`round ${round + 1}/${o.rounds} ${r.target.name}: reload ${Math.round(r.reloadMs.at(-1)!)} ms, first new answer ${Math.round(r.firstNewMs.at(-1) ?? NaN)} ms, failed ${r.failed.undici + r.failed.fresh}`);
+      o.log?.(
+        `round ${round + 1}/${o.rounds} ${r.target.name}: reload ${Math.round(r.reloadMs.at(-1)!)} ms, first new answer ${Math.round(r.firstNewMs.at(-1) ?? NaN)} ms, failed ${r.failed.undici + r.failed.fresh}`,
+      );
     }
   }
   for (const r of results) for (const w of [r.outside, r.during, r.after]) for (const xs of Object.values(w)) xs.sort((a, b) => a - b);
@@ -97,7 +112,6 @@ async function slice(r: TargetResult, o: WindowsOptions): Promise<void> {
     },
   });
   const now = (): number => performance.now() - load.startedAt;
-  let report;
   let from = 0;
   let done = 0;
   try {
@@ -110,9 +124,11 @@ async function slice(r: TargetResult, o: WindowsOptions): Promise<void> {
     await sleep(AFTER_MS + TAIL_MS);
     // Workers: from the transfer on (a new worker's start-up blocks its loop by design: it loads the app).
     if (r.target.loops) r.loops.push(await r.target.loops(wallDone - 50, wallDone + AFTER_MS));
-  } finally {
-    report = await load.stop();
+  } catch (e) {
+    await load.stop();
+    throw e;
   }
+  const report = await load.stop();
   r.reloadMs.push(done - from);
   r.firstNewMs.push(firstNew - from);
   const d = r.target.details?.();

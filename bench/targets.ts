@@ -3,12 +3,12 @@
 // cluster module with a hand-written rolling restart (bench/compare-cluster.cjs), and a
 // plain restart of one process (stop, start again: `systemctl restart` without socket
 // activation). Each says when its reload was asked for and when the tool called it done.
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
-import { Baton, Child, ROOT, freePorts, spawnBare, spawnServer } from './harness.js';
+import { Baton, type Child, freePorts, ROOT, spawnBare, spawnServer } from './harness.js';
 
 export const APP = join(ROOT, 'bench/app.cjs');
 const SETSID = join(ROOT, 'bench/setsid.cjs');
@@ -45,7 +45,14 @@ export async function batonTarget(name: string, o: BatonTargetOptions): Promise<
   // Read after the target stopped (the workers write at exit): removed when the benchmark ends.
   if (dir) process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const env = { ...o.env, ...(dir ? { LOOP_DELAY_DIR: dir, NODE_OPTIONS: `--import=${pathToFileURL(join(ROOT, 'bench/loopdelay-worker.mjs')).href}` } : {}) };
-  const b = await Baton.start({ argv: ['node', APP], workers: o.workers, distribution: o.distribution, ...(o.args ? { args: o.args } : {}), env, loopDelay: o.loopDelay ?? false });
+  const b = await Baton.start({
+    argv: ['node', APP],
+    workers: o.workers,
+    distribution: o.distribution,
+    ...(o.args ? { args: o.args } : {}),
+    env,
+    loopDelay: o.loopDelay ?? false,
+  });
   const port = await b.port();
   let last: HandoffRecord | null = null;
   return {

@@ -13,9 +13,9 @@
 // Bar (issue 17): p99 in the second after a reload ≤ 1.1× p99 outside reload windows, for
 // both client kinds, and nothing failed.
 import { parseArgs } from 'node:util';
-import { KINDS, AFTER_MS, p99, reloadWindows, type TargetResult } from './reloadwindows.js';
+import { isMain, LoadWatch, median, round, runMain, type Section, table } from './harness.js';
+import { AFTER_MS, KINDS, p99, reloadWindows, type TargetResult } from './reloadwindows.js';
 import { batonTarget, type Target } from './targets.js';
-import { LoadWatch, isMain, median, round, runMain, table, type Section } from './harness.js';
 
 export const CANDIDATES: Record<string, string[]> = {
   cold: ['--warmup', 'off', '--drain-spread', '0'],
@@ -43,7 +43,14 @@ export async function warm(o: WarmOptions): Promise<Section> {
       if (!args) throw new Error(`unknown candidate ${c}: ${Object.keys(CANDIDATES).join(', ')}`);
       targets.push(await batonTarget(c, { workers: 2, distribution: 'shared', args, loopDelay: true }));
     }
-    results = await reloadWindows(targets, { rounds: o.rounds, leadMs: o.leadMs, keepAlive: o.keepAlive, fresh: o.fresh, path: '/?ms=20', log: (l) => console.error(`warm ${l}`) });
+    results = await reloadWindows(targets, {
+      rounds: o.rounds,
+      leadMs: o.leadMs,
+      keepAlive: o.keepAlive,
+      fresh: o.fresh,
+      path: '/?ms=20',
+      log: (l) => console.error(`warm ${l}`),
+    });
   } finally {
     for (const t of targets) await t.stop();
   }
@@ -78,7 +85,11 @@ function section(o: WarmOptions, results: TargetResult[], load: { before: number
   const verdicts = results.map((r) => {
     const worst = Math.max(...KINDS.map(({ kind }) => p99(r.after[kind]) / p99(r.outside[kind])));
     const failed = r.failed.undici + r.failed.fresh;
-    return { bar: `${r.target.name}: p99 in the ${AFTER_MS / 1000} s after a reload ≤ 1.1× p99 outside, both client kinds, 0 failed`, measured: `${round(worst, 2)}× (worst kind), ${failed} failed`, met: worst <= 1.1 && failed === 0 };
+    return {
+      bar: `${r.target.name}: p99 in the ${AFTER_MS / 1000} s after a reload ≤ 1.1× p99 outside, both client kinds, 0 failed`,
+      measured: `${round(worst, 2)}× (worst kind), ${failed} failed`,
+      met: worst <= 1.1 && failed === 0,
+    };
   });
   const markdown = [
     `One baton service per candidate (\`bench/app.cjs\`, 2 workers, shared), all running at once; ${o.rounds} rounds, each reloading every candidate once in turn under its own slice of load ` +
@@ -88,11 +99,25 @@ function section(o: WarmOptions, results: TargetResult[], load: { before: number
       `on a busy machine it includes time a process was not scheduled at all.`,
     '',
     table(
-      ['candidate', 'failed', 'keep-alive p99 after / outside', 'ratio', 'new connection p99 after / outside', 'ratio', 'p99 during the reload, keep-alive / new', 'reload ms, median (min–max)', 'first answer of the new version, ms', 'event loop blocked, longest ms: supervisor / old workers / new workers'],
+      [
+        'candidate',
+        'failed',
+        'keep-alive p99 after / outside',
+        'ratio',
+        'new connection p99 after / outside',
+        'ratio',
+        'p99 during the reload, keep-alive / new',
+        'reload ms, median (min–max)',
+        'first answer of the new version, ms',
+        'event loop blocked, longest ms: supervisor / old workers / new workers',
+      ],
       rows,
     ),
     '',
-    Object.entries(CANDIDATES).filter(([c]) => o.candidates.includes(c)).map(([c, a]) => `- ${c}: \`${a.join(' ')}\``).join('\n'),
+    Object.entries(CANDIDATES)
+      .filter(([c]) => o.candidates.includes(c))
+      .map(([c, a]) => `- ${c}: \`${a.join(' ')}\``)
+      .join('\n'),
   ].join('\n');
   return {
     title: 'Warm hand-over: candidates side by side',
@@ -113,5 +138,13 @@ if (isMain(import.meta.url)) {
       candidates: { type: 'string', default: Object.keys(CANDIDATES).join(',') },
     },
   });
-  runMain(() => warm({ rounds: Number(v.rounds), leadMs: Number(v.lead), keepAlive: Number(v['keep-alive']), fresh: Number(v.fresh), candidates: v.candidates!.split(',') }));
+  runMain(() =>
+    warm({
+      rounds: Number(v.rounds),
+      leadMs: Number(v.lead),
+      keepAlive: Number(v['keep-alive']),
+      fresh: Number(v.fresh),
+      candidates: v.candidates!.split(','),
+    }),
+  );
 }

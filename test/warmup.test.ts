@@ -1,20 +1,23 @@
 // The warm hand-over (issue 17): warm-up requests through the app's own server before a
 // worker is ready (runtime/warmup.ts), and the old generation's keep-alive clients told to
 // close over --drain-spread instead of all at once (runtime/drain.ts).
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import { join } from 'node:path';
-import { createRequire } from 'node:module';
-import Fastify from 'fastify';
-import { warmUp } from '../src/runtime/warmup.js';
-import { startLoad } from '../bench/load.js';
 import { writeFileSync } from 'node:fs';
-import { readConfig, type FileOptions } from '../src/cli/config.js';
+import http from 'node:http';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Fastify from 'fastify';
+import { startLoad } from '../bench/load.js';
+import { type FileOptions, readConfig } from '../src/cli/config.js';
+import { warmUp } from '../src/runtime/warmup.js';
 import { FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 
 // express ships no types of its own; what this test uses of it.
-type Express = http.RequestListener & { get(path: string, h: (req: { params: Record<string, string>; get(h: string): string | undefined }, res: { json(x: unknown): void }) => void): void };
+type Express = http.RequestListener & {
+  get(path: string, h: (req: { params: Record<string, string>; get(h: string): string | undefined }, res: { json(x: unknown): void }) => void): void;
+};
 const express = createRequire(import.meta.url)('express') as () => Express;
 
 const listen = (s: http.Server): Promise<void> => new Promise((r) => s.listen(0, '127.0.0.1', () => r()));
@@ -75,7 +78,10 @@ test('--warmup: every answer of a new generation comes after its warm-up, under 
   const bodies = new Map<string, number>();
   const load = startLoad({
     target: { host: '127.0.0.1', port },
-    clients: [{ kind: 'fresh', concurrency: 4 }, { kind: 'undici', concurrency: 4 }],
+    clients: [
+      { kind: 'fresh', concurrency: 4 },
+      { kind: 'undici', concurrency: 4 },
+    ],
     maxRequests: 200_000,
     maxDurationMs: 60_000,
     onOk: (_k, body) => bodies.set(body.trim(), (bodies.get(body.trim()) ?? 0) + 1),
@@ -86,7 +92,11 @@ test('--warmup: every answer of a new generation comes after its warm-up, under 
   // A worker answers its 16 warm-up requests before any client's: every answer says warm=16.
   const early = [...bodies.keys()].filter((k) => !k.endsWith('warm=16'));
   assert.deepEqual(early, [], `answers given before the worker's warm-up was over: ${early.join(', ')}`);
-  for (const g of [2, 3, 4]) assert.ok([...bodies.keys()].some((k) => k.startsWith(`gen=${g} `)), `generation ${g} answered nothing`);
+  for (const g of [2, 3, 4])
+    assert.ok(
+      [...bodies.keys()].some((k) => k.startsWith(`gen=${g} `)),
+      `generation ${g} answered nothing`,
+    );
   assert.match(b.out, /worker 4\.\d ready .*warmupRequests=16 warmupFailed=0 warmupMs=\d+/);
 });
 
@@ -103,11 +113,13 @@ test('--drain-spread: keep-alive clients are told to close over the spread, not 
     const loop = async (): Promise<void> => {
       for (let i = 0; i < 2000 && !stop; i++) {
         await new Promise<void>((resolve, reject) => {
-          http.get({ host: '127.0.0.1', port, agent }, (res) => {
-            if (res.headers.connection === 'close' && res.socket.remotePort === port) at.push(performance.now() - reloadAt);
-            res.resume();
-            res.once('end', resolve);
-          }).once('error', reject);
+          http
+            .get({ host: '127.0.0.1', port, agent }, (res) => {
+              if (res.headers.connection === 'close' && res.socket.remotePort === port) at.push(performance.now() - reloadAt);
+              res.resume();
+              res.once('end', resolve);
+            })
+            .once('error', reject);
         });
         await new Promise((r) => setTimeout(r, 10));
       }

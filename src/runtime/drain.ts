@@ -172,7 +172,10 @@ export class Drain {
   /** Spread drain: whether this connection's moment to close has come (drawn on first sight). */
   private closeNow(sock: net.Socket, spread: number): boolean {
     let at = this.closeAt.get(sock);
-    if (at === undefined) this.closeAt.set(sock, (at = this.startedAt + Math.random() * spread));
+    if (at === undefined) {
+      at = this.startedAt + Math.random() * spread;
+      this.closeAt.set(sock, at);
+    }
     return Date.now() >= at;
   }
 

@@ -73,8 +73,8 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
   const warming = new Map<net.Server, Promise<WarmupResult>>();
   const warm = (s: net.Server): void => {
     if (!warmup) return;
-    let w = warming.get(s);
-    if (!w) warming.set(s, (w = warmUp([s], warmup)));
+    const w = warming.get(s) ?? warmUp([s], warmup);
+    warming.set(s, w);
     // An exclusive handoff accepts when the supervisor says so; a server listening again, at once.
     void w.then(() => {
       if (!drain.started && !deferAccept) accept(s);
