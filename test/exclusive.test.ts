@@ -9,8 +9,7 @@ import { FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 test('exclusive handoff: accept intervals of generations never overlap over 20 reloads, 0 failed', async (t) => {
   const log = join(tempDir(), 'accepts.log');
   const argv = ['node', join(FIXTURES, 'accept-log.mjs')];
-  // --warmup off: the fixture logs every 'connection', and warm-up connections are in-process, not accepts.
-  const b = await startBaton({ argv, args: ['--handoff', 'exclusive', '--workers', '2', '--warmup', 'off'], env: { ACCEPT_LOG: log } });
+  const b = await startBaton({ argv, args: ['--handoff', 'exclusive', '--workers', '2'], env: { ACCEPT_LOG: log } });
   t.after(() => b.dispose());
   const port = await b.port();
   const load = startLoad({
