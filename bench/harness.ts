@@ -155,6 +155,15 @@ export class Baton extends Child {
     return JSON.parse(readFileSync(file, 'utf8')) as { max: number; p99: number };
   }
 
+  /**
+   * The warm-up (--warmup) the workers of `generation` did before they said ready, from the
+   * supervisor's log: the longest, in ms (they run side by side), and the requests; null if none ran.
+   */
+  warmup(generation: number): { ms: number; requests: number[] } | null {
+    const lines = [...this.out.matchAll(new RegExp(`worker ${generation}\\.\\d+ ready .*?warmupRequests=(\\d+) .*?warmupMs=(\\d+)`, 'g'))];
+    return lines.length ? { ms: Math.max(...lines.map((m) => Number(m[2]))), requests: lines.map((m) => Number(m[1])) } : null;
+  }
+
   static async start(opts: BatonOptions): Promise<Baton> {
     const b = new Baton(opts);
     await b.waitFor(/handoff 1: generation 1 serves/);

@@ -37,6 +37,8 @@ export interface LoadOptions {
   /** once no more requests are started, how long in-flight ones may take before they are
    *  aborted and counted failed as 'aborted' (default 5000). Bounds stop() and done. */
   graceMs?: number;
+  /** Called with every ok answer: its kind, body and t (as in Sample). */
+  onOk?: (kind: ClientKind, body: string, t: number) => void;
 }
 
 export interface KindReport { requests: number; ok: number; failed: number; connections?: number }
@@ -212,6 +214,7 @@ export function startLoad(opts: LoadOptions): LoadHandle {
     }
     if (why !== undefined) { failed++; byKind[kind].failed++; bump(errors, why); return; }
     ok++; byKind[kind].ok++;
+    opts.onOk?.(kind, res!.body, t0 - startedAt);
     bump(bodies, res!.body.split(/\s/, 1)[0]!.slice(0, 32));
     const ms = end - t0;
     hist.record(Math.max(1, Math.round(ms * 1000)));

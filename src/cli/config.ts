@@ -82,6 +82,29 @@ const count = (max: number, auto: boolean) => {
 
 const duration = parsed('a duration such as "30s", "500ms" or "2m"', parseDuration);
 
+/**
+ * `--warmup`: the paths a new worker asks its own server for before it is ready, comma
+ * separated (`/,/api/items`), or `off`.
+ */
+export function parseWarmupPaths(text: string): string[] {
+  if (text === 'off' || text === '') return [];
+  const paths = text.split(',').map((p) => p.trim());
+  const bad = paths.find((p) => !p.startsWith('/') || /\s/.test(p));
+  if (bad !== undefined) throw new Error(`bad --warmup '${text}': paths start with "/" and hold no spaces (e.g. "/,/api/items"), or "off"`);
+  return paths;
+}
+
+const WARMUP = 'paths such as "/,/api/items", a list of them, or "off"';
+const warmupText = parsed(WARMUP, parseWarmupPaths);
+const warmupList = v.pipe(v.array(v.string(expected(WARMUP)), expected(WARMUP)), v.transform((ps: string[]) => ps.join(',')), v.rawTransform<string, string[]>(({ dataset, addIssue, NEVER }) => {
+  try {
+    return parseWarmupPaths(dataset.value);
+  } catch {
+    addIssue({ message: `expected ${WARMUP}, got ${show(dataset.value)}` });
+    return NEVER;
+  }
+}));
+
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const LISTENER = '"PORT", "HOST:PORT", "[IPV6]:PORT", "unix:/path" or { "name": …, "address": … }';
 
@@ -167,6 +190,10 @@ const fieldsFor = (dir: string) => ({
   handoff: v.optional(oneOf(['overlap', 'exclusive'])),
   readyTimeout: v.optional(duration),
   drainTimeout: v.optional(duration),
+  warmup: v.optional(v.lazy((input) => (Array.isArray(input) ? warmupList : warmupText))),
+  warmupRequests: v.optional(v.pipe(v.number(expected('a number from 0 to 100000')), v.integer(expected('a number from 0 to 100000')), v.minValue(0, expected('a number from 0 to 100000')), v.maxValue(100_000, expected('a number from 0 to 100000')))),
+  warmupTime: v.optional(duration),
+  drainSpread: v.optional(duration),
   maxSurge: v.optional(count(1024, true)),
   maxDraining: v.optional(count(1024, false)),
   maxMemory: v.optional(parsed('a size such as "512M" or "1G"', parseSize)),
@@ -184,7 +211,7 @@ const fieldsFor = (dir: string) => ({
  * file are the default for every service. The rest (control socket, logs, metrics, user,
  * signals, stop timeout) belongs to the baton process and stays at the top.
  */
-export const SERVICE_KEYS = ['listen', 'command', 'env', 'envFile', 'cwd', 'workers', 'threads', 'ready', 'distribution', 'handoff', 'readyTimeout', 'drainTimeout', 'maxSurge', 'maxDraining', 'maxMemory', 'backlog'] as const;
+export const SERVICE_KEYS = ['listen', 'command', 'env', 'envFile', 'cwd', 'workers', 'threads', 'ready', 'distribution', 'handoff', 'readyTimeout', 'drainTimeout', 'warmup', 'warmupRequests', 'warmupTime', 'drainSpread', 'maxSurge', 'maxDraining', 'maxMemory', 'backlog'] as const;
 
 const SERVICES = 'an object of services such as { "api": { "listen": [8080], "command": ["node", "api.js"] } }';
 
@@ -361,6 +388,10 @@ const RELOADABLE = {
   ready: 'readyMode',
   readyTimeout: 'readyTimeoutMs',
   drainTimeout: 'drainTimeoutMs',
+  warmup: 'warmupPaths',
+  warmupRequests: 'warmupRequests',
+  warmupTime: 'warmupTimeMs',
+  drainSpread: 'drainSpreadMs',
   maxSurge: 'maxSurge',
   maxDraining: 'maxDraining',
   maxMemory: 'maxMemoryBytes',

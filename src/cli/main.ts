@@ -17,7 +17,7 @@ import type { HandoffRecord } from '../supervisor/handoff.js';
 import { rmSync } from 'node:fs';
 import { requestTakeover, type Takeover } from '../supervisor/takeover.js';
 import { log, setLogFormat } from '../log/log.js';
-import { applyConfigFile, targetOf, type ServiceConfig } from './config.js';
+import { applyConfigFile, parseWarmupPaths, targetOf, type ServiceConfig } from './config.js';
 import { ReloadView } from './progress.js';
 import { watchStatus } from './watch.js';
 import { formatEntry } from '../log/ring.js';
@@ -33,6 +33,16 @@ import { formatList, listSupervisors } from './ls.js';
 /** Exit codes: 0 success, 1 the operation failed, 2 the command line was wrong. */
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
+
+/**
+ * The warm hand-over (issue 17, bench/warm.ts, docs/benchmarks.md#warm-hand-over): a new
+ * worker answers a few requests of its own before it accepts. The spread drain is there to
+ * be chosen; off by default, as the drain the fault tests and "nothing lost" runs measured.
+ */
+const DEFAULT_WARMUP_PATHS = ['/'];
+const DEFAULT_WARMUP_REQUESTS = 50;
+const DEFAULT_WARMUP_TIME_MS = 500;
+const DEFAULT_DRAIN_SPREAD_MS = 0;
 
 function arg<T>(parse: (v: string) => T): (v: string) => T {
   return (v) => {
@@ -53,6 +63,15 @@ function parseWorkers(v: string): number {
 function parseThreads(v: string): number {
   if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 64) throw new Error(`bad thread count '${v}': use 1-64`);
   return Number(v);
+}
+
+function parseWarmupRequests(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) > 100_000) throw new Error(`bad warm-up request count '${v}': use 0-100000`);
+  return Number(v);
+}
+
+function durationOrZero(v: string): number {
+  return v === '0' ? 0 : parseDuration(v);
 }
 
 function parseFd(v: string): number {
@@ -138,6 +157,10 @@ addTarget(addEnvOptions(
     .addOption(new Option('--distribution <mode>', 'shared: workers accept from the kernel queue; round-robin: baton accepts and deals connections out evenly').choices(['shared', 'round-robin']).default('shared'))
     .addOption(new Option('--ready-timeout <duration>', 'how long a new generation may take to be ready').argParser(arg(parseDuration)).default(30_000, '30s'))
     .addOption(new Option('--drain-timeout <duration>', 'how long an old generation may take to finish').argParser(arg(parseDuration)).default(30_000, '30s'))
+    .addOption(new Option('--warmup <paths>', 'before a new Node.js worker is ready, it sends requests for these paths (comma separated) to its own server, in-process; off: none').argParser(arg(parseWarmupPaths)).default(DEFAULT_WARMUP_PATHS, DEFAULT_WARMUP_PATHS.join(',')))
+    .addOption(new Option('--warmup-requests <n>', 'warm-up requests in all, over the paths in turn (0: none)').argParser(arg(parseWarmupRequests)).default(DEFAULT_WARMUP_REQUESTS))
+    .addOption(new Option('--warmup-time <duration>', 'the warm-up ends after this at the latest; the worker is ready then regardless').argParser(arg(parseDuration)).default(DEFAULT_WARMUP_TIME_MS, `${DEFAULT_WARMUP_TIME_MS}ms`))
+    .addOption(new Option('--drain-spread <duration>', 'an old Node.js worker tells its keep-alive connections to close over this long, not all at once (0: at once)').argParser(arg(durationOrZero)).default(DEFAULT_DRAIN_SPREAD_MS, DEFAULT_DRAIN_SPREAD_MS ? `${DEFAULT_DRAIN_SPREAD_MS}ms` : '0 (at once)'))
     .addOption(new Option('--max-surge <n>', 'rolling reload: replace at most n workers at a time (default: all at once)').argParser(arg(parseWorkers)))
     .addOption(new Option('--max-memory <size>', 'replace a worker whose memory (RSS) goes over this, e.g. 512M or 1G: a fresh one starts, then it drains').argParser(arg(parseSize)))
     .addOption(new Option('--max-draining <n>', 'a reload waits while n old generations are still draining').argParser(arg(parseWorkers)).default(4))
@@ -217,6 +240,10 @@ function serviceOptions(o: Record<string, any>, host: Host): Omit<ServiceOptions
     threads: o.threads,
     readyTimeoutMs: o.readyTimeout,
     drainTimeoutMs: o.drainTimeout,
+    warmupPaths: o.warmup,
+    warmupRequests: o.warmupRequests,
+    warmupTimeMs: o.warmupTime,
+    drainSpreadMs: o.drainSpread,
     maxSurge: o.maxSurge ?? null,
     maxDraining: o.maxDraining,
     maxMemoryBytes: o.maxMemory ?? null,

@@ -42,7 +42,18 @@ export const ENV = {
   distribution: 'BATON_DISTRIBUTION', // Distribution
   handoff: 'BATON_HANDOFF', // HandoffMode: 'exclusive' = accept only when told
   threads: 'BATON_THREADS', // copies of the app per worker process, as worker_threads (runtime/threads.ts)
+  warmup: 'BATON_WARMUP', // JSON Warmup: requests through the app's own server before ready (runtime/warmup.ts)
+  drainSpread: 'BATON_DRAIN_SPREAD_MS', // keep-alive connections told to close over this long (runtime/drain.ts)
 } as const;
+
+/** --warmup: what a new Node worker asks its own server before it says ready; off when `paths` is empty or `requests` 0. */
+export interface Warmup {
+  paths: string[];
+  /** Requests in all, over every path. */
+  requests: number;
+  /** Bound: none starts after this, what still runs then is cut, and the worker is ready regardless. */
+  timeMs: number;
+}
 
 /* ------------------------------------------------------------------ */
 /* Supervisor -> worker                                                */
@@ -80,7 +91,8 @@ export type FromWorker =
   /** First message of the runtime: this worker understands IPC drain (else it gets the drain signal). */
   | { baton: 1; type: 'hello'; pid: number }
   | { baton: 1; type: 'listening'; listener: string }
-  | { baton: 1; type: 'ready' }
+  /** `warmup`: what the warm-up before it did (runtime/warmup.ts), when one was configured. */
+  | { baton: 1; type: 'ready'; warmup?: { requests: number; failed: number; ms: number } }
   | { baton: 1; type: 'accepting-stopped' }
   /** Exclusive handoff: the deferred listens are real now. */
   | { baton: 1; type: 'accepting' }

@@ -72,7 +72,16 @@ export class Drain {
   private progressAt = 0;
   private progressTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly io: DrainIO) {}
+  /** When each keep-alive connection gets its `Connection: close` (spread drain); start + [0, spreadMs). */
+  private readonly closeAt = new WeakMap<net.Socket, number>();
+  private startedAt = 0;
+
+  /**
+   * `spreadMs` > 0: keep-alive connections are told to close over that long, each at its own
+   * moment, instead of all on their next response: their clients reconnect to the new
+   * generation a few at a time (docs/benchmarks.md#warm-hand-over).
+   */
+  constructor(private readonly io: DrainIO, private readonly spreadMs = 0) {}
 
   track(server: net.Server): void {
     if (this.started) this.stopAccepting(server); // a server the app opens while we drain
@@ -115,9 +124,13 @@ export class Drain {
   start(timeoutMs: number): void {
     if (this.started) return;
     this.started = true;
+    this.startedAt = Date.now();
+    // Capped below the idle close of step 3: a connection still open then is closed as idle anyway.
+    const spread = Math.min(this.spreadMs, ...[...this.servers].filter(isHttp).map((s) => Math.max(0, s.keepAliveTimeout)));
     const closeAfter = (req: IncomingMessage, res: ServerResponse): void => {
       // HTTP/2 compatibility responses refuse connection headers: GOAWAY does that job.
       if (req.httpVersionMajor !== 1) return;
+      if (spread > 0 && !this.closeNow(req.socket, spread)) return;
       res.setHeader('Connection', 'close');
       this.markPolite(res.socket);
     };
@@ -142,7 +155,7 @@ export class Drain {
     for (const [sock, conn] of this.conns) {
       if (isH2(conn)) conn.polite = true; // every session open now gets GOAWAY just below
       const res = httpState(conn.tls ?? sock).response;
-      if (isHttp1(conn) && res && !res.headersSent) {
+      if (isHttp1(conn) && res && !res.headersSent && !(spread > 0 && !this.closeNow(conn.tls ?? sock, spread))) {
         res.setHeader('Connection', 'close');
         conn.polite = true;
       }
@@ -154,6 +167,16 @@ export class Drain {
     setTimeout(() => this.deadline(), timeoutMs);
     this.check();
     this.progress();
+  }
+
+  /** Spread drain: whether this connection's moment to close has come (drawn on first sight). */
+  private closeNow(sock: net.Socket, spread: number): boolean {
+    let at = this.closeAt.get(sock);
+    if (at === undefined) {
+      at = this.startedAt + Math.random() * spread;
+      this.closeAt.set(sock, at);
+    }
+    return Date.now() >= at;
   }
 
   private stopAccepting(s: net.Server): void {

@@ -82,7 +82,7 @@ export function patchListen(
   listeners: ListenerInfo[],
   { backlog, roundRobin, deferAccept }: ListenOptions,
   hooks: ListenHooks,
-): { deliver(listener: string, socket: net.Socket): void; release(): void; accept(): void } {
+): { deliver(listener: string, socket: net.Socket): void; release(): void; accept(only?: net.Server): void } {
   const slots: Slot[] = listeners.map((info) => ({ info, pending: [], spare: info.fd, server: null, held: -1 }));
   const origListen = net.Server.prototype.listen;
   const origClose = net.Server.prototype.close;
@@ -219,11 +219,15 @@ export function patchListen(
     return Reflect.apply(origClose, this, args) as net.Server;
   } as net.Server['close'];
 
-  /** Exclusive handoff: do the listens deferred so far, for real; later ones are immediate. */
-  function accept(): void {
-    accepting = true;
-    const real = deferred.splice(0);
-    if (real.length && waiting === 0) hooks.holdChannel(false);
+  /**
+   * Exclusive handoff: do the listens deferred so far, for real; later ones are immediate.
+   * `only`: just that server's, once it is warm (runtime/warmup.ts); later ones stay deferred.
+   */
+  function accept(only?: net.Server): void {
+    if (!only) accepting = true;
+    const real = only ? deferred.filter((d) => d.server === only) : deferred.splice(0);
+    if (only) for (const d of real) deferred.splice(deferred.indexOf(d), 1);
+    if (real.length && deferred.length === 0 && waiting === 0) hooks.holdChannel(false);
     for (const { server, slot } of real) {
       virtuals.delete(server);
       delete (server as { listening?: boolean }).listening;

@@ -4,12 +4,13 @@
 // (or when baton is gone), and backs the SDK (../sdk.ts).
 import type * as net from 'node:net';
 import { isMainThread } from 'node:worker_threads';
-import type { ENV, ListenerInfo, ReadyMode } from '../common/protocol.js';
+import type { ENV, ListenerInfo, ReadyMode, Warmup } from '../common/protocol.js';
 import { RUNTIME_KEY, type BatonRuntime } from '../common/protocol.js';
 import { patchListen } from './listen.js';
 import { Drain } from './drain.js';
 import { ipcUplink, type Uplink } from './uplink.js';
 import { runThreads, threadUplink } from './threads.js';
+import { parseWarmup, warmUp, type WarmupResult } from './warmup.js';
 import './dgram.js'; // UDP listeners: patches dgram's bind() when baton passed any
 
 // Literal copies, type-checked against protocol.ts (importing its values would load valibot and the schemas).
@@ -23,6 +24,8 @@ const E: typeof ENV = {
   distribution: 'BATON_DISTRIBUTION',
   handoff: 'BATON_HANDOFF',
   threads: 'BATON_THREADS',
+  warmup: 'BATON_WARMUP',
+  drainSpread: 'BATON_DRAIN_SPREAD_MS',
 };
 
 const DEFAULT_BACKLOG = 511;
@@ -55,13 +58,43 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
     send({ baton: 1, type: 'warning', message });
   };
 
-  const drain = new Drain({ send, warn, exit: () => up.exit() });
+  // With --ready notify the app itself says READY=1: no moment to warm up before it.
+  let warmup: Warmup | null = null;
+  try {
+    if (mode !== 'notify') warmup = parseWarmup(process.env[E.warmup]);
+  } catch (err) {
+    warn(`baton: ${E.warmup} is not valid (${(err as Error).message}); no warm-up`);
+  }
+  const drain = new Drain({ send, warn, exit: () => up.exit() }, num(process.env[E.drainSpread], 0));
 
+  // Warm-up: each server the app listens with answers its warm-up requests before it accepts
+  // (its listen is deferred as in an exclusive handoff), whether or not the worker then says
+  // ready itself (--ready-after); ready waits for every warm-up begun.
+  const warming = new Map<net.Server, Promise<WarmupResult>>();
+  const warm = (s: net.Server): void => {
+    if (!warmup) return;
+    const w = warming.get(s) ?? warmUp([s], warmup);
+    warming.set(s, w);
+    // An exclusive handoff accepts when the supervisor says so; a server listening again, at once.
+    void w.then(() => {
+      if (!drain.started && !deferAccept) accept(s);
+    });
+  };
   let readySent = false;
   const sendReady = (): void => {
     if (readySent || drain.started) return;
     readySent = true;
-    send({ baton: 1, type: 'ready' });
+    if (!warmup) return send({ baton: 1, type: 'ready' });
+    void Promise.all(warming.values()).then((rs) => {
+      if (drain.started) return;
+      const sum = { requests: 0, failed: 0, ms: 0 };
+      for (const r of rs) {
+        sum.requests += r.requests;
+        sum.failed += r.failed;
+        sum.ms = Math.max(sum.ms, Math.round(r.ms));
+      }
+      send({ baton: 1, type: 'ready', warmup: sum });
+    });
   };
   const appReady = (): void => {
     if (mode === 'manual') sendReady();
@@ -80,9 +113,11 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
       for (const [listener, handle] of early.splice(0)) deliver(listener, sys.socketOf(handle));
     });
   }
-  const { deliver, release, accept } = patchListen(listeners, { backlog, roundRobin, deferAccept }, {
+  // With a warm-up, listen() is deferred as in an exclusive handoff: the worker accepts only once warm.
+  const { deliver, release, accept } = patchListen(listeners, { backlog, roundRobin, deferAccept: deferAccept || warmup !== null }, {
     server: (s) => drain.track(s),
-    served: (l) => {
+    served: (l, s) => {
+      warm(s);
       if (served.has(l.fd)) return;
       served.add(l.fd);
       send({ baton: 1, type: 'listening', listener: l.name });

@@ -12,7 +12,7 @@ import type { Worker } from './worker.js';
 import { newRecord, runHandoff, type HandoffRecord, type HandoffTrigger } from './handoff.js';
 import { ControlError, REPLIED, closeControl, prepareControlPath, serveControl } from '../control/control.js';
 import { TakeoverHost } from './takeover.js';
-import type { ConnEndings, ConnKind, ControlRequest, Distribution, HandoffMode, ReadyMode } from '../common/protocol.js';
+import type { ConnEndings, ConnKind, ControlRequest, Distribution, HandoffMode, ReadyMode, Warmup } from '../common/protocol.js';
 import { RoundRobin } from './roundrobin.js';
 import { log as processLog, ring, serviceLog, type Log } from '../log/log.js';
 import { serveLogs, type LogClient } from '../log/ring.js';
@@ -44,6 +44,12 @@ export interface ServiceOptions {
   threads: number;
   readyTimeoutMs: number;
   drainTimeoutMs: number;
+  /** Warm-up: requests each new Node worker makes to its own server before it is ready (no paths or 0 requests: none). */
+  warmupPaths?: string[];
+  warmupRequests?: number;
+  warmupTimeMs?: number;
+  /** A draining Node worker tells its keep-alive connections to close over this long (0: all at once). */
+  drainSpreadMs?: number;
   /** Rolling reloads: at most this many extra workers at a time (null: all at once). */
   maxSurge: number | null;
   /** A reload waits while this many old generations are still draining. */
@@ -63,7 +69,7 @@ export interface ServiceOptions {
 }
 
 /** What a reload may change: it applies to the new generation, and stays once that one serves. */
-export type Reconfigurable = Pick<ServiceOptions, 'argv' | 'cwd' | 'env' | 'workers' | 'readyMode' | 'readyTimeoutMs' | 'drainTimeoutMs' | 'maxSurge' | 'maxDraining' | 'maxMemoryBytes'>;
+export type Reconfigurable = Pick<ServiceOptions, 'argv' | 'cwd' | 'env' | 'workers' | 'readyMode' | 'readyTimeoutMs' | 'drainTimeoutMs' | 'warmupPaths' | 'warmupRequests' | 'warmupTimeMs' | 'drainSpreadMs' | 'maxSurge' | 'maxDraining' | 'maxMemoryBytes'>;
 
 /** What the supervisor tells observers (metrics): each generation made, each handoff step, refused reloads. */
 /** What the supervisor shows a supervisor upgrade (upgrade/upgrade.ts) of itself, in the old image. */
@@ -404,6 +410,8 @@ export class Supervisor {
       handoff: o.handoff,
       threads: o.threads,
       drainTimeoutMs: o.drainTimeoutMs,
+      warmup: warmupOf(o),
+      drainSpreadMs: o.drainSpreadMs ?? 0,
       preloadUrl: PRELOAD_URL,
       ...this.opts.launch,
       onOutput: (w, line, stream) => this.log.worker(w.generation, w.index, line, stream),
@@ -416,7 +424,8 @@ export class Supervisor {
     g.on('worker-start', (w: Worker) => {
       this.log.info(`worker ${g.number}.${w.index} ${w.adopted ? 'adopted' : 'started'}`, { pid: w.pid });
       w.once('ready', () => {
-        this.log.info(`worker ${g.number}.${w.index} ready`, { pid: w.pid, ms: (w.readyAt ?? 0) - w.startedAt });
+        const warm = w.warmup ? { warmupRequests: w.warmup.requests, warmupFailed: w.warmup.failed, warmupMs: w.warmup.ms } : {};
+        this.log.info(`worker ${g.number}.${w.index} ready`, { pid: w.pid, ms: (w.readyAt ?? 0) - w.startedAt, ...warm });
         this.roundRobin?.flush();
       });
       w.once('draining', () => this.log.info(`worker ${g.number}.${w.index} draining`, { pid: w.pid }));
@@ -652,4 +661,9 @@ function setNames(env: NodeJS.ProcessEnv): string[] {
 
 function changedNames(before: NodeJS.ProcessEnv, after: NodeJS.ProcessEnv): string[] {
   return [...new Set([...Object.keys(before), ...Object.keys(after)])].filter((k) => before[k] !== after[k]).sort();
+}
+
+function warmupOf(o: ServiceOptions): Warmup | null {
+  const w = { paths: o.warmupPaths ?? [], requests: o.warmupRequests ?? 0, timeMs: o.warmupTimeMs ?? 0 };
+  return w.paths.length && w.requests > 0 && w.timeMs > 0 ? w : null;
 }

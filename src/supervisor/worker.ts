@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
-import { ENV, ENV_UDP, isFromWorker, type ConnEndings, type ConnKind, type Distribution, type HandoffMode, type ReadyMode, type ToWorker } from '../common/protocol.js';
+import { ENV, ENV_UDP, isFromWorker, type ConnEndings, type ConnKind, type Distribution, type HandoffMode, type ReadyMode, type ToWorker, type Warmup } from '../common/protocol.js';
 import type { Listener } from '../common/address.js';
 import { udpWorkerInfo, workerInfo } from './listeners.js';
 import { heldConnections } from '../os/proc.js';
@@ -47,6 +47,10 @@ export interface WorkerOptions {
   /** Copies of the app in the process, as worker_threads run by baton's Node runtime (runtime/threads.ts). */
   threads: number;
   drainTimeoutMs: number;
+  /** Node runtime: requests through the app's own server before it says ready (absent: none). */
+  warmup?: Warmup | null;
+  /** Node runtime: keep-alive connections told to close over this long when it drains (absent: 0, all at once). */
+  drainSpreadMs?: number;
   preloadUrl: string;
   /** Each line of the worker's stdout/stderr, already split. */
   onOutput(w: Worker, line: string, stream: 'stdout' | 'stderr'): void;
@@ -110,6 +114,8 @@ export class Worker extends EventEmitter {
   private readonly child: WorkerProcess;
   private deadline: NodeJS.Timeout | null = null;
   private acceptingStopped = false;
+  /** What the runtime's warm-up did before it said ready (--warmup), if it ran one. */
+  warmup: { requests: number; failed: number; ms: number } | null = null;
 
   constructor(private readonly opts: WorkerOptions) {
     super();
@@ -130,6 +136,8 @@ export class Worker extends EventEmitter {
       [ENV.distribution]: opts.distribution,
       [ENV.handoff]: opts.handoff,
       [ENV.threads]: String(opts.threads),
+      [ENV.warmup]: opts.warmup ? JSON.stringify(opts.warmup) : '',
+      [ENV.drainSpread]: String(opts.drainSpreadMs ?? 0),
       NODE_OPTIONS: [opts.env.NODE_OPTIONS, `--import=${opts.preloadUrl}`].filter(Boolean).join(' '),
     };
     // The common `listen(process.env.PORT)` convention: the first TCP port, else the first
@@ -313,6 +321,7 @@ export class Worker extends EventEmitter {
         this.emit('listening', m.listener);
         break;
       case 'ready':
+        this.warmup = m.warmup ?? null;
         // With --ready notify only READY=1 counts, even from a Node program.
         if (this.opts.readyMode !== 'notify') this.markReady();
         break;
