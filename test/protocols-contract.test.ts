@@ -1,5 +1,5 @@
-// The few internals the drain's protocol handling reads (src/runtime/drain.ts and
-// src/runtime/protocols/), checked against this Node and the installed ws: if one moves,
+// The few internals the drain's protocol handling reads (src/os/internals.ts for Node's,
+// src/runtime/protocols/ws.ts for ws's), checked against this Node and the installed ws: if one moves,
 // this fails loudly instead of the drain quietly cutting connections at its deadline.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +11,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { isEventStream } from '../src/runtime/protocols/sse.js';
 import { webSocketOf } from '../src/runtime/protocols/ws.js';
 import { isHttp2 } from '../src/runtime/protocols/http2.js';
+import { tcpOf } from '../src/os/internals.js';
 import * as http2 from 'node:http2';
 import { makeCert } from './helpers/tls.js';
 import { tempDir } from './helpers/baton.js';
@@ -27,7 +28,8 @@ test("a server-side TLS socket's _parent is the TCP socket of its 'connection' e
   const client = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', ca: c.ca, servername: 'localhost' });
   client.on('error', () => {});
   const [sock] = (await secure) as [tls.TLSSocket];
-  assert.equal((sock as unknown as { _parent?: unknown })._parent, raws[0]);
+  assert.equal(tcpOf(sock), raws[0], `Node ${process.version} changed tlsSocket._parent: update tcpOf() in src/os/internals.ts`);
+  assert.notEqual(tcpOf(sock), sock);
   client.destroy();
   server.close();
 });

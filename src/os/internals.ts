@@ -3,6 +3,7 @@
 import * as net from 'node:net';
 import { ChildProcess } from 'node:child_process';
 import type * as dgram from 'node:dgram';
+import type { ServerResponse } from 'node:http';
 import { sysError } from './libc.js';
 import type { SysError } from './libc.js';
 
@@ -102,4 +103,30 @@ export function stopReceiving(socket: dgram.Socket): void {
     throw new Error(`no UDP handle behind this dgram socket (not bound yet, closed, or Node ${process.version} changed its internals)`);
   }
   handle.recvStop();
+}
+
+/*
+ * HTTP server internals the worker runtime's drain reads (src/runtime/drain.ts and
+ * protocols/): Node 20 to 26. Contract: test/protocols-contract.test.ts.
+ */
+
+/**
+ * `socket._httpMessage` is the response the socket is writing now (set by
+ * ServerResponse.assignSocket, cleared once it has finished); `socket.parser` is the HTTP
+ * parser, set on connection and taken away when the socket is upgraded.
+ */
+export function httpState(sock: net.Socket): { response: ServerResponse | null; upgraded: boolean } {
+  const s = sock as net.Socket & { _httpMessage?: ServerResponse | null; parser?: unknown };
+  return { response: s._httpMessage ?? null, upgraded: s.parser == null };
+}
+
+/** `tlsSocket._parent`: the TCP socket a server-side TLS socket wraps. */
+export function tcpOf(tls: net.Socket): net.Socket {
+  return (tls as net.Socket & { _parent?: net.Socket })._parent ?? tls;
+}
+
+/** `res._header`: the header block a response sent (writeHead's headers included), or null. */
+export function sentHeader(res: ServerResponse): string | null {
+  const sent = (res as ServerResponse & { _header?: unknown })._header;
+  return typeof sent === 'string' ? sent : null;
 }

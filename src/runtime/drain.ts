@@ -18,6 +18,7 @@
 import * as net from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ConnKind, ConnEnding, FromWorker } from '../common/protocol.js';
+import { httpState, tcpOf } from '../os/internals.js';
 import { Http2Sessions, isHttp2 } from './protocols/http2.js';
 import { closeWebSocket, webSocketOf } from './protocols/ws.js';
 import { endEventStream, isEventStream } from './protocols/sse.js';
@@ -332,18 +333,3 @@ function isIdle(conn: Conn, sock: net.Socket): boolean {
   return !upgraded && (response === null || response.writableFinished);
 }
 
-/**
- * The only Node internals the runtime reads (http server sockets, Node 20):
- * `socket._httpMessage` is the response the socket is writing now (set by
- * ServerResponse.assignSocket, cleared once it has finished); `socket.parser` is the HTTP
- * parser, set on connection and taken away when the socket is upgraded.
- */
-function httpState(sock: net.Socket): { response: ServerResponse | null; upgraded: boolean } {
-  const s = sock as net.Socket & { _httpMessage?: ServerResponse | null; parser?: unknown };
-  return { response: s._httpMessage ?? null, upgraded: s.parser == null };
-}
-
-/** `tlsSocket._parent`: the TCP socket a server-side TLS socket wraps (Node 20-26). */
-function tcpOf(tls: net.Socket): net.Socket {
-  return (tls as net.Socket & { _parent?: net.Socket })._parent ?? tls;
-}

@@ -4,6 +4,7 @@
 // the new generation serves. Nothing of the app's output is touched.
 import type { ServerResponse } from 'node:http';
 import type * as net from 'node:net';
+import { sentHeader } from '../../os/internals.js';
 import { isEventStreamType } from './http2.js';
 
 export function isEventStream(res: ServerResponse): boolean {
@@ -11,9 +12,8 @@ export function isEventStream(res: ServerResponse): boolean {
   const type = res.getHeader('content-type');
   if (typeof type === 'string') return isEventStreamType(type);
   // writeHead(status, headers) sends headers getHeader() never sees: read what was sent.
-  // `res._header` is that header block (a Node internal, Node 20-26; see protocols.test.ts).
-  const sent = (res as ServerResponse & { _header?: unknown })._header;
-  return typeof sent === 'string' && /^content-type:[ \t]*text\/event-stream/im.test(sent);
+  const sent = sentHeader(res);
+  return sent !== null && /^content-type:[ \t]*text\/event-stream/im.test(sent);
 }
 
 /**
