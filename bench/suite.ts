@@ -13,6 +13,7 @@ import { LoadWatch, ROOT, describeLoad, machine, renderSection, table, type Sect
 import { overhead } from './overhead.js';
 import { CLIENTS, stall } from './stall.js';
 import { reloadTime } from './reloadtime.js';
+import { rollbackTime } from './rollback.js';
 import { cost } from './cost.js';
 import { scale } from './scale.js';
 import { warm } from './warm.js';
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
   // Both handoff modes in one run, so the exclusive handoff's gap is measured next to overlap's.
   await run('stall', () => stall({ reloads: q ? 2 : 6, everyMs: 3000, app: 'hello', workers: 1, distribution: 'shared', think: [0, 0], clients: CLIENTS, handoff: ['overlap', 'exclusive'] }));
   await run('reload time', () => reloadTime({ rounds: q ? 1 : 3, apps: ['hello', 'express'], workers: [1, 4] }));
+  await run('rollback time', () => rollbackTime({ rounds: q ? 2 : 5, apps: ['hello', 'express'], workers: [1, 4] }));
   await run('cost', () => cost({ seconds: q ? 1 : 3, reloads: q ? 2 : 5 }));
   await run('scale', () => scale({ workers: q ? [1, 2, 4] : [1, 2, 4, 8, 16], listeners: [1, 10, 100], handoffs: q ? 1 : 2, svgPath: values.write ? 'docs/scale.svg' : null }));
   await run('warm hand-over', () => warm({ rounds: q ? 1 : 4, leadMs: 2500, keepAlive: 64, fresh: 8, candidates: ['cold', 'warmup', 'spread', 'warmup+spread'] }));

@@ -22,9 +22,12 @@ export function ready(): void {
  * Run `fn` when this worker starts to drain (it already stopped accepting): close
  * websockets, stop background jobs, flush. The worker exits once every open connection
  * has ended and every hook has settled (a returned promise is awaited), or at the drain
- * deadline, whichever comes first.
+ * deadline, whichever comes first. With `--keep-previous`, `info.standby` is true when the
+ * process stays alive afterwards as a warm standby that a rollback may make serve again:
+ * end connections then, but keep what serving needs (database pools); the hook runs again
+ * with `standby: false` when the standby leaves for good.
  */
-export function onDrain(fn: () => unknown): void {
+export function onDrain(fn: (info: { standby: boolean }) => unknown): void {
   runtime()?.onDrain(fn);
 }
 

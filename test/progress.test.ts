@@ -10,7 +10,8 @@ import { cliInPty, plain } from './helpers/ops.js';
 const ops = ['node', join(FIXTURES, 'ops.mjs')];
 
 test('reload progress: each phase, the old generation draining with its requests in flight, done in Y s', async (t) => {
-  const b = await startBaton({ argv: ops });
+  // Exits rather than stays as a standby (see test/rollback.test.ts for that).
+  const b = await startBaton({ argv: ops, args: ['--keep-previous', '0'] });
   t.after(() => b.dispose());
   const port = await b.port();
   const inflight = Array.from({ length: 3 }, () => request(`http://127.0.0.1:${port}/slow?ms=1500`).then((r) => r.body.text()));

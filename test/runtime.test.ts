@@ -557,6 +557,36 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     assert.deepEqual(await w.exited, { code: 0, signal: null });
   });
 
+  test('standby: drains, stays alive not accepting (a new connection waits in the queue), resumes on the same listener and answers it', T, async (t) => {
+    const h = harness(t);
+    const web = h.tcp();
+    const port = portOf(web);
+    const w = h.start('http.mjs', [web]);
+    await w.message('ready');
+    w.child.send({ baton: 1, type: 'drain', timeoutMs: 10_000, standby: true });
+    await w.message('accepting-stopped');
+    assert.equal((await w.message('standby')).cut, 0);
+    assert.equal(w.messages.some((m) => m.type === 'drained'), false);
+    // Nobody accepts now: the request waits in the kernel's queue, the worker stays alive.
+    let answered = false;
+    const queued = get(port).then((r) => {
+      answered = true;
+      return r;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(answered, false, 'a standby must not accept');
+    assert.equal(w.child.exitCode, null);
+    w.child.send({ baton: 1, type: 'resume' });
+    await w.message('accepting');
+    const r = await queued;
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.connection, 'keep-alive', 'a resumed worker no longer closes after each answer');
+    // Still the listener baton opened: nothing was bound.
+    assert.deepEqual(listeningInodes(port), [inodeOf(web.fd)]);
+    // And a drain for good after that ends it as always.
+    await drainsCleanly(t, w);
+  });
+
   test('drain: onDrain hooks run and are awaited', T, async (t) => {
     const h = harness(t);
     const w = h.start('ondrain.mjs', [h.tcp()], { HOOK_MS: '400' });

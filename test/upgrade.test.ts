@@ -143,7 +143,8 @@ function buildWithFormats(dir: string, oldest: number, current: number, version:
 }
 
 test('10 upgrades under keep-alive and new-connection load: 0 failed, same pid and workers, full history, no zombie, no fd leaked', async (t) => {
-  const b = await startBaton({ argv: v1, args: ['--workers', '2'] });
+  // The workers adopted are the ones serving: no standby left by the reload below.
+  const b = await startBaton({ argv: v1, args: ['--workers', '2', '--keep-previous', '0'] });
   t.after(() => b.dispose());
   const pid = b.proc.pid!;
   const port = await b.port();
@@ -324,7 +325,8 @@ test('the check mode reads states: this format, format 1 (one supervisor, as bat
 });
 
 test('after an upgrade a reload and a scale work exactly as before; new workers inherit nothing of the supervisor', async (t) => {
-  const b = await startBaton({ argv: v1, args: ['--workers', '2'] });
+  // The old workers exit after the reload, rather than stay as a standby.
+  const b = await startBaton({ argv: v1, args: ['--workers', '2', '--keep-previous', '0'] });
   t.after(() => b.dispose());
   const pid = b.proc.pid!;
   const port = await b.port();

@@ -12,7 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import * as v from 'valibot';
-import { parseDuration } from '../common/duration.js';
+import { parseDuration, parseOffDuration, parseRate } from '../common/duration.js';
 import { parseSize } from '../common/size.js';
 import { type ListenSpec, type MetricsAddress, describe, parseListen, parseMetricsAddress } from '../common/address.js';
 import { parseSignal } from '../host/host.js';
@@ -81,6 +81,7 @@ const count = (max: number, auto: boolean) => {
 };
 
 const duration = parsed('a duration such as "30s", "500ms" or "2m"', parseDuration);
+const offDuration = v.union([v.literal(0), parsed('a duration such as "5m", or 0 for off', parseOffDuration)], expected('a duration such as "5m", or 0 for off'));
 
 /**
  * `--warmup`: the paths a new worker asks its own server for before it is ready, comma
@@ -197,6 +198,10 @@ const fieldsFor = (dir: string) => ({
   maxSurge: v.optional(count(1024, true)),
   maxDraining: v.optional(count(1024, false)),
   maxMemory: v.optional(parsed('a size such as "512M" or "1G"', parseSize)),
+  keepPrevious: v.optional(offDuration),
+  probation: v.optional(offDuration),
+  maxErrorRate: v.optional(parsed('a share such as "5%"', parseRate)),
+  minRequests: v.optional(count(1_000_000, false)),
   backlog: v.optional(count(65535, false)),
   logFormat: v.optional(oneOf(['text', 'json'])),
   metrics: v.optional(parsed<MetricsAddress>('"HOST:PORT" or "PORT"', parseMetricsAddress)),
@@ -211,7 +216,7 @@ const fieldsFor = (dir: string) => ({
  * file are the default for every service. The rest (control socket, logs, metrics, user,
  * signals, stop timeout) belongs to the baton process and stays at the top.
  */
-export const SERVICE_KEYS = ['listen', 'command', 'env', 'envFile', 'cwd', 'workers', 'threads', 'ready', 'distribution', 'handoff', 'readyTimeout', 'drainTimeout', 'warmup', 'warmupRequests', 'warmupTime', 'drainSpread', 'maxSurge', 'maxDraining', 'maxMemory', 'backlog'] as const;
+export const SERVICE_KEYS = ['listen', 'command', 'env', 'envFile', 'cwd', 'workers', 'threads', 'ready', 'distribution', 'handoff', 'readyTimeout', 'drainTimeout', 'warmup', 'warmupRequests', 'warmupTime', 'drainSpread', 'maxSurge', 'maxDraining', 'maxMemory', 'keepPrevious', 'probation', 'maxErrorRate', 'minRequests', 'backlog'] as const;
 
 const SERVICES = 'an object of services such as { "api": { "listen": [8080], "command": ["node", "api.js"] } }';
 
@@ -397,7 +402,7 @@ const RELOADABLE = {
   maxMemory: 'maxMemoryBytes',
 } as const satisfies Partial<Record<keyof FileOptions, keyof Reconfigurable>>;
 /** Fixed for the life of the supervisor: the sockets, its name, its own outputs. */
-const FIXED = ['name', 'control', 'listen', 'backlog', 'distribution', 'handoff', 'threads', 'readyAfter', 'watchdog', 'drainSignal', 'stopTimeout', 'user', 'group', 'logFormat', 'metrics'] as const;
+const FIXED = ['name', 'control', 'listen', 'backlog', 'distribution', 'handoff', 'threads', 'readyAfter', 'watchdog', 'drainSignal', 'stopTimeout', 'user', 'group', 'logFormat', 'metrics', 'keepPrevious', 'probation', 'maxErrorRate', 'minRequests'] as const;
 
 /** One of a file's `services`: its settings as `baton start` would have them, and how to read them again. */
 export interface ServiceConfig {

@@ -5,7 +5,7 @@ import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 
 import { availableParallelism } from 'node:os';
 import { resolve as pathResolve } from 'node:path';
 import { type ListenSpec, parseListen, parseMetricsAddress } from '../common/address.js';
-import { parseDuration } from '../common/duration.js';
+import { parseDuration, parseOffDuration, parseRate } from '../common/duration.js';
 import { parseSize } from '../common/size.js';
 import { controlRequest } from '../control/control.js';
 import { controlPathFor, findControl } from '../control/paths.js';
@@ -165,6 +165,10 @@ addTarget(addEnvOptions(
     .addOption(new Option('--max-memory <size>', 'replace a worker whose memory (RSS) goes over this, e.g. 512M or 1G: a fresh one starts, then it drains').argParser(arg(parseSize)))
     .addOption(new Option('--max-draining <n>', 'a reload waits while n old generations are still draining').argParser(arg(parseWorkers)).default(4))
     .addOption(new Option('--backlog <n>', 'listen backlog (capped by net.core.somaxconn)').argParser(arg(parseBacklog)).default(4096))
+    .addOption(new Option('--keep-previous <duration>', 'after a reload, keep the old generation alive, not accepting, this long for an instant `baton rollback` (0: off)').argParser(arg(parseOffDuration)).default(300_000, '5m'))
+    .addOption(new Option('--probation <duration>', 'after a reload, roll back by itself if a new worker dies or too many answers are 5xx within this (0: off)').argParser(arg(parseOffDuration)).default(0, '0'))
+    .addOption(new Option('--max-error-rate <rate>', 'probation: highest share of 5xx answers, e.g. 5%').argParser(arg(parseRate)).default(0.05, '5%'))
+    .addOption(new Option('--min-requests <n>', 'probation: answers needed before the error rate counts').argParser(arg(parseCount(1_000_000))).default(20))
     .addOption(new Option('--log-format <format>', 'text: prefixed lines; json: one JSON object per line (pino) on stdout').choices(['text', 'json']).default('text'))
     .addOption(new Option('--takeover', 'take the listening sockets over from the supervisor running at --control/--name; it drains and exits once this one serves'))
     .addOption(new Option('--metrics <address>', 'serve Prometheus /metrics and /healthz on HOST:PORT (PORT alone: 127.0.0.1)').argParser(arg(parseMetricsAddress)))
@@ -247,6 +251,10 @@ function serviceOptions(o: Record<string, any>, host: Host): Omit<ServiceOptions
     maxSurge: o.maxSurge ?? null,
     maxDraining: o.maxDraining,
     maxMemoryBytes: o.maxMemory ?? null,
+    keepPreviousMs: o.keepPrevious ?? 300_000,
+    probationMs: o.probation ?? 0,
+    maxErrorRate: o.maxErrorRate ?? 0.05,
+    minRequests: o.minRequests ?? 20,
     ...host.service,
   };
 }
@@ -381,12 +389,19 @@ addTarget(addEnvOptions(
     .argument('[service]', 'which service, when the config file defines several (default: all of them)')
     .argument('[command...]', 'a new command line, after --')
     .option('--wait-drained', 'return only once the old generation has exited')
+    .option('--wait', 'return once probation is over: exit 0 if the new version was kept, non-zero if it was rolled back')
+    .addOption(new Option('--probation <duration>', 'watch the new version this long; roll back on a death or too many 5xx (default: the service\'s)').argParser(arg(parseOffDuration)))
+    .addOption(new Option('--max-error-rate <rate>', 'probation: highest share of 5xx answers, e.g. 5%').argParser(arg(parseRate)))
+    .addOption(new Option('--canary <n>', 'start n workers of the new version next to the serving ones; after probation, promote or drop them').argParser(arg(parseWorkers)))
     .option('-q, --quiet', 'print only the result')
     .option('--json', 'print the handoff record as JSON, and nothing else'),
   'the new generation (and the later ones)',
 )).action(async (first: string | undefined, rest: string[], o, cmd: Command) => {
   const { service, command } = serviceAndCommand(first === undefined ? rest : [first, ...rest], 'baton reload [service] -- node app.js');
-  const req: ControlRequest = { cmd: 'reload', wait: o.waitDrained ? 'drained' : 'serving' };
+  const req: ControlRequest = { cmd: 'reload', wait: o.waitDrained ? 'drained' : o.wait ? 'probation' : 'serving' };
+  if (o.probation !== undefined) req.probationMs = o.probation;
+  if (o.maxErrorRate !== undefined) req.maxErrorRate = o.maxErrorRate;
+  if (o.canary !== undefined) req.canary = o.canary;
   if (service !== undefined) req.service = service;
   if (command.length) Object.assign(req, { argv: command, cwd: process.cwd() });
   const env = envOrUsage(cmd);
@@ -411,6 +426,26 @@ addTarget(addEnvOptions(
       for (const l of r.record.output) console.error(`  | ${l}`);
     }
   }
+  process.exit(EXIT_FAILED);
+});
+
+addTarget(
+  program
+    .command('rollback')
+    .description('serve the previous version again: its standby at once (--keep-previous), else a reload to the previous command line')
+    .argument('[service]', 'which service, when the config file defines several')
+    .option('--reason <text>', 'recorded in the history and the log', 'requested by baton rollback')
+    .option('-q, --quiet', 'print only the result')
+    .option('--json', 'print the handoff record as JSON, and nothing else'),
+).action(async (service: string | undefined, o) => {
+  const req: ControlRequest = { cmd: 'rollback', reason: o.reason };
+  if (service !== undefined) req.service = service;
+  const view = o.quiet || o.json ? null : new ReloadView(process.stdout);
+  const reply = await call(o, req, (state, message) => view?.step(state, message));
+  view?.end();
+  if (o.json) return reply.ok ? printJson(reply.result) : failed(reply);
+  if (reply.ok) return void console.log(`rolled back: ${formatRecord(reply.result as HandoffRecord)}`);
+  console.error(`baton: ${reply.error}`);
   process.exit(EXIT_FAILED);
 });
 
@@ -470,10 +505,12 @@ addTarget(
     .description('replace the running supervisor by a new baton: same pid, ports open, workers carry on (SIGUSR2 does the same)')
     .option('--exec <path>', `the new baton's entry point (default: ${DEFAULT_ENTRY})`)
     .option('--restart-workers', 'also replace the workers: a fresh generation takes over, as in a reload')
+    .option('--drop-standby', 'end the warm standby kept for rollback first (an upgrade does not carry it)')
     .option('-q, --quiet', 'print only the result')
     .option('--json', 'print the result as JSON, and nothing else'),
 ).action(async (o) => {
   const req: ControlRequest = { cmd: 'upgrade', exec: pathResolve(o.exec ?? DEFAULT_ENTRY), restartWorkers: o.restartWorkers === true };
+  if (o.dropStandby) req.dropStandby = true;
   const reply = await call(o, req, (state, message) => {
     if (!o.quiet && !o.json) console.log(`[${state}] ${message}`);
   });

@@ -46,11 +46,12 @@ export function formatStatus(s: StatusReport, width = WIDTH): string {
   out.push(`control  ${s.control}`);
   if (s.maxMemoryBytes !== null) out.push(`limits   max-memory ${formatBytes(s.maxMemoryBytes)} per worker`);
   for (const l of s.listeners) out.push(`listen   ${pad(l.name, 16)} ${l.address}${l.inherited ? '  (socket activation)' : ''}`);
+  if (s.standby) out.push(`standby  generation ${s.standby.generation} (${s.standby.state}), ${formatDuration(s.standby.leftMs)} left: \`baton rollback\` serves it again at once`);
   if (s.handoff) out.push(`handoff  #${s.handoff.id} ${s.handoff.state}: generation ${s.handoff.from ?? '-'} -> ${s.handoff.to}${s.reloadQueued ? ' (another reload queued)' : ''}`);
   out.push('');
   out.push(row(COLUMNS.map(([h]) => h)));
   for (const g of s.generations) {
-    const label = g.number === s.serving ? `${g.state}*` : g.state;
+    const label = g.number === s.serving ? `${g.state}*` : g.number === s.standby?.generation && g.state === 'standby' ? `standby ${formatDuration(s.standby.leftMs)}` : g.state;
     // Ready out of the slots it should fill: a shortfall shows at a glance.
     out.push(row([String(g.number), label, `${g.ready}/${g.target || g.workers.length}`, g.argv.join(' ')]));
     // Names only: values may be secrets. (A supervisor older than this CLI sends none.)
@@ -114,7 +115,9 @@ export function formatRecord(r: HandoffRecord, now = Date.now()): string {
   const parts = [
     ended ? `${r.state} in ${formatDuration(r.totalMs!)}` : `${r.state} for ${formatDuration(now - r.requestedAt)}`,
     formatPhases(r),
-    r.drainedMs !== null ? `old exited ${formatDuration(r.drainedMs)}` : null,
+    r.resumeMs !== null ? `standby accepting in ${formatDuration(r.resumeMs)}` : null,
+    r.drainedMs !== null ? `old ${r.oldStandby ? 'in standby' : 'exited'} ${formatDuration(r.drainedMs)}` : null,
+    r.reason ? `(${r.reason})` : null,
     r.cut ? `${r.cut} cut` : null,
     r.ended && formatEndings(r.ended) ? `connections: ${formatEndings(r.ended)}` : null,
   ].filter(Boolean);

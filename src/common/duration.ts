@@ -11,6 +11,19 @@ export function parseDuration(text: string): number {
   return ms;
 }
 
+/** A duration, or 0 for off (no unit needed: 0 is 0 in any). */
+export function parseOffDuration(text: string): number {
+  return text.trim() === '0' ? 0 : parseDuration(text);
+}
+
+/** A share such as an error rate: "5%" or "0.05". */
+export function parseRate(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(%?)$/.exec(text.trim());
+  const r = m ? Number(m[1]) / (m[2] ? 100 : 1) : Number.NaN;
+  if (!(r >= 0 && r <= 1)) throw new Error(`bad rate '${text}': use a percentage such as 5% (or 0.05)`);
+  return r;
+}
+
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;

@@ -44,6 +44,7 @@ export const ENV = {
   threads: 'BATON_THREADS', // copies of the app per worker process, as worker_threads (runtime/threads.ts)
   warmup: 'BATON_WARMUP', // JSON Warmup: requests through the app's own server before ready (runtime/warmup.ts)
   drainSpread: 'BATON_DRAIN_SPREAD_MS', // keep-alive connections told to close over this long (runtime/drain.ts)
+  stats: 'BATON_STATS', // '1': report HTTP responses and 5xx answered (probation, canary)
 } as const;
 
 /** --warmup: what a new Node worker asks its own server before it says ready; off when `paths` is empty or `requests` 0. */
@@ -60,8 +61,14 @@ export interface Warmup {
 /* ------------------------------------------------------------------ */
 
 export type ToWorker =
-  /** Stop accepting, answer `accepting-stopped`, finish in-flight work, exit by `timeoutMs`. */
-  | { baton: 1; type: 'drain'; timeoutMs: number }
+  /**
+   * Stop accepting, answer `accepting-stopped`, finish in-flight work by `timeoutMs`, then
+   * exit; with `standby`, stay alive not accepting instead and answer `standby` (a later
+   * drain without it ends the standby).
+   */
+  | { baton: 1; type: 'drain'; timeoutMs: number; standby?: boolean }
+  /** Rollback: a standby (or one still draining towards it) accepts again; answer `accepting`. */
+  | { baton: 1; type: 'resume' }
   /** Round-robin mode: the connection passed with this message was accepted on `listener`. */
   | { baton: 1; type: 'connection'; listener: string }
   /** Exclusive handoff: the old generation has stopped accepting; start now (answer `accepting`). */
@@ -103,6 +110,10 @@ export type FromWorker =
    * every connection open during the drain ended, by what it carried (absent: older runtime).
    */
   | { baton: 1; type: 'drained'; cut: number; ended?: ConnEndings }
+  /** A drain to standby is over: alive, not accepting, no connection held. */
+  | { baton: 1; type: 'standby'; cut: number }
+  /** With BATON_STATS=1: HTTP responses answered and how many were 5xx, totals since start. */
+  | { baton: 1; type: 'stats'; requests: number; errors: number }
   | { baton: 1; type: 'warning'; message: string };
 
 export function isFromWorker(m: unknown): m is FromWorker {
@@ -144,10 +155,18 @@ export const ControlRequest = v.variant('cmd', [
     argv: v.optional(argv),
     /** Directory the new command line's relative paths are meant from (the caller's cwd). */
     cwd: absolute,
-    /** Reply when the new generation serves (default) or once the old one has exited. */
-    wait: v.optional(v.picklist(['serving', 'drained'])),
+    /** Reply when the new generation serves (default), once the old one has exited, or once probation is over (promoted or rolled back). */
+    wait: v.optional(v.picklist(['serving', 'drained', 'probation'])),
+    /** Watch the new generation this long after the handoff; roll back to the standby on a death or too many 5xx (default: the service's). */
+    probationMs: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(86_400_000))),
+    /** Highest share of 5xx answers (0-1) the new generation may give during probation. */
+    maxErrorRate: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1))),
+    /** Start only this many new workers next to the serving generation; promote them after probation, or drop them. */
+    canary: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1024))),
     env,
   }),
+  /** The previous version serves again: the standby at once, else a reload to the previous command line. */
+  v.strictObject({ id, cmd: v.literal('rollback'), service, reason: v.optional(v.pipe(v.string(), v.maxLength(500))) }),
   v.strictObject({ id, cmd: v.literal('status'), service }),
   v.strictObject({
     id,
@@ -168,6 +187,8 @@ export const ControlRequest = v.variant('cmd', [
     exec: absolute,
     /** Also replace the workers: a fresh generation, as a reload (default: adopt them as they are). */
     restartWorkers: v.optional(v.boolean()),
+    /** End the warm standby first (an upgrade does not carry one, and refuses while one is kept). */
+    dropStandby: v.optional(v.boolean()),
   }),
   v.strictObject({
     id,
@@ -226,7 +247,7 @@ export type ControlReply =
 /** The SDK's side of the worker runtime (src/sdk.ts): what the runtime registers on globalThis[Symbol.for('baton.runtime')]. */
 export interface BatonRuntime {
   ready(): void;
-  onDrain(fn: () => unknown): void;
+  onDrain(fn: (info: { standby: boolean }) => unknown): void;
   generation: number;
   worker: number;
 }

@@ -12,7 +12,7 @@ import type { ConnEndings } from '../common/protocol.js';
 import { CONN_ENDINGS } from '../common/connections.js';
 
 const RESULTS = ['done', 'failed', 'rejected'] as const;
-const WORKER_STATES: readonly WorkerState[] = ['starting', 'ready', 'draining'];
+const WORKER_STATES: readonly WorkerState[] = ['starting', 'ready', 'draining', 'standby'];
 /** From a fast reload of a plain app (~0.2 s) to a slow framework start or a long drain wait. */
 const PHASE_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
@@ -36,6 +36,13 @@ export function createMetrics(sups: readonly Supervisor[]): Registry {
     registers,
   });
   for (const sup of sups) for (const result of RESULTS) reloads.inc(by(sup, { result }), 0);
+  const rollbacks = new Counter({
+    name: 'baton_rollbacks_total',
+    help: 'Rollbacks (a standby serving again, a canary dropped, or the previous command line reloaded) by cause: automatic (probation, canary) or requested (baton rollback)',
+    labelNames: names('cause'),
+    registers,
+  });
+  for (const sup of sups) for (const cause of ['automatic', 'requested']) rollbacks.inc(by(sup, { cause }), 0);
   const phases = new Histogram({
     name: 'baton_handoff_phase_seconds',
     help: 'Time reloads spent in each handoff state (waiting, starting, transferring, rolling-back)',
@@ -95,10 +102,19 @@ export function createMetrics(sups: readonly Supervisor[]): Registry {
     });
     sup.events.on('reload-rejected', () => reloads.inc(by(sup, { result: 'rejected' })));
     sup.events.on('memory-replaced', () => replaced.inc(by(sup)));
+    sup.events.on('rollback', (_rec, automatic) => rollbacks.inc(by(sup, { cause: automatic ? 'automatic' : 'requested' })));
     sup.events.on('generation', (g) => {
       g.on('respawn', () => restarts.inc(by(sup)));
+      // A worker cuts at a drain deadline on its way to standby, or to exit: each counted once.
+      const counted = new WeakMap<object, number>();
+      const count = (w: { cut: number }): void => {
+        const n = w.cut - (counted.get(w) ?? 0);
+        counted.set(w, w.cut);
+        if (n > 0) cut.inc(by(sup), n);
+      };
+      g.on('worker-standby', count);
       g.on('worker-exit', (w: { cut: number; ended: ConnEndings }) => {
-        if (w.cut > 0) cut.inc(by(sup), w.cut);
+        count(w);
         for (const [kind, n] of Object.entries(w.ended)) for (const how of CONN_ENDINGS) if (n[how] > 0) drained.inc(by(sup, { kind, ended: how }), n[how]);
       });
     });

@@ -36,6 +36,10 @@ export class SystemdNotifier {
   follow(sup: Supervisor, watchdogMs: number | null): void {
     // The supervisor records which generation serves just after the handoff's last event.
     sup.events.on('handoff', (rec) => this.handoff(rec, (then) => setImmediate(() => then(sup.status()))));
+    // An automatic rollback is news for `systemctl status`: said with its reason.
+    sup.events.on('rollback', (rec, automatic) => {
+      if (automatic) setImmediate(() => this.send(`STATUS=${statusLine(sup.status(), `rolled back to generation ${rec.to}: ${rec.reason ?? rec.error ?? 'probation'}`)}`));
+    });
     sup.events.on('reload-rejected', (message) => {
       // systemd waits for RELOADING=1 after its reload signal: say it, and that it is over.
       this.send(reloadingNow());

@@ -15,6 +15,8 @@
 // Protocols that never end on their own are ended politely at drain start (and when one
 // starts while we drain), each the way its clients understand (./protocols/): HTTP/2 gets
 // GOAWAY, WebSockets a 1012 close, Server-Sent Events the end of the stream.
+// A drain to standby (--keep-previous) is the same drain, except that at its end the process
+// stays alive, not accepting, until told to accept again (resume) or to drain for good.
 import * as net from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ConnKind, ConnEnding, FromWorker } from '../common/protocol.js';
@@ -22,6 +24,9 @@ import { httpState, tcpOf } from '../os/internals.js';
 import { Http2Sessions, isHttp2 } from './protocols/http2.js';
 import { closeWebSocket, webSocketOf } from './protocols/ws.js';
 import { endEventStream, isEventStream } from './protocols/sse.js';
+
+/** An app's onDrain hook; `standby`: the process stays alive and may serve again (a rollback). */
+export type DrainHook = (info: { standby: boolean }) => unknown;
 
 export interface DrainIO {
   send(msg: FromWorker, done?: () => void): void;
@@ -51,6 +56,8 @@ const EXIT_FALLBACK_MS = 1000;
 
 export class Drain {
   started = false;
+  /** This drain ends in standby rather than exit (until a drain for good comes). */
+  standby = false;
   /** Servers listening, or closed with connections left. */
   private readonly servers = new Set<net.Server>();
   private readonly seen = new WeakSet<net.Server>();
@@ -66,7 +73,10 @@ export class Drain {
   /** How the connections the drain saw ended, by kind. */
   private readonly ended: Partial<Record<ConnKind, Record<ConnEnding, number>>> = {};
   private sweepTimer: NodeJS.Timeout | undefined;
-  private readonly hooks: (() => unknown)[] = [];
+  private readonly hooks: DrainHook[] = [];
+  /** What start() set up, undone by resume(): the deadline, idle closes, Connection: close. */
+  private timers: NodeJS.Timeout[] = [];
+  private marked: { server: net.Server; listener: (req: IncomingMessage, res: ServerResponse) => void }[] = [];
   private pendingHooks = 0;
   private finished = false;
   private progressSent = -1;
@@ -117,14 +127,25 @@ export class Drain {
     if (isHttp2(server)) this.h2.track(server);
   }
 
-  onDrain(fn: () => unknown): void {
+  onDrain(fn: DrainHook): void {
     this.hooks.push(fn);
     if (this.started) this.runHook(fn);
   }
 
-  start(timeoutMs: number): void {
-    if (this.started) return;
+  start(timeoutMs: number, standby = false): void {
+    if (this.started) {
+      // A standby (or one on its way there) told to drain for good: it leaves once done.
+      if (!this.standby || standby) return;
+      this.standby = false;
+      for (const fn of this.hooks) this.runHook(fn);
+      if (this.finished) {
+        this.finished = false;
+        this.check();
+      }
+      return;
+    }
     this.started = true;
+    this.standby = standby;
     this.startedAt = Date.now();
     // Capped below the idle close of step 3: a connection still open then is closed as idle anyway.
     const spread = Math.min(this.spreadMs, ...[...this.servers].filter(isHttp).map((s) => Math.max(0, s.keepAliveTimeout)));
@@ -142,12 +163,14 @@ export class Drain {
         for (const event of ['request', 'checkContinue', 'checkExpectation']) {
           if (event === 'request' || s.listenerCount(event) > 0) s.prependListener(event, closeAfter);
         }
-        setTimeout(() => this.closeIdle(s), Math.max(0, s.keepAliveTimeout) + NODE_IDLE_SLACK_MS).unref();
+        this.marked.push({ server: s, listener: closeAfter });
+        this.timers.push(setTimeout(() => this.closeIdle(s), Math.max(0, s.keepAliveTimeout) + NODE_IDLE_SLACK_MS).unref());
       } else if (isHttp2(s)) {
         // Only where the app listens to 'request': adding the first 'request' listener to
         // an HTTP/2 server would switch on Node's compatibility layer for a 'stream' app.
         if (s.listenerCount('request') > 0) s.prependListener('request', closeAfter);
-        setTimeout(() => this.closeIdle(s), HTTP1_KEEP_ALIVE_MS + NODE_IDLE_SLACK_MS).unref();
+        this.marked.push({ server: s, listener: closeAfter });
+        this.timers.push(setTimeout(() => this.closeIdle(s), HTTP1_KEEP_ALIVE_MS + NODE_IDLE_SLACK_MS).unref());
       }
       this.stopAccepting(s);
     }
@@ -165,7 +188,7 @@ export class Drain {
     this.sweep();
     for (const fn of this.hooks) this.runHook(fn);
     // Ref'd: the process must live to report 'drained', even if nothing else keeps it up.
-    setTimeout(() => this.deadline(), timeoutMs);
+    this.timers.push(setTimeout(() => this.deadline(), timeoutMs));
     this.check();
     this.progress();
   }
@@ -180,6 +203,25 @@ export class Drain {
     return Date.now() >= at;
   }
 
+  /**
+   * A standby (or a drain on its way to standby) serves again (rollback): responses no
+   * longer say Connection: close and nothing is closed or cut. The caller listens again.
+   */
+  resume(): void {
+    if (!this.started || !this.standby) return;
+    for (const t of this.timers.splice(0)) clearTimeout(t);
+    for (const { server, listener } of this.marked.splice(0)) for (const event of ['request', 'checkContinue', 'checkExpectation']) server.removeListener(event, listener);
+    clearTimeout(this.progressTimer);
+    clearTimeout(this.sweepTimer);
+    this.progressTimer = undefined;
+    this.sweepTimer = undefined;
+    this.progressSent = -1;
+    this.h2.resume();
+    this.started = false;
+    this.standby = false;
+    this.finished = false;
+  }
+
   private stopAccepting(s: net.Server): void {
     // net's close, not http's: http.Server.close() also closes idle keep-alive connections
     // at once, which is exactly the race step 3 avoids. Guarded: closing a server that is
@@ -187,10 +229,11 @@ export class Drain {
     if (s.listening) net.Server.prototype.close.call(s);
   }
 
-  private runHook(fn: () => unknown): void {
+  private runHook(fn: DrainHook): void {
     this.pendingHooks++;
+    const info = { standby: this.standby };
     Promise.resolve()
-      .then(fn)
+      .then(() => fn(info))
       .catch((err: unknown) => this.io.warn(`baton: an onDrain hook failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`))
       .finally(() => {
         this.pendingHooks--;
@@ -264,6 +307,12 @@ export class Drain {
     this.finished = true;
     clearTimeout(this.progressTimer);
     clearTimeout(this.sweepTimer);
+    this.progressTimer = undefined;
+    if (this.standby) {
+      // Alive, not accepting, holding no connection: the deadline has nothing left to do.
+      for (const t of this.timers.splice(0)) clearTimeout(t);
+      return this.io.send({ baton: 1, type: 'standby', cut });
+    }
     this.io.send({ baton: 1, type: 'drained', cut, ended: this.ended }, () => this.io.exit());
     setTimeout(() => this.io.exit(), EXIT_FALLBACK_MS);
   }

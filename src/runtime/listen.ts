@@ -82,13 +82,15 @@ export function patchListen(
   listeners: ListenerInfo[],
   { backlog, roundRobin, deferAccept }: ListenOptions,
   hooks: ListenHooks,
-): { deliver(listener: string, socket: net.Socket): void; release(): void; accept(only?: net.Server): void } {
+): { deliver(listener: string, socket: net.Socket): void; release(): void; accept(only?: net.Server): void; park(): void; unpark(): void } {
   const slots: Slot[] = listeners.map((info) => ({ info, pending: [], spare: info.fd, server: null, held: -1 }));
   const origListen = net.Server.prototype.listen;
   const origClose = net.Server.prototype.close;
   let waiting = 0; // round-robin servers open
   let accepting = false; // exclusive handoff: told to accept
   const deferred: { server: net.Server; slot: Slot }[] = [];
+  /** Standby: the servers that served each listener when it stopped accepting, to listen again with. */
+  let parked: { server: net.Server; slot: Slot }[] | null = null;
 
   net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
     if (virtuals.get(this)?.open) {
@@ -129,24 +131,16 @@ export function patchListen(
       const primary = slot.server;
       return listenVirtually(this, () => primary.address(), cb, () => {});
     }
-    if (roundRobin) {
-      if (waiting++ === 0 && deferred.length === 0) hooks.holdChannel(true);
-      listenVirtually(this, () => addressOf(slot.info), cb, () => {
-        if (slot.server === this) slot.server = null;
-        if (--waiting === 0 && deferred.length === 0) hooks.holdChannel(false);
-      });
-      take(slot, this, -1);
-      hooks.server(this);
-      return this;
-    }
+    if (roundRobin) return serveRoundRobin(this, slot, cb);
 
     if (deferAccept && !accepting) {
       const entry = { server: this, slot };
       // No socket of its own yet: the IPC channel keeps the process alive meanwhile.
-      if (deferred.push(entry) === 1) hooks.holdChannel(true);
+      deferred.push(entry);
+      hold();
       listenVirtually(this, () => addressOf(slot.info), cb, () => {
         deferred.splice(deferred.indexOf(entry), 1);
-        if (deferred.length === 0 && waiting === 0) hooks.holdChannel(false);
+        hold();
         if (slot.server === this) slot.server = null;
       });
       take(slot, this, -1);
@@ -176,6 +170,25 @@ export function patchListen(
     hooks.server(this);
     return r;
   } as net.Server['listen'];
+
+  /** The IPC channel keeps the process alive while a server waits on it, or the process waits in standby. */
+  function hold(): void {
+    hooks.holdChannel(waiting > 0 || deferred.length > 0 || parked !== null);
+  }
+
+  /** Round-robin: `server` gets `slot`'s connections over IPC (deliver()), with no socket of its own. */
+  function serveRoundRobin(server: net.Server, slot: Slot, cb: Callback | undefined): net.Server {
+    waiting++;
+    hold();
+    listenVirtually(server, () => addressOf(slot.info), cb, () => {
+      if (slot.server === server) slot.server = null;
+      waiting--;
+      hold();
+    });
+    take(slot, server, -1);
+    hooks.server(server);
+    return server;
+  }
 
   /** `server` serves `slot` from now on; with the descriptor `fd`, or none (-1: round-robin). */
   function take(slot: Slot, server: net.Server, fd: number): void {
@@ -227,7 +240,7 @@ export function patchListen(
     if (!only) accepting = true;
     const real = only ? deferred.filter((d) => d.server === only) : deferred.splice(0);
     if (only) for (const d of real) deferred.splice(deferred.indexOf(d), 1);
-    if (real.length && deferred.length === 0 && waiting === 0) hooks.holdChannel(false);
+    hold();
     for (const { server, slot } of real) {
       virtuals.delete(server);
       delete (server as { listening?: boolean }).listening;
@@ -244,11 +257,39 @@ export function patchListen(
       Reflect.apply(origListen, server, [{ fd }, backlog]);
       slot.spare = null;
       slot.held = fd;
+      slot.server = server;
+      hooks.server(server); // a standby's server: tracked again for its next drain
     }
+  }
+
+  /**
+   * Standby (called before the drain closes the servers): remember which server served
+   * each listener. The close keeps a duplicate of the descriptor (hooks.draining() is false
+   * for a standby), and the IPC channel keeps the process alive while nothing listens.
+   */
+  function park(): void {
+    if (parked) return;
+    parked = slots.flatMap((slot) => (slot.server ? [{ server: slot.server, slot }] : []));
+    accepting = false;
+    hold();
+  }
+
+  /** Rollback: the standby's servers listen again, as a deferred exclusive listen does. */
+  function unpark(): void {
+    const again = parked ?? [];
+    parked = null;
+    for (const entry of again) {
+      if (entry.slot.server) continue; // the app listened again by itself
+      if (roundRobin) serveRoundRobin(entry.server, entry.slot, undefined);
+      else deferred.push(entry);
+    }
+    accept();
   }
 
   return {
     accept,
+    park,
+    unpark,
     // As Node's own cluster round-robin does in its workers: the accepted socket is given
     // to the server as if it had accepted it (http sets up its parser on 'connection').
     deliver(listener, socket) {

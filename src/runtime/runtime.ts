@@ -9,6 +9,7 @@ import { RUNTIME_KEY, type BatonRuntime } from '../common/protocol.js';
 import { patchListen } from './listen.js';
 import { Drain } from './drain.js';
 import { ipcUplink, type Uplink } from './uplink.js';
+import { Stats } from './stats.js';
 import { runThreads, threadUplink } from './threads.js';
 import { parseWarmup, warmUp, type WarmupResult } from './warmup.js';
 import './dgram.js'; // UDP listeners: patches dgram's bind() when baton passed any
@@ -26,6 +27,7 @@ const E: typeof ENV = {
   threads: 'BATON_THREADS',
   warmup: 'BATON_WARMUP',
   drainSpread: 'BATON_DRAIN_SPREAD_MS',
+  stats: 'BATON_STATS',
 };
 
 const DEFAULT_BACKLOG = 511;
@@ -114,8 +116,12 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
     });
   }
   // With a warm-up, listen() is deferred as in an exclusive handoff: the worker accepts only once warm.
-  const { deliver, release, accept } = patchListen(listeners, { backlog, roundRobin, deferAccept: deferAccept || warmup !== null }, {
-    server: (s) => drain.track(s),
+  const stats = process.env[E.stats] === '1' ? new Stats(send) : null;
+  const { deliver, release, accept, park, unpark } = patchListen(listeners, { backlog, roundRobin, deferAccept: deferAccept || warmup !== null }, {
+    server: (s) => {
+      drain.track(s);
+      stats?.track(s);
+    },
     served: (l, s) => {
       warm(s);
       if (served.has(l.fd)) return;
@@ -125,7 +131,8 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
     },
     warn,
     holdChannel: (hold) => up.hold(hold),
-    draining: () => drain.started,
+    // A standby keeps the listeners to accept again; only a drain for good gives them up.
+    draining: () => drain.started && !drain.standby,
   });
   if (mode === 'listen' && listeners.length === 0) setImmediate(sendReady);
 
@@ -143,8 +150,17 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
     const msg = m as { baton?: unknown; type?: unknown; timeoutMs?: unknown; listener?: unknown } | null;
     if (msg?.baton !== 1) return;
     if (msg.type === 'drain') {
-      drain.start(typeof msg.timeoutMs === 'number' && msg.timeoutMs >= 0 ? msg.timeoutMs : drainTimeoutMs);
-      release();
+      const standby = (msg as { standby?: unknown }).standby === true;
+      if (standby && !drain.started) park();
+      drain.start(typeof msg.timeoutMs === 'number' && msg.timeoutMs >= 0 ? msg.timeoutMs : drainTimeoutMs, standby);
+      if (!drain.standby) release();
+    } else if (msg.type === 'resume') {
+      // Rollback: this standby serves again, at once (no bind, no start-up).
+      if (drain.standby) {
+        drain.resume();
+        unpark();
+      }
+      send({ baton: 1, type: 'accepting' });
     } else if (msg.type === 'accept') {
       accept();
       send({ baton: 1, type: 'accepting' });

@@ -6,7 +6,8 @@ import type { WorkerProcess } from './adopt.js';
 import type { ConnEndings } from '../common/protocol.js';
 import { addEndings } from '../common/connections.js';
 
-export type GenerationState = 'starting' | 'serving' | 'draining' | 'exited';
+/** standby: drained, every worker alive and not accepting, kept for a rollback (--keep-previous). */
+export type GenerationState = 'starting' | 'serving' | 'draining' | 'standby' | 'exited';
 
 export type WorkerTemplate = Omit<WorkerOptions, 'generation' | 'index' | 'argv' | 'cwd'>;
 
@@ -27,7 +28,7 @@ const BACKOFF_MAX_MS = 30_000;
 const HEALTHY_AFTER_MS = 30_000;
 
 /**
- * Events: 'worker-exit' (Worker, unexpected: boolean), 'exited'.
+ * Events: 'worker-exit' (Worker, unexpected: boolean), 'worker-standby' (Worker), 'standby', 'exited'.
  */
 export class Generation extends EventEmitter {
   state: GenerationState = 'starting';
@@ -42,6 +43,8 @@ export class Generation extends EventEmitter {
   startedAt = Date.now();
   readyAt: number | null = null;
   drainStartedAt: number | null = null;
+  /** Draining towards standby (state draining), or in it: a rollback may make it serve again. */
+  toStandby = false;
   exitedAt: number | null = null;
   /** Restarts per worker index, for status. */
   readonly restarts: number[] = [];
@@ -190,7 +193,13 @@ export class Generation extends EventEmitter {
 
   /** Stop accepting and finish; resolves once every worker has stopped accepting. */
   drain(timeoutMs: number): Promise<void> {
-    if (this.state !== 'draining' && this.state !== 'exited') {
+    if (this.toStandby) {
+      // A standby (or one on its way) leaves for good.
+      this.toStandby = false;
+      this.state = 'draining';
+      for (const w of this.live) w.drain(timeoutMs);
+      this.checkExited();
+    } else if (this.state !== 'draining' && this.state !== 'exited') {
       this.state = 'draining';
       this.drainStartedAt = Date.now();
       for (const t of this.respawnTimers.values()) clearTimeout(t);
@@ -199,6 +208,52 @@ export class Generation extends EventEmitter {
       this.checkExited();
     }
     return Promise.all(this.live.map((w) => w.whenAcceptingStopped())).then(() => undefined);
+  }
+
+  /**
+   * Stop accepting and finish in-flight work as drain() does, then stay alive not accepting
+   * (state standby) until resumeAccepting() or drain(). Workers that cannot (no baton
+   * runtime, --threads) drain for good. Resolves once every worker has stopped accepting.
+   */
+  drainToStandby(timeoutMs: number): Promise<void> {
+    if (this.state === 'serving' || this.state === 'starting') {
+      this.state = 'draining';
+      this.toStandby = true;
+      this.drainStartedAt = Date.now();
+      for (const t of this.respawnTimers.values()) clearTimeout(t);
+      this.respawnTimers.clear();
+      for (const w of this.workers) {
+        w.drainToStandby(timeoutMs);
+        w.once('standby', () => {
+          this.emit('worker-standby', w);
+          this.checkExited();
+        });
+      }
+      for (const w of this.retired) w.drain(timeoutMs);
+      this.checkExited();
+    }
+    return Promise.all(this.live.map((w) => w.whenAcceptingStopped())).then(() => undefined);
+  }
+
+  /** Whether a rollback can make this generation serve at once: some worker kept for it. */
+  get resumable(): boolean {
+    return this.toStandby && this.workers.some((w) => w.toStandby && w.state !== 'exited');
+  }
+
+  /**
+   * Rollback: the standby workers accept again, at once (no bind, no start-up); slots whose
+   * worker is gone get a fresh one. Resolves once the kept ones confirmed.
+   */
+  resumeAccepting(): Promise<void> {
+    if (!this.toStandby) return Promise.resolve();
+    this.toStandby = false;
+    this.state = 'serving';
+    this.accepting = true;
+    this.drainStartedAt = null;
+    const acked = this.workers.filter((w) => w.toStandby && w.state !== 'exited').map((w) => w.resumeAccepting());
+    this.resize(this.target);
+    this.emit('change');
+    return Promise.all(acked).then(() => undefined);
   }
 
   /**
@@ -259,6 +314,19 @@ export class Generation extends EventEmitter {
   /** Workers of this generation that are ready to serve. */
   get readyCount(): number {
     return this.workers.filter((w) => w.state === 'ready').length;
+  }
+
+  /** Resolves once this generation has exited, or finished its work and waits in standby. */
+  whenSettled(): Promise<void> {
+    if (this.state === 'standby' || this.state === 'exited') return Promise.resolve();
+    return new Promise((res) => {
+      const done = (): void => {
+        this.off('standby', done);
+        res();
+      };
+      this.on('standby', done);
+      void this.whenExited().then(done);
+    });
   }
 
   whenExited(): Promise<void> {
@@ -340,7 +408,11 @@ export class Generation extends EventEmitter {
   }
 
   private checkExited(): void {
-    if (this.state !== 'draining' || this.live.length > 0) return;
+    if (this.state === 'draining' && this.toStandby && this.live.length > 0 && this.live.every((w) => w.state === 'standby')) {
+      this.state = 'standby';
+      this.emit('standby');
+    }
+    if ((this.state !== 'draining' && this.state !== 'standby') || this.live.length > 0) return;
     this.state = 'exited';
     this.exitedAt = Date.now();
     for (const f of this.exitedWaiters.splice(0)) f();

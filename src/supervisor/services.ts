@@ -167,6 +167,9 @@ export class ServiceGroup {
       case 'scale':
         if (req.service === undefined) throw new Error(`name the service to scale: ${this.names}`);
         return this.routed(req.service, req, emit, client, conn);
+      case 'rollback':
+        if (req.service === undefined) throw new Error(`name the service to roll back: ${this.names}`);
+        return this.routed(req.service, req, emit, client, conn);
       case 'logs':
         if (req.service !== undefined) this.service(req.service);
         return serveLogs(ring, req, client, this.stopped);

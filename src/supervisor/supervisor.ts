@@ -9,7 +9,8 @@ import { closeListeners, inodeOf, openListeners } from './listeners.js';
 import type { InheritedSocket } from '../os/activation.js';
 import { Generation, type WorkerTemplate } from './generation.js';
 import type { Worker } from './worker.js';
-import { newRecord, runHandoff, type HandoffRecord, type HandoffTrigger } from './handoff.js';
+import { newRecord, runHandoff, runRollback, type HandoffRecord, type HandoffTrigger } from './handoff.js';
+import { watchProbation, type ProbationRules } from './probation.js';
 import { ControlError, REPLIED, closeControl, prepareControlPath, serveControl } from '../control/control.js';
 import { TakeoverHost } from './takeover.js';
 import type { ConnEndings, ConnKind, ControlRequest, Distribution, HandoffMode, ReadyMode, Warmup } from '../common/protocol.js';
@@ -54,6 +55,14 @@ export interface ServiceOptions {
   maxSurge: number | null;
   /** A reload waits while this many old generations are still draining. */
   maxDraining: number;
+  /** After a handoff the old generation stays this long as a warm standby for `baton rollback` (0: it exits). */
+  keepPreviousMs: number;
+  /** After a handoff, watch the new generation this long and roll back on a death or too many 5xx (0: no probation). */
+  probationMs: number;
+  /** Highest share of 5xx answers during probation (0-1). */
+  maxErrorRate: number;
+  /** Answers needed before the error rate counts. */
+  minRequests: number;
   /** Asked at each reload for settings that changed (the config file, read again); throws if invalid. */
   configure?: () => Promise<Partial<Reconfigurable>>;
   /** How workers are launched beyond their command line: NOTIFY_SOCKET, drain signal, user. */
@@ -123,6 +132,8 @@ export interface SupervisorEvents {
   'reload-rejected': [string];
   /** A worker over --max-memory was replaced: its fresh copy is ready, it drains. */
   'memory-replaced': [Generation, Worker];
+  /** A rollback handoff ended; `automatic`: probation or a canary did it, not a person. */
+  rollback: [HandoffRecord, boolean];
   stopping: [];
   /** No handoff runs and none is queued. */
   idle: [];
@@ -134,8 +145,12 @@ interface Ticket {
   cwd: string | null;
   /** The requests' --env, merged in the order they came. */
   setEnv: Record<string, string>;
-  settings: Partial<Reconfigurable>;
+  settings: Partial<Reconfigurable> & Pick<ServiceOptions, 'setEnv'>;
   trigger: HandoffTrigger;
+  /** This reload's probation and canary, over the service's. */
+  probation: Partial<ProbationRules> & { canary?: number };
+  /** A rollback with no standby: why. */
+  reason?: string;
   waiters: Array<{ resolve(r: HandoffRecord): void; reject(e: Error): void }>;
   watchers: Set<(state: string, message: string) => void>;
 }
@@ -146,6 +161,8 @@ const CRASH_LOOP = 3;
 const TRANSFER_TIMEOUT_MS = 5000;
 /** How often each serving worker's RSS is compared with --max-memory. */
 const MEMORY_CHECK_MS = 1000;
+/** How long a canary is watched when neither the reload nor the service sets --probation. */
+const CANARY_PROBATION_MS = 30_000;
 export const PRELOAD_URL = new URL('../runtime/preload.js', import.meta.url).href;
 
 export class Supervisor {
@@ -162,6 +179,12 @@ export class Supervisor {
   private current: HandoffRecord | null = null;
   private pending: Ticket | null = null;
   private readonly history: HandoffRecord[] = [];
+  /** The previous generation kept alive, not accepting, for a rollback; with the settings it ran with. */
+  private standby: { g: Generation; opts: ServiceOptions; until: number; timer: NodeJS.Timeout | null } | null = null;
+  /** What the generation before the serving one ran, for a rollback with no standby. */
+  private previous: { argv: string[]; cwd: string; opts: ServiceOptions } | null = null;
+  /** Ends the running probation (or canary) with a reason: `baton rollback` during one. */
+  private abortProbation: ((reason: string) => void) | null = null;
   private nextGeneration = 1;
   private nextHandoff = 1;
   private stopping: Promise<void> | null = null;
@@ -277,7 +300,7 @@ export class Supervisor {
       nextHandoff: this.nextHandoff,
       startedAt: this.startedAt,
       roundRobin: this.roundRobin,
-      busy: this.stopping ? 'the supervisor is stopping' : this.current || this.pending ? 'a reload is in progress' : this.takeover.inProgress ? 'a takeover is in progress' : null,
+      busy: this.stopping ? 'the supervisor is stopping' : this.current || this.pending ? 'a reload is in progress' : this.takeover.inProgress ? 'a takeover is in progress' : this.standbyBusy(),
       stopping: this.stopping !== null,
     };
   }
@@ -315,7 +338,17 @@ export class Supervisor {
    * Ask for a handoff. Resolves with its record (state done or failed); rejects when stopping,
    * or when the settings read for it are invalid (nothing is started then).
    */
-  async reload(req: { argv?: string[] | null; cwd?: string | null; env?: Record<string, string>; trigger: HandoffTrigger; watch?: (state: string, message: string) => void }): Promise<HandoffRecord> {
+  async reload(req: {
+    argv?: string[] | null;
+    cwd?: string | null;
+    env?: Record<string, string>;
+    trigger: HandoffTrigger;
+    watch?: (state: string, message: string) => void;
+    probation?: Partial<ProbationRules> & { canary?: number };
+  }): Promise<HandoffRecord> {
+    if (req.probation?.canary !== undefined && this.opts.handoff === 'exclusive') {
+      throw new Error('--canary needs --handoff overlap: a canary accepts next to the serving generation, and exclusive mode never lets two versions accept at once');
+    }
     const refuse = (why: string): never => {
       const message = `reload failed: ${why}`;
       this.log.error(message);
@@ -329,9 +362,10 @@ export class Supervisor {
     const argv = req.argv ?? settings.argv;
     const unreachable = argv && this.opts.reach?.(argv, (req.argv ? req.cwd : settings.cwd) ?? this.opts.cwd, settings.env ?? this.opts.env);
     if (unreachable) refuse(unreachable);
-    const ticket: Ticket = this.pending ?? { argv: null, cwd: null, setEnv: {}, settings, trigger: req.trigger, waiters: [], watchers: new Set() };
+    const ticket: Ticket = this.pending ?? { argv: null, cwd: null, setEnv: {}, settings, trigger: req.trigger, probation: {}, waiters: [], watchers: new Set() };
     ticket.settings = settings;
     Object.assign(ticket.setEnv, req.env);
+    if (req.probation) ticket.probation = req.probation;
     if (req.argv) {
       ticket.argv = req.argv;
       ticket.cwd = req.cwd ?? null;
@@ -349,20 +383,53 @@ export class Supervisor {
 
   private async runTicket(ticket: Ticket): Promise<void> {
     this.pending = null;
+    const rec = await this.handoff(ticket);
+    // A scale request that arrived during the handoff applies to the generation that serves now.
+    if (this.serving && this.serving.state === 'serving' && this.serving.target !== this.opts.workers) this.serving.resize(this.opts.workers);
+    this.current = null;
+    for (const w of ticket.waiters) w.resolve(rec);
+    this.next();
+  }
+
+  /** The next queued reload, if any. */
+  private next(): void {
+    const queued = this.pending as Ticket | null;
+    if (!queued) return void this.events.emit('idle');
+    if (this.stopping) for (const w of queued.waiters) w.reject(new Error('the supervisor is stopping'));
+    else void this.runTicket(queued);
+  }
+
+  private async handoff(ticket: Ticket): Promise<HandoffRecord> {
     const old = this.serving;
     // This handoff's options: the reload's settings over the current ones, kept only if it succeeds.
-    const s = { ...ticket.settings, setEnv: { ...this.opts.setEnv, ...ticket.setEnv } };
+    // A rollback's settings are the previous generation's whole, its --env variables included.
+    const s = ticket.trigger === 'rollback' ? { ...ticket.settings } : { ...ticket.settings, setEnv: { ...this.opts.setEnv, ...ticket.setEnv } };
     const o: ServiceOptions = { ...this.opts, ...s };
+    const rules: ProbationRules = { probationMs: o.probationMs, maxErrorRate: o.maxErrorRate, minRequests: o.minRequests, ...ticket.probation };
+    const canary = ticket.probation.canary ?? null;
+    // A canary is judged by probation's rules: by the service's, else for 30 s.
+    if (canary !== null && rules.probationMs === 0) rules.probationMs = CANARY_PROBATION_MS;
+    const probation = old !== null && rules.probationMs > 0;
     const argv = ticket.argv ?? s.argv ?? old?.argv ?? this.opts.argv;
     const cwd = ticket.argv ? (ticket.cwd ?? this.opts.cwd) : s.argv ? o.cwd : (old?.cwd ?? this.opts.cwd);
-    const next = new Generation(this.nextGeneration++, argv, cwd, this.template(o));
+    const next = new Generation(this.nextGeneration++, argv, cwd, { ...this.template(o), stats: probation });
     this.track(next);
     if (old) this.envChanged.set(next, changedNames(old.env, next.env));
     const draining = (): Generation[] => this.generations.filter((g) => g.state === 'draining');
-    const rec = newRecord(this.nextHandoff++, ticket.trigger, old?.number ?? null, next.number, argv, draining().length >= o.maxDraining);
-    this.current = rec;
-    this.history.push(rec);
-    if (this.history.length > HISTORY) this.history.shift();
+    const rec = newRecord(this.nextHandoff++, ticket.trigger, old?.number ?? null, next.number, argv, draining().length >= o.maxDraining ? 'waiting' : 'starting');
+    if (ticket.reason) rec.reason = ticket.reason;
+    this.remember(rec);
+    // A rollback needs the old generation alive: kept for --keep-previous, and at least through probation.
+    // Only a new version is worth undoing: not a restart of the same one (upgrade --restart-workers).
+    // Nor a rolling reload: it exists to keep no more than N + K workers alive at once.
+    const rolling = o.maxSurge !== null && o.maxSurge < o.workers && canary === null;
+    const keepOld = old !== null && !rolling && (ticket.trigger === 'reload' || ticket.trigger === 'signal') && (o.keepPreviousMs > 0 || probation) && this.canKeep(old);
+    const said = this.onChange(ticket.watchers);
+    const onChange = (r: HandoffRecord, message: string): void => {
+      // On probation the new generation is the one that serves (status, /healthz, metrics).
+      if (r.state === 'probation') this.serving = next;
+      said(r, message);
+    };
     await runHandoff(rec, {
       old,
       next,
@@ -370,34 +437,189 @@ export class Supervisor {
       readyTimeoutMs: o.readyTimeoutMs,
       drainTimeoutMs: o.drainTimeoutMs,
       transferTimeoutMs: TRANSFER_TIMEOUT_MS,
-      maxSurge: o.maxSurge,
+      maxSurge: canary === null ? o.maxSurge : null,
       exclusive: o.handoff === 'exclusive',
       drainSlot: (async () => {
         while (draining().length >= o.maxDraining) await Promise.race(draining().map((g) => g.whenExited()));
       })(),
-      onChange: (r, message) => {
-        (r.state === 'failed' ? this.log.error : this.log.info)(`handoff ${r.id}: ${message}`, { state: r.state });
-        if (r.state === 'failed' && r.output.length) for (const l of r.output) this.log.error(`  | ${l}`);
-        for (const w of ticket.watchers) w(r.state, message);
-        this.events.emit('handoff', r, message);
-      },
+      keepOld,
+      canary,
+      probation: probation ? (g) => this.watch(g, rules) : null,
+      onChange,
       // Logged by track(), like every worker's; here only shown to whoever asked for the reload.
       onHint: (_r, text) => {
         for (const w of ticket.watchers) w('hint', text);
       },
     });
+    const prior = { argv: old?.argv ?? [], cwd: old?.cwd ?? this.opts.cwd, opts: { ...this.opts } };
     if (rec.state === 'done') {
       this.serving = next;
       Object.assign(this.opts, s);
+      if (old) {
+        this.previous = prior;
+        this.keep(old.toStandby ? old : null, prior.opts);
+      }
+    } else if (rec.reason !== null && next.state === 'serving' && old) {
+      // Probation failed: the new generation serves, the old one waits in standby (or is gone).
+      this.serving = next;
+      this.previous = prior;
+      this.keep(old.toStandby ? old : null, prior.opts);
+      if (!this.stopping) await this.rollBack(`probation of generation ${next.number}: ${rec.reason}`, true, ticket.watchers);
+    } else if (rec.reason !== null) {
+      this.events.emit('rollback', rec, true); // a canary dropped
     }
-    // A scale request that arrived during the handoff applies to the generation that serves now.
-    if (this.serving && this.serving.target !== this.opts.workers) this.serving.resize(this.opts.workers);
-    this.current = null;
-    for (const w of ticket.waiters) w.resolve(rec);
-    const queued = this.pending as Ticket | null;
-    if (!queued) return void this.events.emit('idle');
-    if (this.stopping) for (const w of queued.waiters) w.reject(new Error('the supervisor is stopping'));
-    else void this.runTicket(queued);
+    return rec;
+  }
+
+  private remember(rec: HandoffRecord): void {
+    this.current = rec;
+    this.history.push(rec);
+    if (this.history.length > HISTORY) this.history.shift();
+  }
+
+  private onChange(watchers: Iterable<(state: string, message: string) => void>): (r: HandoffRecord, message: string) => void {
+    return (r, message) => {
+      (r.state === 'failed' ? this.log.error : this.log.info)(`handoff ${r.id}: ${message}`, { state: r.state });
+      if (r.state === 'failed' && r.output.length) for (const l of r.output) this.log.error(`  | ${l}`);
+      for (const w of watchers) w(r.state, message);
+      this.events.emit('handoff', r, message);
+    };
+  }
+
+  /** Only baton's runtime can stop accepting and start again; UDP sockets stop being read for good. */
+  private canKeep(g: Generation): boolean {
+    return g.workers.some((w) => w.canStandby) && !this.listeners.some((l) => l.kind === 'udp');
+  }
+
+  /** `g` is the standby from now on (null: none); the one it replaces leaves. Timed by --keep-previous. */
+  private keep(g: Generation | null, opts: ServiceOptions): void {
+    const was = this.standby;
+    if (was && was.g !== g) {
+      if (was.timer) clearTimeout(was.timer);
+      this.log.info(`generation ${was.g.number} leaves standby: a newer generation replaces it`);
+      void was.g.drain(this.opts.drainTimeoutMs);
+    }
+    this.standby = null;
+    if (!g || this.stopping) return;
+    const ms = this.opts.keepPreviousMs;
+    if (ms <= 0) {
+      // Kept only through probation.
+      void g.drain(this.opts.drainTimeoutMs);
+      return;
+    }
+    const standby = { g, opts, until: Date.now() + ms, timer: null as NodeJS.Timeout | null };
+    standby.timer = setTimeout(() => {
+      if (this.standby !== standby) return;
+      this.standby = null;
+      this.log.info(`generation ${g.number} leaves standby: --keep-previous (${ms} ms) is over`);
+      void g.drain(this.opts.drainTimeoutMs);
+    }, ms);
+    standby.timer.unref();
+    this.standby = standby;
+    void g.whenExited().then(() => {
+      if (this.standby !== standby) return;
+      if (standby.timer) clearTimeout(standby.timer);
+      this.standby = null;
+    });
+  }
+
+  /** Why an upgrade cannot run now because of the standby, or null. */
+  private standbyBusy(): string | null {
+    const s = this.standby;
+    if (!s) return null;
+    const left = Math.max(0, Math.round((s.until - Date.now()) / 1000));
+    return `generation ${s.g.number} is kept as a warm standby for rollback (${left} s left) and a supervisor upgrade does not carry it: retry with --drop-standby to end it first, or once it has ended`;
+  }
+
+  /** End the standby now (its processes leave at once: they hold no connection). */
+  dropStandby(why: string): void {
+    const s = this.standby;
+    if (!s) return;
+    if (s.timer) clearTimeout(s.timer);
+    this.standby = null;
+    this.log.info(`generation ${s.g.number} leaves standby: ${why}`);
+    void s.g.drain(this.opts.drainTimeoutMs);
+  }
+
+  /** Probation of a serving generation; `baton rollback` meanwhile ends it with its reason. */
+  private async watch(g: Generation, rules: ProbationRules): Promise<string | null> {
+    const p = watchProbation(g, rules);
+    this.abortProbation = p.abort;
+    try {
+      return await p.verdict;
+    } finally {
+      this.abortProbation = null;
+    }
+  }
+
+  /**
+   * Undo the last handoff. The standby serves again at once and the serving generation
+   * drains; with no standby, a reload to the previous command line, env and cwd.
+   */
+  async rollback(reason: string, watch?: (state: string, message: string) => void): Promise<HandoffRecord> {
+    if (this.stopping) throw new Error('the supervisor is stopping');
+    if (this.current) {
+      if (this.abortProbation) {
+        // The handoff on probation (or a canary) is the one undone; its rollback is this request's answer.
+        const done = new Promise<HandoffRecord>((resolve) => {
+          const on = (rec: HandoffRecord): void => {
+            this.events.off('rollback', on);
+            resolve(rec);
+          };
+          this.events.on('rollback', on);
+        });
+        this.abortProbation(reason);
+        return done;
+      }
+      throw new Error(`handoff ${this.current.id} is ${this.current.state}: roll back once it is over`);
+    }
+    return this.rollBack(reason, false, watch ? [watch] : []);
+  }
+
+  /** The rollback handoff itself; `this.current` is set meanwhile. */
+  private async rollBack(reason: string, automatic: boolean, watchers: Iterable<(state: string, message: string) => void>): Promise<HandoffRecord> {
+    const requestedAt = Date.now();
+    const wasCurrent = this.current;
+    try {
+      return await this.undo(reason, automatic, watchers, requestedAt);
+    } finally {
+      // Idle before: this request ran the rollback, and runs what was queued meanwhile.
+      if (wasCurrent === null) {
+        this.current = null;
+        this.next();
+      }
+    }
+  }
+
+  private async undo(reason: string, automatic: boolean, watchers: Iterable<(state: string, message: string) => void>, requestedAt: number): Promise<HandoffRecord> {
+    const standby = this.standby;
+    const current = this.serving;
+    if (!standby?.g.resumable) {
+      const prev = this.previous;
+      if (!prev) throw new Error('nothing to roll back to: this service has had one generation only');
+      this.log.warn(`rollback (${reason}): no standby, starting the previous command line again`);
+      const { argv, cwd, env, setEnv, workers } = prev.opts;
+      const ticket: Ticket = { argv: prev.argv, cwd: prev.cwd, setEnv: {}, settings: { argv, cwd, env, setEnv: setEnv ?? {}, workers }, trigger: 'rollback', probation: { probationMs: 0 }, reason, waiters: [], watchers: new Set(watchers) };
+      const rec = await this.handoff(ticket);
+      this.events.emit('rollback', rec, automatic);
+      return rec;
+    }
+    if (standby.timer) clearTimeout(standby.timer);
+    this.standby = null;
+    const rec = newRecord(this.nextHandoff++, 'rollback', current?.number ?? null, standby.g.number, standby.g.argv, 'resuming', requestedAt);
+    rec.reason = reason;
+    this.log.warn(`rollback to generation ${standby.g.number}: ${reason}`);
+    this.remember(rec);
+    await runRollback(rec, { standby: standby.g, current, drainTimeoutMs: this.opts.drainTimeoutMs, transferTimeoutMs: TRANSFER_TIMEOUT_MS, exclusive: this.opts.handoff === 'exclusive', onChange: this.onChange(watchers) });
+    if (rec.state === 'done') {
+      if (current) this.previous = { argv: current.argv, cwd: current.cwd, opts: { ...this.opts } };
+      this.serving = standby.g;
+      Object.assign(this.opts, { argv: standby.opts.argv, cwd: standby.opts.cwd, env: standby.opts.env, setEnv: standby.opts.setEnv });
+      // The size asked for last (baton scale) applies to whatever serves, the standby included.
+      if (standby.g.target !== this.opts.workers) standby.g.resize(this.opts.workers);
+    }
+    this.events.emit('rollback', rec, automatic);
+    return rec;
   }
 
   private template(o: ServiceOptions = this.opts): WorkerTemplate {
@@ -461,6 +683,9 @@ export class Supervisor {
       for (const w of pending?.waiters ?? []) w.reject(new Error('the supervisor is stopping'));
       this.events.emit('stopping');
       clearInterval(this.memoryGuard ?? undefined);
+      // Drained below with every generation; a supervisor that goes away (stop, takeover) never leaves one behind.
+      if (this.standby) this.dropStandby('the supervisor stops (a takeover does not carry a standby either)');
+      this.abortProbation?.('the supervisor is stopping');
       const all = [...this.generations];
       // With a stop timeout (a container's grace period) the drain ends a little before it,
       // so workers can still report what they cut; generations already draining from a
@@ -510,23 +735,49 @@ export class Supervisor {
       case 'logs':
         return serveLogs(ring, req, client, this.stopped);
       case 'reload': {
-        const rec = await this.reload({ argv: req.argv ?? null, cwd: req.cwd ?? null, env: req.env ?? {}, trigger: 'reload', watch: emit });
+        const probation: Partial<ProbationRules> & { canary?: number } = {};
+        if (req.probationMs !== undefined) probation.probationMs = req.probationMs;
+        if (req.maxErrorRate !== undefined) probation.maxErrorRate = req.maxErrorRate;
+        if (req.canary !== undefined) probation.canary = req.canary;
+        // Without --wait the answer comes once the new generation serves, before its probation ends.
+        let serving: ((rec: HandoffRecord) => void) | null = null;
+        const early = req.wait === 'probation' ? null : new Promise<HandoffRecord>((resolve) => (serving = resolve));
+        const watch = (state: string, message: string): void => {
+          emit(state, message);
+          if ((state === 'probation' || state === 'canary') && serving) serving(this.current!);
+        };
+        const whole = this.reload({ argv: req.argv ?? null, cwd: req.cwd ?? null, env: req.env ?? {}, trigger: 'reload', watch, probation });
+        const rec = early ? await Promise.race([whole, early]) : await whole;
         if (rec.state === 'failed') throw new ControlError(`reload failed: ${rec.error}`, rec);
         const old = rec.from === null ? undefined : this.generations.find((g) => g.number === rec.from);
+        if (rec.state === 'canary') return rec; // the old generation serves on, untouched
         if (old) await reportDrain(old, emit, req.wait === 'drained');
         if (req.wait === 'drained' && rec.from !== null) {
-          if (old) await old.whenExited();
+          // A standby is drained too: it finished its work and holds nothing.
+          if (old) await old.whenSettled();
           rec.cut = old?.cut ?? rec.cut;
         }
         return rec;
       }
       case 'scale':
         return this.scale(req.workers);
+      case 'rollback': {
+        const rec = await this.rollback(req.reason ?? 'requested on the control socket', emit);
+        // A canary dropped is a rollback done: its record is the canary's handoff, failed by design.
+        if (rec.state === 'failed' && rec.trigger === 'rollback') throw new ControlError(`rollback failed: ${rec.error}`, rec);
+        return rec;
+      }
       case 'stop':
         await this.stop();
         return { stopped: true };
       case 'upgrade':
         if (!this.upgrader) throw new ControlError('upgrade is not available in this process');
+        if (req.dropStandby && this.standby) {
+          const g = this.standby.g;
+          emit('standby', `generation ${g.number} leaves standby: an upgrade does not carry it`);
+          this.dropStandby('a supervisor upgrade was asked for with --drop-standby');
+          await g.whenExited();
+        }
         return this.upgrader(this, req, emit, conn);
       case 'takeover':
         this.takeover.offer(conn);
@@ -584,6 +835,7 @@ export class Supervisor {
       handoff: this.current ? { id: this.current.id, state: this.current.state, from: this.current.from, to: this.current.to } : null,
       reloadQueued: this.pending !== null,
       draining: this.generations.filter((g) => g.state === 'draining').length,
+      standby: this.standby ? { generation: this.standby.g.number, state: this.standby.g.state, leftMs: Math.max(0, this.standby.until - now) } : null,
       maxDraining: this.opts.maxDraining,
       generations: this.generations.map((g) => ({
         number: g.number,
@@ -633,6 +885,8 @@ export interface StatusReport {
   handoff: { id: number; state: string; from: number | null; to: number } | null;
   reloadQueued: boolean;
   draining: number;
+  /** The previous generation kept for `baton rollback`: draining towards standby, or in it, and for how long still. */
+  standby: { generation: number; state: string; leftMs: number } | null;
   maxDraining: number;
   generations: {
     number: number;

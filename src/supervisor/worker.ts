@@ -11,7 +11,8 @@ import { WorkerNotify, type Credentials, type NotifyOptions } from './notify.js'
 import type { WorkerProcess } from './adopt.js';
 import type { RawConnection } from '../os/internals.js';
 
-export type WorkerState = 'starting' | 'ready' | 'draining' | 'exited';
+/** standby: drained, alive, not accepting, until a rollback resumes it or it drains for good (--keep-previous). */
+export type WorkerState = 'starting' | 'ready' | 'draining' | 'standby' | 'exited';
 
 /** What a supervisor upgrade carries of a worker to the new image (upgrade/state.ts validates it). */
 export interface WorkerSnapshot {
@@ -51,6 +52,8 @@ export interface WorkerOptions {
   warmup?: Warmup | null;
   /** Node runtime: keep-alive connections told to close over this long when it drains (absent: 0, all at once). */
   drainSpreadMs?: number;
+  /** Report HTTP responses and 5xx answered (probation, canary). */
+  stats?: boolean;
   preloadUrl: string;
   /** Each line of the worker's stdout/stderr, already split. */
   onOutput(w: Worker, line: string, stream: 'stdout' | 'stderr'): void;
@@ -108,6 +111,13 @@ export class Worker extends EventEmitter {
   hasRuntime = false;
   /** The process that serves, if not the one spawned (MAINPID= on NOTIFY_SOCKET): the drain signal goes there. */
   mainPid: number | null = null;
+  /** Drained towards standby rather than exit (--keep-previous). */
+  toStandby = false;
+  /** Connections cut before this worker's last drain (on its way to standby). */
+  private cutBefore = 0;
+  /** HTTP responses and 5xx answered, as last reported by the runtime (probation). */
+  requests = 0;
+  errors = 0;
   /** What the worker last said with STATUS= on its NOTIFY_SOCKET. */
   statusText: string | null = null;
   readonly output: string[] = [];
@@ -138,6 +148,7 @@ export class Worker extends EventEmitter {
       [ENV.threads]: String(opts.threads),
       [ENV.warmup]: opts.warmup ? JSON.stringify(opts.warmup) : '',
       [ENV.drainSpread]: String(opts.drainSpreadMs ?? 0),
+      ...(opts.stats ? { [ENV.stats]: '1' } : {}),
       NODE_OPTIONS: [opts.env.NODE_OPTIONS, `--import=${opts.preloadUrl}`].filter(Boolean).join(' '),
     };
     // The common `listen(process.env.PORT)` convention: the first TCP port, else the first
@@ -205,6 +216,7 @@ export class Worker extends EventEmitter {
 
   /** Tell the worker to stop accepting, finish, and exit within timeoutMs; kill it after. */
   drain(timeoutMs: number, signal: NodeJS.Signals = this.opts.drainSignal ?? 'SIGTERM'): void {
+    if (this.toStandby) return this.endStandby(timeoutMs);
     if (this.state === 'exited' || this.state === 'draining') return;
     this.state = 'draining';
     this.drainStartedAt = Date.now();
@@ -213,6 +225,7 @@ export class Worker extends EventEmitter {
       this.send({ baton: 1, type: 'drain', timeoutMs });
       this.deadline = setTimeout(() => this.killAtDeadline(), timeoutMs + KILL_GRACE_MS);
     } else {
+      this.toStandby = false;
       // No runtime: the signal is all we can say, and stopping to accept is all we can assume.
       this.signal(signal, false, this.mainPid ?? this.pid);
       this.markAcceptingStopped();
@@ -220,13 +233,50 @@ export class Worker extends EventEmitter {
     }
   }
 
-  /**
-   * Exclusive handoff: the old generation stopped accepting, this worker may start. A
-   * worker without the runtime cannot defer its accept: it accepted since it listened.
-   */
-  accept(): Promise<void> {
-    if (this.accepting || this.state === 'exited') return Promise.resolve();
-    const acked = new Promise<void>((resolve) => {
+  /** Whether this worker can be a warm standby: only baton's runtime can stop accepting and start again. */
+  get canStandby(): boolean {
+    return this.hasRuntime && this.opts.threads === 1 && this.child.connected;
+  }
+
+  /** Drain, then stay alive not accepting (--keep-previous); a later drain() ends it for good. */
+  drainToStandby(timeoutMs: number): void {
+    if (!this.canStandby || (this.state !== 'ready' && this.state !== 'starting')) return this.drain(timeoutMs);
+    this.state = 'draining';
+    this.toStandby = true;
+    this.drainStartedAt = Date.now();
+    this.emit('draining');
+    this.send({ baton: 1, type: 'drain', timeoutMs, standby: true });
+    this.deadline = setTimeout(() => this.killAtDeadline(), timeoutMs + KILL_GRACE_MS);
+  }
+
+  /** A standby leaves for good: it holds nothing, so this is quick. */
+  endStandby(timeoutMs: number): void {
+    if (!this.toStandby || this.state === 'exited') return;
+    this.toStandby = false;
+    this.state = 'draining';
+    this.send({ baton: 1, type: 'drain', timeoutMs });
+    if (this.deadline) clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => this.killAtDeadline(), timeoutMs + KILL_GRACE_MS);
+  }
+
+  /** Rollback: a standby (or one still draining towards it) accepts again; resolves once it said so. */
+  resumeAccepting(): Promise<void> {
+    if (!this.toStandby || this.state === 'exited') return Promise.resolve();
+    if (this.deadline) clearTimeout(this.deadline);
+    this.deadline = null;
+    this.toStandby = false;
+    this.state = 'ready';
+    this.drainStartedAt = null;
+    this.acceptingStopped = false;
+    this.connections = null;
+    this.accepting = false;
+    const acked = this.whenAccepting();
+    this.send({ baton: 1, type: 'resume' });
+    return acked;
+  }
+
+  private whenAccepting(): Promise<void> {
+    return new Promise<void>((resolve) => {
       const done = (): void => {
         this.off('accepting', done);
         this.off('exit', done);
@@ -235,6 +285,15 @@ export class Worker extends EventEmitter {
       this.on('accepting', done);
       this.on('exit', done);
     });
+  }
+
+  /**
+   * Exclusive handoff: the old generation stopped accepting, this worker may start. A
+   * worker without the runtime cannot defer its accept: it accepted since it listened.
+   */
+  accept(): Promise<void> {
+    if (this.accepting || this.state === 'exited') return Promise.resolve();
+    const acked = this.whenAccepting();
     if (this.hasRuntime && this.child.connected) this.send({ baton: 1, type: 'accept' });
     else {
       this.accepting = true;
@@ -338,10 +397,24 @@ export class Worker extends EventEmitter {
         this.emit('progress', m.connections);
         break;
       case 'drained':
-        this.cut = m.cut;
+        this.cut = this.cutBefore + m.cut;
         this.ended = m.ended ?? {};
         this.connections = 0;
         this.connectionsByKind = null;
+        break;
+      case 'standby':
+        this.cut = this.cutBefore += m.cut;
+        this.connections = 0;
+        if (!this.toStandby || this.state !== 'draining') break;
+        if (this.deadline) clearTimeout(this.deadline);
+        this.deadline = null;
+        this.state = 'standby';
+        this.emit('standby');
+        break;
+      case 'stats':
+        this.requests = m.requests;
+        this.errors = m.errors;
+        this.emit('stats');
         break;
       case 'warning':
         this.remember(`baton: ${m.message}`);

@@ -243,7 +243,8 @@ function converse(path: string, data: string | null, want = 1): Promise<{ lines:
 
 test(EXPECTED['hostile-control'].fault, async (t) => {
   const spec = EXPECTED['hostile-control'];
-  const b = await startBaton({ argv: v1 });
+  // The old generation exits after the reload below (a standby would keep its pipes open here).
+  const b = await startBaton({ argv: v1, args: ['--keep-previous', '0'] });
   t.after(() => b.dispose());
   const port = await b.port();
   const pid = b.proc.pid!;

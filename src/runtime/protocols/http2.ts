@@ -48,6 +48,11 @@ export class Http2Sessions {
     for (const s of this.sessions) goaway(s);
   }
 
+  /** A standby serves again (rollback): new sessions are served as usual. */
+  resume(): void {
+    this.draining = false;
+  }
+
   /** Streams whose response is an event stream: what to end so EventSource clients reconnect. */
   *eventStreams(): Iterable<ServerHttp2Stream> {
     for (const st of this.streams) {
