@@ -30,16 +30,20 @@ const service = fc.option(serviceName, { nil: undefined });
 /** Requests the protocol accepts, built independently of the valibot schema. */
 const validRequest: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
   fc.record(
-    { id, cmd: fc.constant('reload'), service, argv: fc.array(word, { minLength: 1, maxLength: 5 }), cwd: absPath, wait: fc.constantFrom('serving', 'drained') },
+    {
+      id, cmd: fc.constant('reload'), service, argv: fc.array(word, { minLength: 1, maxLength: 5 }), cwd: absPath, wait: fc.constantFrom('serving', 'drained', 'probation'),
+      probationMs: fc.integer({ min: 0, max: 86_400_000 }), maxErrorRate: fc.double({ min: 0, max: 1, noNaN: true }), canary: fc.integer({ min: 1, max: 1024 }),
+    },
     { requiredKeys: ['cmd'] },
   ),
+  fc.record({ id, cmd: fc.constant('rollback'), service, reason: fc.string({ maxLength: 500 }) }, { requiredKeys: ['cmd'] }),
   fc.record({ id, cmd: fc.constant('status'), service }, { requiredKeys: ['cmd'] }),
   fc.record(
     { id, cmd: fc.constant('scale'), service, workers: fc.oneof(fc.integer(), fc.tuple(fc.constantFrom('+', '-'), fc.integer({ min: 0, max: 9999 })).map(([s, n]) => `${s}${n}`)) },
     { requiredKeys: ['cmd', 'workers'] },
   ),
   fc.record({ id, cmd: fc.constantFrom('stop', 'takeover', 'takeover-commit') }, { requiredKeys: ['cmd'] }),
-  fc.record({ id, cmd: fc.constant('upgrade'), exec: absPath, restartWorkers: fc.boolean() }, { requiredKeys: ['cmd'] }),
+  fc.record({ id, cmd: fc.constant('upgrade'), exec: absPath, restartWorkers: fc.boolean(), dropStandby: fc.boolean() }, { requiredKeys: ['cmd'] }),
   fc.record(
     { id, cmd: fc.constant('logs'), service, lines: fc.integer({ min: 0, max: LOG_RING_LINES }), generation: fc.integer({ min: 1, max: 2 ** 31 }), follow: fc.boolean() },
     { requiredKeys: ['cmd'] },
@@ -60,14 +64,18 @@ const FIELDS: Record<string, Record<string, (x: unknown) => boolean>> = {
     // A command line: at least a program, no empty word.
     argv: (x) => Array.isArray(x) && x.length >= 1 && x.length <= 4096 && x.every((w) => typeof w === 'string' && w.length > 0),
     cwd: isAbsolute,
-    wait: (x) => x === 'serving' || x === 'drained',
+    wait: (x) => x === 'serving' || x === 'drained' || x === 'probation',
+    probationMs: (x) => isInt(x) && x >= 0 && x <= 86_400_000,
+    maxErrorRate: (x) => typeof x === 'number' && x >= 0 && x <= 1,
+    canary: (x) => isInt(x) && x >= 1 && x <= 1024,
   },
+  rollback: { service: isServiceName, reason: (x) => typeof x === 'string' && x.length <= 500 },
   status: { service: isServiceName },
   scale: { service: isServiceName, workers: (x) => isInt(x) || (typeof x === 'string' && /^[+-][0-9]{1,4}$/.test(x)) },
   stop: {},
   takeover: {},
   'takeover-commit': {},
-  upgrade: { exec: isAbsolute, restartWorkers: (x) => typeof x === 'boolean' },
+  upgrade: { exec: isAbsolute, restartWorkers: (x) => typeof x === 'boolean', dropStandby: (x) => typeof x === 'boolean' },
   logs: { service: isServiceName, lines: (x) => isInt(x) && x >= 0 && x <= 2000, generation: (x) => isInt(x) && x >= 1, follow: (x) => typeof x === 'boolean' },
 };
 const REQUIRED: Record<string, string[]> = { scale: ['workers'] };

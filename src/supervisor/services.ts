@@ -183,6 +183,7 @@ export class ServiceGroup {
         return this.takeover.commit(conn);
       case 'upgrade':
         if (!this.upgrader) throw new ControlError('upgrade is not available in this process');
+        if (req.dropStandby) await Promise.all(this.services.map((s) => s.dropStandbyForUpgrade(emit)));
         return this.upgrader(this, req, emit, conn);
     }
   }

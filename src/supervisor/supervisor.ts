@@ -531,6 +531,15 @@ export class Supervisor {
     return `generation ${s.g.number} is kept as a warm standby for rollback (${left} s left) and a supervisor upgrade does not carry it: retry with --drop-standby to end it first, or once it has ended`;
   }
 
+  /** `baton upgrade --drop-standby`: the standby ends first, said as a progress step; resolves once it has exited. */
+  async dropStandbyForUpgrade(emit: (state: string, message: string) => void): Promise<void> {
+    const g = this.standby?.g;
+    if (!g) return;
+    emit('standby', `${this.grouped ? `${this.name}: ` : ''}generation ${g.number} leaves standby: an upgrade does not carry it`);
+    this.dropStandby('a supervisor upgrade was asked for with --drop-standby');
+    await g.whenExited();
+  }
+
   /** End the standby now (its processes leave at once: they hold no connection). */
   dropStandby(why: string): void {
     const s = this.standby;
@@ -772,12 +781,7 @@ export class Supervisor {
         return { stopped: true };
       case 'upgrade':
         if (!this.upgrader) throw new ControlError('upgrade is not available in this process');
-        if (req.dropStandby && this.standby) {
-          const g = this.standby.g;
-          emit('standby', `generation ${g.number} leaves standby: an upgrade does not carry it`);
-          this.dropStandby('a supervisor upgrade was asked for with --drop-standby');
-          await g.whenExited();
-        }
+        if (req.dropStandby) await this.dropStandbyForUpgrade(emit);
         return this.upgrader(this, req, emit, conn);
       case 'takeover':
         this.takeover.offer(conn);
