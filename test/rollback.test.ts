@@ -249,7 +249,7 @@ function alive(pid: number): boolean {
   }
 }
 
-test('supervisor upgrade refuses while a standby is kept, and --drop-standby ends it first; a takeover ends it, never orphaned', async (t) => {
+test('a newer reload replaces the standby; supervisor upgrade refuses while one is kept, --drop-standby ends it first; a takeover ends it, never orphaned', async (t) => {
   const b = await startBaton({ argv: version('v1'), args: ['--keep-previous', '1m'] });
   t.after(() => b.dispose());
   assert.ok((await b.reload(version('v2'))).ok);
@@ -267,15 +267,22 @@ test('supervisor upgrade refuses while a standby is kept, and --drop-standby end
   assert.equal(after.standby, null);
   assert.equal(after.serving, 2);
 
-  // A takeover: the old supervisor drains everything, its standby included.
+  // A newer reload replaces the standby: the older one leaves.
   assert.ok((await b.reload(version('v3'))).ok);
   const s2 = await until(b, (x) => x.standby?.state === 'standby', 'generation 2 in standby');
   const pid2 = gen(s2, 2).workers[0]!.pid;
-  const next = spawn(process.execPath, [CLI, 'start', '--takeover', '--control', b.control, '--', ...version('v4')], { cwd: ROOT, stdio: 'ignore' });
+  assert.ok((await b.reload(version('v4'))).ok);
+  const s3 = await until(b, (x) => x.standby?.generation === 3 && x.standby.state === 'standby' && !x.generations.some((g) => g.number === 2), 'generation 3 in standby, 2 gone');
+  assert.equal(alive(pid2), false, 'the replaced standby exited');
+  assert.match(b.out, /generation 2 leaves standby: a newer generation replaces it/);
+  const pid3 = gen(s3, 3).workers[0]!.pid;
+
+  // A takeover: the old supervisor drains everything, its standby included.
+  const next = spawn(process.execPath, [CLI, 'start', '--takeover', '--control', b.control, '--', ...version('v5')], { cwd: ROOT, stdio: 'ignore' });
   t.after(() => next.kill('SIGTERM'));
   assert.equal(await b.exited, 0, b.out);
-  assert.match(b.out, /generation 2 leaves standby: the supervisor stops/);
-  assert.equal(alive(pid2), false, 'the standby left with the old supervisor');
+  assert.match(b.out, /generation 3 leaves standby: the supervisor stops/);
+  assert.equal(alive(pid3), false, 'the standby left with the old supervisor');
 });
 
 test('--keep-previous 0: rollback reloads the previous command line; recorded with its reason', async (t) => {
