@@ -27,7 +27,8 @@ function cert(): TestCert {
 async function startApp(t: TestContext, fixture: string, env: NodeJS.ProcessEnv, workers = 2, drainTimeoutMs = DRAIN_TIMEOUT_MS): Promise<{ b: Baton; port: number }> {
   const b = await startBaton({
     argv: ['node', join(FIXTURES, fixture)],
-    args: ['--workers', String(workers), '--drain-timeout', `${drainTimeoutMs}ms`],
+    // Each old generation exits (counted below) rather than stays as a standby (--keep-previous).
+    args: ['--workers', String(workers), '--drain-timeout', `${drainTimeoutMs}ms`, '--keep-previous', '0'],
     env: { TLS_KEY: cert().key, TLS_CERT: cert().cert, ...env },
   });
   t.after(() => b.dispose());
