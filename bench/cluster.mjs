@@ -12,7 +12,9 @@ if (cluster.isPrimary) {
   // Exit only once every worker has: the next measurement must not share the CPU with them.
   let left = workers.length;
   cluster.on('exit', () => --left === 0 && process.exit(0));
-  process.on('SIGTERM', () => workers.forEach((w) => w.kill()));
+  process.on('SIGTERM', () => {
+    for (const w of workers) w.kill();
+  });
 } else {
   const koffi = createRequire(import.meta.url)('koffi');
   koffi.load('libc.so.6').func('int setsid()')();

@@ -14,8 +14,8 @@
 // load near 0 in shared mode.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { APPS, Baton, cpuShare, isMain, LoadWatch, type ProcSample, procSample, round, runMain, type Section, spawnServer, table } from './harness.js';
 import { startLoad } from './load.js';
-import { APPS, Baton, LoadWatch, cpuShare, isMain, procSample, round, runMain, spawnServer, table, type ProcSample, type Section } from './harness.js';
 
 /** "Near 0": what the supervisor may use of one core while a saturated app serves in shared mode. */
 const NEAR_ZERO = 0.01;
@@ -47,6 +47,7 @@ function rssParts(pid: number): { anon: number; file: number } {
 }
 
 /** Run `during` while sampling the process every 100 ms; CPU share over the whole, RSS at its maximum. */
+// biome-ignore lint/suspicious/noConfusingVoidType: phases return a count, or nothing
 async function observe(pid: number, config: string, phase: string, during: () => Promise<number | void>): Promise<Phase> {
   let max: ProcSample = procSample(pid);
   let parts = rssParts(pid);
@@ -79,7 +80,13 @@ async function phases(distribution: 'shared' | 'round-robin', o: CostOptions): P
     await sleep(500);
     out.push(await observe(b.pid, config, 'under load, new connections', () => sleep(ms)));
     const failed = (await fresh.stop()).failed;
-    const load = startLoad({ target, clients: [{ kind: 'undici', concurrency: 16 }], maxRequests: 50_000_000, maxDurationMs: 10 * ms + o.reloads * 30_000, sampleLatencies: 0 });
+    const load = startLoad({
+      target,
+      clients: [{ kind: 'undici', concurrency: 16 }],
+      maxRequests: 50_000_000,
+      maxDurationMs: 10 * ms + o.reloads * 30_000,
+      sampleLatencies: 0,
+    });
     await sleep(500);
     out.push(await observe(b.pid, config, 'under load, keep-alive', () => sleep(ms)));
     out.push(
@@ -120,7 +127,13 @@ export async function cost(o: CostOptions): Promise<Section> {
   const all = [...floors, ...(await phases('shared', o)), ...(await phases('round-robin', o))];
   const load = watch.stop();
   const rows = all.map((p) => [
-    p.config, p.phase, `${round(p.cpu * 100, 1)} %`, p.perReload === null ? '—' : round(p.perReload), round(p.rssMax / MB, 1), round(p.anon / MB, 1), round(p.file / MB, 1),
+    p.config,
+    p.phase,
+    `${round(p.cpu * 100, 1)} %`,
+    p.perReload === null ? '—' : round(p.perReload),
+    round(p.rssMax / MB, 1),
+    round(p.anon / MB, 1),
+    round(p.file / MB, 1),
   ]);
   const sharedLoad = all.filter((p) => p.config.startsWith('shared') && p.phase.startsWith('under load')).reduce((a, p) => (p.cpu > a.cpu ? p : a));
   const rssVerdict = (distribution: string): Section['verdicts'][number] => {
@@ -129,7 +142,8 @@ export async function cost(o: CostOptions): Promise<Section> {
     const worst = mine.filter((p) => p !== started).reduce((a, p) => (p.rssMax > a.rssMax ? p : a));
     return {
       bar: `supervisor RSS < 60 MB, ${distribution} (idle, under load, during reloads)`,
-      measured: `max ${round(worst.rssMax / MB, 1)} MB (${worst.phase}; anonymous ${round(worst.anon / MB, 1)} MB); just started: ${round(started.rssMax / MB, 1)} MB; ` +
+      measured:
+        `max ${round(worst.rssMax / MB, 1)} MB (${worst.phase}; anonymous ${round(worst.anon / MB, 1)} MB); just started: ${round(started.rssMax / MB, 1)} MB; ` +
         `a bare \`node -e\`: ${round(floors[0]!.rssMax / MB, 1)} MB`,
       met: worst.rssMax < RSS_BAR && started.rssMax < RSS_BAR,
     };
@@ -137,7 +151,11 @@ export async function cost(o: CostOptions): Promise<Section> {
   const verdicts: Section['verdicts'] = [
     rssVerdict('shared'),
     rssVerdict('round-robin'),
-    { bar: 'supervisor CPU under load near 0 in shared mode (< 1 % of a core)', measured: `${round(sharedLoad.cpu * 100, 2)} % of a core (${sharedLoad.phase})`, met: sharedLoad.cpu < NEAR_ZERO },
+    {
+      bar: 'supervisor CPU under load near 0 in shared mode (< 1 % of a core)',
+      measured: `${round(sharedLoad.cpu * 100, 2)} % of a core (${sharedLoad.phase})`,
+      met: sharedLoad.cpu < NEAR_ZERO,
+    },
   ];
   const markdown = [
     `\`examples/hello/v1.js\`, 1 worker; just started: 1 s, then ${SETTLE_MS / 1000} s left alone; each further phase ${o.seconds} s (reloads: ${o.reloads} back to back, under the keep-alive load); loads: 8 clients with a new connection per request, 16 keep-alive clients, no pause. ` +
@@ -145,7 +163,13 @@ export async function cost(o: CostOptions): Promise<Section> {
     '',
     table(['supervisor', 'phase', 'CPU', 'CPU ms per reload', 'RSS max MB', 'anonymous MB', 'file-backed MB'], rows),
   ].join('\n');
-  return { title: 'Supervisor cost: CPU and memory', command: `node dist/bench/cost.js --seconds ${o.seconds} --reloads ${o.reloads}`, load, markdown, verdicts };
+  return {
+    title: 'Supervisor cost: CPU and memory',
+    command: `node dist/bench/cost.js --seconds ${o.seconds} --reloads ${o.reloads}`,
+    load,
+    markdown,
+    verdicts,
+  };
 }
 
 if (isMain(import.meta.url)) {

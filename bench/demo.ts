@@ -89,7 +89,9 @@ async function main(): Promise<number> {
       `handoff done: median ${total[total.length >> 1]} ms, max ${total.at(-1)} ms\n` +
       `throughput ${Math.round(report.rps)} req/s, latency p50 ${report.latency.p50.toFixed(1)} ms, p99 ${report.latency.p99.toFixed(1)} ms, ` +
       `max ${report.latency.max.toFixed(1)} ms\n` +
-      `answers by generation: ${Object.entries(report.bodies).map(([k, v]) => `${k}:${v}`).join(' ')}`,
+      `answers by generation: ${Object.entries(report.bodies)
+        .map(([k, v]) => `${k}:${v}`)
+        .join(' ')}`,
   );
   const ok = report.failed === 0 && failed.length === 1 && done.length === PLAN.length - 1 && stopped.ok;
   console.log(ok ? '\nFAILED REQUESTS: 0' : `\nFAILED REQUESTS: ${report.failed} (see errors above)`);

@@ -2,15 +2,15 @@
 // child processes, reading a process's CPU time and memory from /proc, the machine and its
 // load average (the figures are only comparable with those next to them), and markdown tables.
 // Traffic only ever goes to 127.0.0.1.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { request } from 'node:http';
-import { controlRequest } from '../src/control/control.js';
 import type { ControlReply, ControlRequest } from '../src/common/protocol.js';
+import { controlRequest } from '../src/control/control.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -105,10 +105,14 @@ export class Child {
 /** Ports free on 127.0.0.1 right now (bound to 0, read, released). */
 export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve) => {
-      const s = createServer();
-      s.listen(0, '127.0.0.1', () => resolve(s));
-    })),
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve) => {
+          const s = createServer();
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
   );
   const ports = servers.map((s) => (s.address() as { port: number }).port);
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
@@ -137,7 +141,21 @@ export class Baton extends Child {
     const control = join(dir, 'ctl.sock');
     const listen = (opts.listen ?? ['127.0.0.1:0']).flatMap((l) => ['--listen', l]);
     const probe = opts.loopDelay ? [`--import=${pathToFileURL(join(ROOT, 'bench/loopdelay.mjs')).href}`] : [];
-    const args = [...probe, CLI, 'start', '--control', control, ...listen, '--workers', String(opts.workers ?? 1), '--distribution', opts.distribution ?? 'shared', ...(opts.args ?? []), '--', ...opts.argv];
+    const args = [
+      ...probe,
+      CLI,
+      'start',
+      '--control',
+      control,
+      ...listen,
+      '--workers',
+      String(opts.workers ?? 1),
+      '--distribution',
+      opts.distribution ?? 'shared',
+      ...(opts.args ?? []),
+      '--',
+      ...opts.argv,
+    ];
     super(serverProcess(args, { ...opts.env, LOOP_DELAY_OUT: join(dir, 'loop-delay.json') }));
     this.dir = dir;
     this.control = control;
@@ -336,7 +354,12 @@ export function runMain(main: () => Promise<Section>): void {
   main().then(
     (s) => {
       console.log(`\n${renderSection(s)}`);
-      console.log(table(['bar', 'measured', 'met'], s.verdicts.map((v) => [v.bar, v.measured, v.met ? 'yes' : '**no**'])));
+      console.log(
+        table(
+          ['bar', 'measured', 'met'],
+          s.verdicts.map((v) => [v.bar, v.measured, v.met ? 'yes' : '**no**']),
+        ),
+      );
     },
     (e: unknown) => {
       console.error(e);

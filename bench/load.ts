@@ -8,12 +8,13 @@
 //   agent:  node http.Agent({keepAlive:true}) with defaults; ignores the hint and keeps idle
 //           sockets forever, so it is the one that races a server closing an idle socket.
 //   fresh:  a new TCP connection per request (Connection: close); exercises accept/backlog.
-import http from 'node:http';
+
 import { setMaxListeners } from 'node:events';
-import { performance, createHistogram } from 'node:perf_hooks';
+import http from 'node:http';
+import { createHistogram, performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
-import { Pool, buildConnector } from 'undici';
+import { buildConnector, Pool } from 'undici';
 
 export type ClientKind = 'undici' | 'agent' | 'fresh';
 const KINDS: ClientKind[] = ['undici', 'agent', 'fresh'];
@@ -41,11 +42,22 @@ export interface LoadOptions {
   onOk?: (kind: ClientKind, body: string, t: number) => void;
 }
 
-export interface KindReport { requests: number; ok: number; failed: number; connections?: number }
-export interface Sample { t: number; ms: number; kind: ClientKind }
+export interface KindReport {
+  requests: number;
+  ok: number;
+  failed: number;
+  connections?: number;
+}
+export interface Sample {
+  t: number;
+  ms: number;
+  kind: ClientKind;
+}
 
 export interface LoadReport {
-  requests: number; ok: number; failed: number;
+  requests: number;
+  ok: number;
+  failed: number;
   /** by error code (ECONNRESET, UND_ERR_SOCKET, ...), 'bad status N', 'bad body', 'truncated', 'aborted' */
   errors: Record<string, number>;
   byKind: Record<ClientKind, KindReport>;
@@ -71,8 +83,8 @@ export interface LoadHandle {
   startedAt: number;
 }
 
-const BODY_KEEP = 1 << 20;   // bytes of a body kept for expect(); the rest is read and counted only
-const MAX_KEYS = 100;        // distinct error / body keys; more go to '(other)' so maps stay bounded
+const BODY_KEEP = 1 << 20; // bytes of a body kept for expect(); the rest is read and counted only
+const MAX_KEYS = 100; // distinct error / body keys; more go to '(other)' so maps stay bounded
 
 /** Nearest-rank percentile of an ascending array; p in [0, 100]. 0 for an empty array. */
 export function percentile(sortedMs: number[], p: number): number {
@@ -84,7 +96,10 @@ export function percentile(sortedMs: number[], p: number): number {
 
 /** p99 and max of the samples that started in [from, to). Unordered input is fine. */
 export function windowStats(samples: { t: number; ms: number }[], from: number, to: number): { count: number; p99: number; max: number } {
-  const ms = samples.filter((s) => s.t >= from && s.t < to).map((s) => s.ms).sort((a, b) => a - b);
+  const ms = samples
+    .filter((s) => s.t >= from && s.t < to)
+    .map((s) => s.ms)
+    .sort((a, b) => a - b);
   return { count: ms.length, p99: percentile(ms, 99), max: ms.length ? ms[ms.length - 1]! : 0 };
 }
 
@@ -94,7 +109,9 @@ function bump(map: Record<string, number>, key: string): void {
 }
 
 class Failure extends Error {
-  constructor(readonly kind: string) { super(kind); }
+  constructor(readonly kind: string) {
+    super(kind);
+  }
 }
 
 function errorKind(err: unknown): string {
@@ -105,30 +122,52 @@ function errorKind(err: unknown): string {
   return String(e?.message ?? err).slice(0, 60);
 }
 
-interface Response { status: number; body: string }
+interface Response {
+  status: number;
+  body: string;
+}
 
 // One GET through node:http. agent === false means a fresh connection with Connection: close.
 function httpGet(opts: LoadOptions, path: string, agent: http.Agent | false, signal: AbortSignal, onConnect: () => void): Promise<Response> {
   return new Promise((resolve, reject) => {
     let settled = false;
-    const fail = (err: unknown) => { if (!settled) { settled = true; reject(err); } };
+    const fail = (err: unknown) => {
+      if (!settled) {
+        settled = true;
+        reject(err);
+      }
+    };
     const where = 'socketPath' in opts.target ? { socketPath: opts.target.socketPath } : { host: opts.target.host, port: opts.target.port };
     const req = http.request({
-      ...where, path, method: 'GET', agent, signal,
+      ...where,
+      path,
+      method: 'GET',
+      agent,
+      signal,
       headers: agent === false ? { connection: 'close' } : {},
     });
     // Count connections as they open: a socket still connecting is new, a reused one is not.
     // (agent: false makes Node build a throwaway Agent, so options.createConnection is not used.)
-    req.on('socket', (s) => { if (s.connecting) s.once('connect', onConnect); });
+    req.on('socket', (s) => {
+      if (s.connecting) s.once('connect', onConnect);
+    });
     req.on('error', fail);
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
       let kept = 0;
-      res.on('data', (c: Buffer) => { if (kept < BODY_KEEP) { chunks.push(c); kept += c.length; } });
+      res.on('data', (c: Buffer) => {
+        if (kept < BODY_KEEP) {
+          chunks.push(c);
+          kept += c.length;
+        }
+      });
       res.on('error', fail); // socket closed mid-body: ECONNRESET 'aborted'
       res.on('end', () => {
         if (!res.complete) return fail(new Failure('truncated'));
-        if (!settled) { settled = true; resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }); }
+        if (!settled) {
+          settled = true;
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') });
+        }
       });
       res.on('close', () => fail(new Failure('truncated'))); // no-op if 'end' came first
     });
@@ -156,13 +195,15 @@ export function startLoad(opts: LoadOptions): LoadHandle {
   const errors: Record<string, number> = {};
   const bodies: Record<string, number> = {};
   const samples: Sample[] = [];
-  let seen = 0;                                   // ok requests offered to the reservoir
+  let seen = 0; // ok requests offered to the reservoir
   const hist = createHistogram({ lowest: 1, highest: 3_600_000_000, figures: 3 }); // microseconds
-  let started = 0, ok = 0, failed = 0;
+  let started = 0,
+    ok = 0,
+    failed = 0;
   let lastEnd = startedAt;
 
-  const stopStarting = new AbortController();     // ends think pauses at once
-  const abortInFlight = new AbortController();    // fired graceMs after stopStarting
+  const stopStarting = new AbortController(); // ends think pauses at once
+  const abortInFlight = new AbortController(); // fired graceMs after stopStarting
   // Every in-flight request listens on this one signal. node:http removes its listener only at
   // the request's 'close', just after the next request of the loop began: two per loop at most.
   setMaxListeners(10 + 3 * opts.clients.reduce((a, c) => a + c.concurrency, 0), abortInFlight.signal, stopStarting.signal);
@@ -179,17 +220,26 @@ export function startLoad(opts: LoadOptions): LoadHandle {
   // One client per kind, shared by that kind's loops, as an application would share its agent.
   const kinds = new Set(opts.clients.filter((c) => c.concurrency > 0).map((c) => c.kind));
   const concurrencyOf = (k: ClientKind) => opts.clients.filter((c) => c.kind === k).reduce((a, c) => a + c.concurrency, 0);
-  const countConn = (k: ClientKind) => () => { byKind[k].connections++; };
+  const countConn = (k: ClientKind) => () => {
+    byKind[k].connections++;
+  };
 
   let pool: Pool | undefined;
   if (kinds.has('undici')) {
     const socketPath = 'socketPath' in opts.target ? opts.target.socketPath : undefined;
     const base = buildConnector(socketPath ? { socketPath } : {});
-    const origin = 'socketPath' in opts.target ? 'http://localhost' : `http://${opts.target.host.includes(':') ? `[${opts.target.host}]` : opts.target.host}:${opts.target.port}`;
+    const origin =
+      'socketPath' in opts.target
+        ? 'http://localhost'
+        : `http://${opts.target.host.includes(':') ? `[${opts.target.host}]` : opts.target.host}:${opts.target.port}`;
     pool = new Pool(origin, {
       connections: concurrencyOf('undici'),
       pipelining: 1,
-      connect: (o, cb) => base(o, (...args) => { if (!args[0]) byKind.undici.connections++; cb(...args); }),
+      connect: (o, cb) =>
+        base(o, (...args) => {
+          if (!args[0]) byKind.undici.connections++;
+          cb(...args);
+        }),
     });
   }
   const agent = kinds.has('agent') ? new http.Agent({ keepAlive: true }) : undefined;
@@ -209,11 +259,20 @@ export function startLoad(opts: LoadOptions): LoadHandle {
     // Whatever the error, a request cut by our own grace deadline is 'aborted'.
     if (!res) why = abortInFlight.signal.aborted ? 'aborted' : errorKind(err);
     else {
-      try { if (!expect(res.status, res.body)) why = res.status !== 200 ? `bad status ${res.status}` : 'bad body'; }
-      catch { why = 'expect threw'; }
+      try {
+        if (!expect(res.status, res.body)) why = res.status !== 200 ? `bad status ${res.status}` : 'bad body';
+      } catch {
+        why = 'expect threw';
+      }
     }
-    if (why !== undefined) { failed++; byKind[kind].failed++; bump(errors, why); return; }
-    ok++; byKind[kind].ok++;
+    if (why !== undefined) {
+      failed++;
+      byKind[kind].failed++;
+      bump(errors, why);
+      return;
+    }
+    ok++;
+    byKind[kind].ok++;
     opts.onOk?.(kind, res!.body, t0 - startedAt);
     bump(bodies, res!.body.split(/\s/, 1)[0]!.slice(0, 32));
     const ms = end - t0;
@@ -223,14 +282,22 @@ export function startLoad(opts: LoadOptions): LoadHandle {
     const s: Sample = { t: t0 - startedAt, ms, kind };
     seen++;
     if (samples.length < sampleCap) samples.push(s);
-    else { const j = Math.floor(Math.random() * seen); if (j < sampleCap) samples[j] = s; }
+    else {
+      const j = Math.floor(Math.random() * seen);
+      if (j < sampleCap) samples[j] = s;
+    }
   };
 
   const loop = async (kind: ClientKind): Promise<void> => {
     while (!stopStarting.signal.aborted && started < opts.maxRequests) {
-      started++; byKind[kind].requests++;
+      started++;
+      byKind[kind].requests++;
       const t0 = performance.now();
-      try { record(kind, t0, await once(kind), undefined); } catch (err) { record(kind, t0, undefined, err); }
+      try {
+        record(kind, t0, await once(kind), undefined);
+      } catch (err) {
+        record(kind, t0, undefined, err);
+      }
       if (opts.thinkMs && !stopStarting.signal.aborted) {
         const [lo, hi] = opts.thinkMs;
         await sleep(lo + Math.random() * (hi - lo), undefined, { signal: stopStarting.signal }).catch(() => {});
@@ -240,24 +307,34 @@ export function startLoad(opts: LoadOptions): LoadHandle {
 
   const loops = opts.clients.flatMap((c) => Array.from({ length: c.concurrency }, () => loop(c.kind)));
   const done: Promise<LoadReport> = Promise.all(loops).then(async () => {
-    clearTimeout(deadline); clearTimeout(graceTimer);
+    clearTimeout(deadline);
+    clearTimeout(graceTimer);
     stopStarting.abort();
     agent?.destroy();
     await pool?.destroy().catch(() => {}); // nothing in flight any more: no request is cut here
     const durationMs = lastEnd - startedAt;
     const us = (p: number) => (hist.count ? hist.percentile(p) / 1000 : 0);
     const report: LoadReport = {
-      requests: started, ok, failed, errors,
+      requests: started,
+      ok,
+      failed,
+      errors,
       byKind,
-      durationMs, rps: durationMs > 0 ? (ok * 1000) / durationMs : 0,
+      durationMs,
+      rps: durationMs > 0 ? (ok * 1000) / durationMs : 0,
       latency: { p50: us(50), p90: us(90), p99: us(99), max: hist.count ? hist.max / 1000 : 0 },
-      bodies, samples: samples.sort((a, b) => a.t - b.t), startedAt,
+      bodies,
+      samples: samples.sort((a, b) => a.t - b.t),
+      startedAt,
     };
     return report;
   });
 
   return {
-    stop() { beginStop(); return done; },
+    stop() {
+      beginStop();
+      return done;
+    },
     done,
     snapshot: () => ({ requests: started, ok, failed }),
     startedAt,
@@ -276,7 +353,8 @@ async function main(argv: string[]): Promise<void> {
   }
   const flags = new Map<string, string>();
   for (let i = 0; i < rest.length; i += 2) flags.set(rest[i]!.replace(/^--/, ''), rest[i + 1] ?? '');
-  const target = where.startsWith('/') ? { socketPath: where }
+  const target = where.startsWith('/')
+    ? { socketPath: where }
     : { host: where.slice(0, where.lastIndexOf(':')).replace(/^\[|\]$/g, ''), port: Number(where.slice(where.lastIndexOf(':') + 1)) };
   const clients = KINDS.filter((k) => flags.has(k)).map((k) => ({ kind: k, concurrency: Number(flags.get(k)) }));
   const think = flags.get('think')?.split(',').map(Number);
@@ -294,5 +372,8 @@ async function main(argv: string[]): Promise<void> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main(process.argv.slice(2)).catch((err) => { console.error(err); process.exit(1); });
+  main(process.argv.slice(2)).catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
 }

@@ -2,8 +2,9 @@
 // blocked, the stall that every worker IPC message, control request and round-robin
 // connection waits out. On SIGWINCH (unused by baton) the figures since the previous one go
 // to LOOP_DELAY_OUT as JSON (ms), and the count starts afresh.
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+
 import { writeFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 const h = monitorEventLoopDelay({ resolution: 2 });
 h.enable();

@@ -16,8 +16,8 @@
 // and Jain's fairness index: 1 = perfectly even, 1/n = one worker serves everything).
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { percentile, startLoad, type ClientKind, type LoadReport } from './load.js';
-import { APPS, Baton, LoadWatch, ROOT, freePorts, isMain, median, procSample, round, runMain, spawnBare, spawnServer, table, type Section } from './harness.js';
+import { APPS, Baton, freePorts, isMain, LoadWatch, median, procSample, ROOT, round, runMain, type Section, spawnBare, spawnServer, table } from './harness.js';
+import { type ClientKind, type LoadReport, percentile, startLoad } from './load.js';
 
 const CLUSTER = join(ROOT, 'bench/cluster.mjs');
 /** Load before each measurement, not counted: both sides start cold (JIT, connection pool). */
@@ -136,7 +136,11 @@ function merge(a: Run, b: Run): Run {
   const perWorker = new Map(a.perWorker);
   for (const [k, n] of b.perWorker) perWorker.set(k, (perWorker.get(k) ?? 0) + n);
   return {
-    ok: a.ok + b.ok, durationMs: a.durationMs + b.durationMs, failed: a.failed + b.failed, latencies: [...a.latencies, ...b.latencies], perWorker,
+    ok: a.ok + b.ok,
+    durationMs: a.durationMs + b.durationMs,
+    failed: a.failed + b.failed,
+    latencies: [...a.latencies, ...b.latencies],
+    perWorker,
     parentCpuMs: a.parentCpuMs + b.parentCpuMs,
   };
 }
@@ -161,7 +165,9 @@ async function runPair(base: Target, baton: Target, rounds: number, seconds: num
           const a2 = await slice(a);
           const pair = { base: merge(a1, a2), baton: merge(b1, b2) };
           out.set(l.name, [...(out.get(l.name) ?? []), pair]);
-          console.error(`round ${round + 1} ${l.name}: ${base.name} ${Math.round(rps(pair.base))} req/s | ${baton.name} ${Math.round(rps(pair.baton))} req/s (${(rps(pair.baton) / rps(pair.base)).toFixed(3)})`);
+          console.error(
+            `round ${round + 1} ${l.name}: ${base.name} ${Math.round(rps(pair.base))} req/s | ${baton.name} ${Math.round(rps(pair.baton))} req/s (${(rps(pair.baton) / rps(pair.base)).toFixed(3)})`,
+          );
         }
       }
       return out;
@@ -213,8 +219,24 @@ export async function overhead(o: OverheadOptions): Promise<Section> {
       const ratios = runs.map((r) => rps(r.baton) / rps(r.base));
       const ratio = median(ratios);
       const spread = `${round(ratio, 3)} (${round(Math.min(...ratios), 2)}–${round(Math.max(...ratios), 2)})`;
-      rows.push([l.name, p.base.name, ...describe(runs.map((r) => r.base), p.base), '']);
-      rows.push([l.name, p.baton.name, ...describe(runs.map((r) => r.baton), p.baton), `${spread} × ${p.base.name}`]);
+      rows.push([
+        l.name,
+        p.base.name,
+        ...describe(
+          runs.map((r) => r.base),
+          p.base,
+        ),
+        '',
+      ]);
+      rows.push([
+        l.name,
+        p.baton.name,
+        ...describe(
+          runs.map((r) => r.baton),
+          p.baton,
+        ),
+        `${spread} × ${p.base.name}`,
+      ]);
       if (p.bar !== null) {
         verdicts.push({
           bar: `${p.baton.name}, ${l.name}: req/s ≥ ${p.bar}× ${p.base.name}`,
@@ -227,9 +249,29 @@ export async function overhead(o: OverheadOptions): Promise<Section> {
   const markdown = [
     `${o.rounds} rounds × ${o.seconds} s per load and side, in slices A B B A of ${o.seconds / 2} s, both sides running for the whole pair; ${LOADS.map((l) => `${l.name}: ${l.concurrency} clients`).join(', ')}; \`examples/hello/v1.js\` (the --threads pair: \`test/fixtures/threads.mjs\`).`,
     '',
-    table(['load', 'target', 'req/s', 'p50 ms', 'p99 ms', 'failed', 'share per worker', 'Jain', 'supervisor / primary CPU µs per request', 'baton / baseline, median of rounds (min–max)'], rows),
+    table(
+      [
+        'load',
+        'target',
+        'req/s',
+        'p50 ms',
+        'p99 ms',
+        'failed',
+        'share per worker',
+        'Jain',
+        'supervisor / primary CPU µs per request',
+        'baton / baseline, median of rounds (min–max)',
+      ],
+      rows,
+    ),
   ].join('\n');
-  return { title: 'Overhead: throughput under baton vs bare', command: `node dist/bench/overhead.js --rounds ${o.rounds} --seconds ${o.seconds}${o.only ? ` --only '${o.only}'` : ''}`, load, markdown, verdicts };
+  return {
+    title: 'Overhead: throughput under baton vs bare',
+    command: `node dist/bench/overhead.js --rounds ${o.rounds} --seconds ${o.seconds}${o.only ? ` --only '${o.only}'` : ''}`,
+    load,
+    markdown,
+    verdicts,
+  };
 }
 
 if (isMain(import.meta.url)) {

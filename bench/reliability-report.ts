@@ -14,12 +14,23 @@ import type { CaseResult } from '../test/faults/harness.js';
 
 /** Rows in this order (the order of the issue); cases not listed follow. */
 const ORDER = [
-  'start-exit', 'start-hang', 'ready-then-crash', 'crash-mid-handoff',
-  'ignore-drain', 'crash-draining',
-  'sigkill', 'sigstop', 'oom',
-  'supervisor-kill', 'supervisor-kill-rr',
-  'reload-storm', 'stop-during-handoff', 'reload-during-stop', 'scale-during-handoff',
-  'backlog-overflow', 'hostile-control',
+  'start-exit',
+  'start-hang',
+  'ready-then-crash',
+  'crash-mid-handoff',
+  'ignore-drain',
+  'crash-draining',
+  'sigkill',
+  'sigstop',
+  'oom',
+  'supervisor-kill',
+  'supervisor-kill-rr',
+  'reload-storm',
+  'stop-during-handoff',
+  'reload-during-stop',
+  'scale-during-handoff',
+  'backlog-overflow',
+  'hostile-control',
 ];
 
 const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -34,7 +45,10 @@ export function matrix(results: CaseResult[]): string {
     '|---|---|---|---|--:|--:|',
     ...rows.map((r) => `| \`${r.id}\` | ${cell(r.fault)} | ${cell(r.expected)} | ${cell(r.observed)} | ${r.requests} | ${r.failed}${errors(r)} |`),
   ];
-  const when = rows.map((r) => r.at).filter(Boolean).sort();
+  const when = rows
+    .map((r) => r.at)
+    .filter(Boolean)
+    .sort();
   return `${lines.join('\n')}\n\n${rows.length} cases, run ${when[0]?.slice(0, 10) ?? '?'}; "failed" counts every request of the case's load (and the test's own requests where it says so) that did not get a complete 200.\n`;
 }
 
@@ -92,7 +106,10 @@ function main(): void {
   }
   const faults = join(dir, 'faults.jsonl');
   const results = existsSync(faults)
-    ? readFileSync(faults, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as CaseResult)
+    ? readFileSync(faults, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as CaseResult)
     : [];
   const soakFile = join(dir, 'soak.json');
   const soak = existsSync(soakFile) ? soakTable(JSON.parse(readFileSync(soakFile, 'utf8')) as Soak) : null;

@@ -6,7 +6,7 @@
 //     noisy machine hits both alike; the ratio of medians is the figure;
 //  2. the reload tally under mixed keep-alive / new-connection load: failed requests across
 //     --reloads handoffs, reload timings, and p99 in the second after each reload vs steady.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { controlRequest } from '../src/control/control.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
-import { percentile, startLoad, windowStats, type ClientKind, type LoadReport } from './load.js';
+import { type ClientKind, type LoadReport, percentile, startLoad, windowStats } from './load.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(ROOT, 'dist/src/cli/main.js');
@@ -34,9 +34,7 @@ const { values: o } = parseArgs({
   },
 });
 const APP = join(ROOT, o.app!);
-const clients = (['undici', 'agent', 'fresh'] as ClientKind[])
-  .map((kind) => ({ kind, concurrency: Number(o[kind]) }))
-  .filter((c) => c.concurrency > 0);
+const clients = (['undici', 'agent', 'fresh'] as ClientKind[]).map((kind) => ({ kind, concurrency: Number(o[kind]) })).filter((c) => c.concurrency > 0);
 
 function waitOutput(p: ChildProcess, re: RegExp, what: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -112,9 +110,13 @@ async function main(): Promise<void> {
       under.push(c.rps);
       p99s.bare.push(a.latency.p99);
       p99s.baton.push(c.latency.p99);
-      say(`round ${round + 1}: bare ${Math.round(a.rps)} req/s (p99 ${a.latency.p99.toFixed(1)} ms, ${a.failed} failed) | baton ${Math.round(c.rps)} req/s (p99 ${c.latency.p99.toFixed(1)} ms, ${c.failed} failed)`);
+      say(
+        `round ${round + 1}: bare ${Math.round(a.rps)} req/s (p99 ${a.latency.p99.toFixed(1)} ms, ${a.failed} failed) | baton ${Math.round(c.rps)} req/s (p99 ${c.latency.p99.toFixed(1)} ms, ${c.failed} failed)`,
+      );
     }
-    say(`throughput baton/bare: ${(median(under) / median(bare)).toFixed(3)}  (median ${Math.round(median(under))} vs ${Math.round(median(bare))} req/s; p99 ${median(p99s.baton).toFixed(1)} vs ${median(p99s.bare).toFixed(1)} ms)`);
+    say(
+      `throughput baton/bare: ${(median(under) / median(bare)).toFixed(3)}  (median ${Math.round(median(under))} vs ${Math.round(median(bare))} req/s; p99 ${median(p99s.baton).toFixed(1)} vs ${median(p99s.bare).toFixed(1)} ms)`,
+    );
   }
 
   const b = await startBaton(dir);
@@ -146,8 +148,14 @@ async function main(): Promise<void> {
   const windows = at.map((t) => windowStats(report.samples, t, t + 1000));
   const worstP99 = Math.max(...windows.map((w) => w.p99));
   const medianWindowP99 = median(windows.map((w) => w.p99));
-  const ready = records.filter((r) => r.state === 'done').map((r) => r.readyMs!).sort((x, y) => x - y);
-  const total = records.filter((r) => r.state === 'done').map((r) => r.totalMs!).sort((x, y) => x - y);
+  const ready = records
+    .filter((r) => r.state === 'done')
+    .map((r) => r.readyMs!)
+    .sort((x, y) => x - y);
+  const total = records
+    .filter((r) => r.state === 'done')
+    .map((r) => r.totalMs!)
+    .sort((x, y) => x - y);
   say('');
   say(`| reloads | done | requests | failed | errors | ready p50 / max (ms) | handoff p50 / max (ms) |`);
   say(`|---|---|---|---|---|---|---|`);
@@ -156,8 +164,14 @@ async function main(): Promise<void> {
       `${percentile(ready, 50)} / ${ready.at(-1)} | ${percentile(total, 50)} / ${total.at(-1)} |`,
   );
   say('');
-  say(`per client: ${Object.entries(report.byKind).map(([k, v]) => `${k} ${v.ok} ok / ${v.failed} failed`).join('; ')}`);
-  say(`latency p99: steady ${steady.p99.toFixed(1)} ms; in the second after a reload: median ${medianWindowP99.toFixed(1)} ms, worst ${worstP99.toFixed(1)} ms`);
+  say(
+    `per client: ${Object.entries(report.byKind)
+      .map(([k, v]) => `${k} ${v.ok} ok / ${v.failed} failed`)
+      .join('; ')}`,
+  );
+  say(
+    `latency p99: steady ${steady.p99.toFixed(1)} ms; in the second after a reload: median ${medianWindowP99.toFixed(1)} ms, worst ${worstP99.toFixed(1)} ms`,
+  );
   say(`throughput during the reloads: ${Math.round(report.rps)} req/s`);
   process.exitCode = report.failed === 0 ? 0 : 1;
 }

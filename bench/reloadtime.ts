@@ -17,7 +17,7 @@
 import { execFile } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
-import { APPS, Baton, CLI, LoadWatch, firstOk, freePorts, isMain, median, round, runMain, spawnBare, table, type AppName, type Section } from './harness.js';
+import { APPS, type AppName, Baton, CLI, firstOk, freePorts, isMain, LoadWatch, median, round, runMain, type Section, spawnBare, table } from './harness.js';
 
 /** What the bar allows on top of the app's start-up. */
 const SLACK_MS = 100;
@@ -66,7 +66,9 @@ async function exited(b: Baton, id: number): Promise<HandoffRecord> {
 function cliReload(control: string): Promise<number> {
   const t0 = performance.now();
   return new Promise((resolve, reject) =>
-    execFile(process.execPath, [CLI, 'reload', '--control', control, '--wait-drained', '--quiet'], (e, _out, err) => (e ? reject(new Error(`baton reload: ${err}`)) : resolve(performance.now() - t0))),
+    execFile(process.execPath, [CLI, 'reload', '--control', control, '--wait-drained', '--quiet'], (e, _out, err) =>
+      e ? reject(new Error(`baton reload: ${err}`)) : resolve(performance.now() - t0),
+    ),
   );
 }
 
@@ -104,8 +106,16 @@ export async function reloadTime(o: ReloadTimeOptions): Promise<Section> {
     const bare = median(c.bare);
     const served = median(c.served);
     return [
-      c.app, c.workers, round(bare), round(served), `**${signed(served - bare)}**`, round(median(c.warmup)), round(median(c.records.map((r) => r.readyMs!))),
-      round(median(c.records.map((r) => r.totalMs!))), round(median(c.records.map((r) => r.drainedMs!))), round(median(c.cli)),
+      c.app,
+      c.workers,
+      round(bare),
+      round(served),
+      `**${signed(served - bare)}**`,
+      round(median(c.warmup)),
+      round(median(c.records.map((r) => r.readyMs!))),
+      round(median(c.records.map((r) => r.totalMs!))),
+      round(median(c.records.map((r) => r.drainedMs!))),
+      round(median(c.cli)),
     ];
   });
   const verdicts: Section['verdicts'] = configs.map((c) => {
@@ -138,7 +148,21 @@ export async function reloadTime(o: ReloadTimeOptions): Promise<Section> {
       `Reload to serving: from sending the reload request until its answer (every new worker ready, the old generation stopped accepting) and then a 200 from the new generation have come. Warm-up: the longest of the new workers' warm-up before they said ready (\`--warmup\`, on by default; the supervisor's log), part of ready. Ready / done / old exited: from the handoff record (the supervisor's clock, from the request's arrival). ` +
       `\`baton reload\`: wall time of \`baton reload --wait-drained\`, CLI start-up included.`,
     '',
-    table(['app', 'workers', 'bare start-up ms', 'reload to serving ms', 'difference ms', 'warm-up ms', 'ready ms', 'done ms', 'old exited ms', '`baton reload` ms'], rows),
+    table(
+      [
+        'app',
+        'workers',
+        'bare start-up ms',
+        'reload to serving ms',
+        'difference ms',
+        'warm-up ms',
+        'ready ms',
+        'done ms',
+        'old exited ms',
+        '`baton reload` ms',
+      ],
+      rows,
+    ),
   ].join('\n');
   return {
     title: 'Reload time vs the app’s own start-up',

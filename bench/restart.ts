@@ -4,7 +4,7 @@
 // or a process manager without socket handover does). The app runs bare on a fixed port
 // under the same mixed load as the reload benchmark; each restart sends SIGTERM, waits for
 // the exit, and starts it again. Failed requests and refused connections are counted.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -58,8 +58,14 @@ async function main(): Promise<number> {
   console.log(`\n| restarts | requests | failed | errors | down p50 / max (ms) |`);
   console.log(`|---|---|---|---|---|`);
   const sorted = [...gaps].sort((a, b) => a - b);
-  console.log(`| ${gaps.length} | ${report.requests} | ${report.failed} | ${JSON.stringify(report.errors)} | ${sorted[sorted.length >> 1]} / ${sorted.at(-1)} |`);
-  console.log(`per client: ${Object.entries(report.byKind).map(([k, v]) => `${k} ${v.ok} ok / ${v.failed} failed`).join('; ')}`);
+  console.log(
+    `| ${gaps.length} | ${report.requests} | ${report.failed} | ${JSON.stringify(report.errors)} | ${sorted[sorted.length >> 1]} / ${sorted.at(-1)} |`,
+  );
+  console.log(
+    `per client: ${Object.entries(report.byKind)
+      .map(([k, v]) => `${k} ${v.ok} ok / ${v.failed} failed`)
+      .join('; ')}`,
+  );
   return 0;
 }
 

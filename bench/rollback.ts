@@ -14,7 +14,7 @@
 import { parseArgs } from 'node:util';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
-import { APPS, Baton, LoadWatch, firstOk, isMain, median, round, runMain, table, type AppName, type Section } from './harness.js';
+import { APPS, type AppName, Baton, firstOk, isMain, LoadWatch, median, round, runMain, type Section, table } from './harness.js';
 
 const BAR_MS = 20;
 
@@ -95,10 +95,16 @@ export async function rollbackTime(o: RollbackOptions): Promise<Section> {
   for (const app of o.apps) for (const w of o.workers) configs.push(await measure(app, w, o.rounds));
   const load = watch.stop();
   const rows = configs.map((c) => [
-    c.app, c.workers,
-    `**${round(median(c.resume), 1)}** / ${round(p95(c.resume), 1)}`, round(median(c.rollbackDone), 1), round(median(c.rollbackServed), 1),
-    round(median(c.reloadDone)), round(median(c.reloadServed)), round(median(c.reloadServed) / median(c.rollbackServed), 1),
-    round(median(c.standbyRss), 1), round(median(c.servingRss), 1),
+    c.app,
+    c.workers,
+    `**${round(median(c.resume), 1)}** / ${round(p95(c.resume), 1)}`,
+    round(median(c.rollbackDone), 1),
+    round(median(c.rollbackServed), 1),
+    round(median(c.reloadDone)),
+    round(median(c.reloadServed)),
+    round(median(c.reloadServed) / median(c.rollbackServed), 1),
+    round(median(c.standbyRss), 1),
+    round(median(c.servingRss), 1),
   ]);
   const verdicts = configs.map((c) => ({
     bar: `${c.app}, ${c.workers} worker(s): rollback, request -> standby accepting, p50 < ${BAR_MS} ms`,
@@ -112,7 +118,18 @@ export async function rollbackTime(o: RollbackOptions): Promise<Section> {
       `Standby RSS: the standby generation's workers summed, next to the serving generation's.`,
     '',
     table(
-      ['app', 'workers', 'rollback: standby accepting p50 / p95 ms', 'rollback done ms', 'rollback to serving ms', 'reload done ms', 'reload to serving ms', 'reload / rollback', 'standby RSS MiB', 'serving RSS MiB'],
+      [
+        'app',
+        'workers',
+        'rollback: standby accepting p50 / p95 ms',
+        'rollback done ms',
+        'rollback to serving ms',
+        'reload done ms',
+        'reload to serving ms',
+        'reload / rollback',
+        'standby RSS MiB',
+        'serving RSS MiB',
+      ],
       rows,
     ),
   ].join('\n');

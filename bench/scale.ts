@@ -15,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
-import { Baton, LoadWatch, ROOT, freePorts, isMain, median, procSample, round, runMain, spawnBare, table, type Section } from './harness.js';
+import { Baton, freePorts, isMain, LoadWatch, median, procSample, ROOT, round, runMain, type Section, spawnBare, table } from './harness.js';
 import { svg } from './plot.js';
 
 const APP = join(ROOT, 'bench/ports.mjs');
@@ -94,7 +94,9 @@ async function point(workers: number, listeners: number, handoffs: number): Prom
     blockMs: median(block),
     bareMs: median(bare),
   };
-  console.error(`scale ${workers} worker(s), ${listeners} listener(s): ready ${round(p.readyMs)} ms, done ${round(p.doneMs)} ms, supervisor CPU ${round(p.supervisorCpuMs)} ms, longest loop block ${round(p.blockMs)} ms, bare ${round(p.bareMs)} ms`);
+  console.error(
+    `scale ${workers} worker(s), ${listeners} listener(s): ready ${round(p.readyMs)} ms, done ${round(p.doneMs)} ms, supervisor CPU ${round(p.supervisorCpuMs)} ms, longest loop block ${round(p.blockMs)} ms, bare ${round(p.bareMs)} ms`,
+  );
   return p;
 }
 
@@ -121,17 +123,47 @@ export async function scale(o: ScaleOptions): Promise<Section> {
   const load = watch.stop();
 
   const row = (p: Point): (string | number)[] => [
-    p.workers, p.listeners, round(p.bareMs), round(p.readyMs), round(p.readyMs - p.bareMs), round(p.doneMs), round(p.exitedMs), round(p.supervisorCpuMs), round(p.blockMs),
+    p.workers,
+    p.listeners,
+    round(p.bareMs),
+    round(p.readyMs),
+    round(p.readyMs - p.bareMs),
+    round(p.doneMs),
+    round(p.exitedMs),
+    round(p.supervisorCpuMs),
+    round(p.blockMs),
   ];
-  const headers = ['workers', 'listeners', 'bare start-up ms', 'handoff: ready ms', 'ready − bare ms', 'done ms', 'old exited ms', 'supervisor CPU ms', 'supervisor loop blocked, longest ms'];
+  const headers = [
+    'workers',
+    'listeners',
+    'bare start-up ms',
+    'handoff: ready ms',
+    'ready − bare ms',
+    'done ms',
+    'old exited ms',
+    'supervisor CPU ms',
+    'supervisor loop blocked, longest ms',
+  ];
   const verdicts: Section['verdicts'] = [];
-  for (const [what, pts, x] of [['workers', byWorkers, (p: Point) => p.workers], ['listeners', byListeners, (p: Point) => p.listeners]] as const) {
+  for (const [what, pts, x] of [
+    ['workers', byWorkers, (p: Point) => p.workers],
+    ['listeners', byListeners, (p: Point) => p.listeners],
+  ] as const) {
     if (pts.length < 3) continue;
     const xs = pts.map(x);
-    const done = slopeRatio(xs, pts.map((p) => p.doneMs));
-    const cpu = slopeRatio(xs, pts.map((p) => p.supervisorCpuMs));
+    const done = slopeRatio(
+      xs,
+      pts.map((p) => p.doneMs),
+    );
+    const cpu = slopeRatio(
+      xs,
+      pts.map((p) => p.supervisorCpuMs),
+    );
     // The floor under the handoff: starting as many processes bare, on the same cores.
-    const bare = slopeRatio(xs, pts.map((p) => p.bareMs));
+    const bare = slopeRatio(
+      xs,
+      pts.map((p) => p.bareMs),
+    );
     verdicts.push({
       bar: `handoff time grows no faster than linearly with ${what} (${xs.join(', ')})`,
       measured:

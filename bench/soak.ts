@@ -11,7 +11,7 @@
 // allocations, JIT); "after" once every old generation has exited. Exits 1 if a request
 // failed, or descriptors or processes are not back where they were.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -75,10 +75,14 @@ async function main(): Promise<void> {
   const out = option('out');
   const dir = mkdtempSync(join(tmpdir(), 'baton-soak-'));
   const control = join(dir, 'ctl.sock');
-  const sup = spawn(process.execPath, [CLI, 'start', '--control', control, '--listen', '127.0.0.1:0', '--workers', String(workers), '--drain-timeout', '10s', '--', ...V1], {
-    cwd: ROOT,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const sup = spawn(
+    process.execPath,
+    [CLI, 'start', '--control', control, '--listen', '127.0.0.1:0', '--workers', String(workers), '--drain-timeout', '10s', '--', ...V1],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   let log = '';
   sup.stderr!.on('data', (d: Buffer) => {
     log = (log + d.toString()).slice(-20_000);
@@ -133,7 +137,9 @@ async function main(): Promise<void> {
       if ((i + 1) % every === 0) {
         const f = figures(pid);
         const snap = load.snapshot();
-        console.log(`${i + 1}/${reloads} reloads, ${snap.ok} ok / ${snap.failed} failed, supervisor fds ${f.fds}, rss ${f.rssMiB} MiB, processes ${f.processes}`);
+        console.log(
+          `${i + 1}/${reloads} reloads, ${snap.ok} ok / ${snap.failed} failed, supervisor fds ${f.fds}, rss ${f.rssMiB} MiB, processes ${f.processes}`,
+        );
       }
     }
     const reloadSeconds = (Date.now() - t0) / 1000;
@@ -166,9 +172,14 @@ async function main(): Promise<void> {
     if (out) writeFileSync(out, JSON.stringify(result) + '\n');
     const leaked = after.fds > before.fds || after.processes > before.processes;
     if (report.failed > 0 || leaked) {
-      console.error(`soak: FAILED (${report.failed} failed request(s); fds ${before.fds} -> ${after.fds}; processes ${before.processes} -> ${after.processes})`);
+      console.error(
+        `soak: FAILED (${report.failed} failed request(s); fds ${before.fds} -> ${after.fds}; processes ${before.processes} -> ${after.processes})`,
+      );
       process.exitCode = 1;
-    } else console.log(`soak: ok: ${reloads} reloads, ${report.ok} requests, 0 failed; fds ${before.fds} -> ${after.fds}, rss ${before.rssMiB} -> ${after.rssMiB} MiB, processes ${before.processes} -> ${after.processes}`);
+    } else
+      console.log(
+        `soak: ok: ${reloads} reloads, ${report.ok} requests, 0 failed; fds ${before.fds} -> ${after.fds}, rss ${before.rssMiB} -> ${after.rssMiB} MiB, processes ${before.processes} -> ${after.processes}`,
+      );
   } finally {
     if (sup.exitCode === null && sup.signalCode === null) {
       sup.kill('SIGTERM');

@@ -17,10 +17,25 @@
 // after the other: what the exclusive handoff's moment without an acceptor costs, next to
 // the overlapping one.
 import { parseArgs } from 'node:util';
-import { startLoad, percentile, type ClientKind, type Sample } from './load.js';
-import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import type { HandoffMode } from '../src/common/protocol.js';
-import { APPS, Baton, LoadWatch, cpuShare, freePorts, isMain, median, procSample, round, runMain, spawnBare, table, type AppName, type Section } from './harness.js';
+import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import {
+  APPS,
+  type AppName,
+  Baton,
+  cpuShare,
+  freePorts,
+  isMain,
+  LoadWatch,
+  median,
+  procSample,
+  round,
+  runMain,
+  type Section,
+  spawnBare,
+  table,
+} from './harness.js';
+import { type ClientKind, percentile, type Sample, startLoad } from './load.js';
 
 /** After the handoff is done, how long a reload window lasts: "the second after a reload". */
 const AFTER_MS = 1000;
@@ -126,11 +141,14 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function stall(o: StallOptions): Promise<Section> {
   const watch = new LoadWatch();
   const results: KindResult[] = [];
-  for (const c of o.clients) for (const mode of o.handoff) {
-    results.push(await runKind(o, c, mode));
-    const r = results.at(-1)!;
-    console.error(`stall ${c.name}, ${mode}: p99 steady ${round(percentile(sorted(r.steady), 99), 1)} ms, reload windows ${round(percentile(sorted(r.windows.flat()), 99), 1)} ms, control windows ${round(percentile(sorted(r.controls.flat()), 99), 1)} ms`);
-  }
+  for (const c of o.clients)
+    for (const mode of o.handoff) {
+      results.push(await runKind(o, c, mode));
+      const r = results.at(-1)!;
+      console.error(
+        `stall ${c.name}, ${mode}: p99 steady ${round(percentile(sorted(r.steady), 99), 1)} ms, reload windows ${round(percentile(sorted(r.windows.flat()), 99), 1)} ms, control windows ${round(percentile(sorted(r.controls.flat()), 99), 1)} ms`,
+      );
+    }
   const load = watch.stop();
   const p = (xs: number[], q: number): number => percentile(xs, q);
   const trio = (xs: number[]): string => `${round(p(xs, 50), 1)} / ${round(p(xs, 99), 1)} / ${round(xs.at(-1) ?? NaN, 1)}`;
@@ -156,12 +174,18 @@ export async function stall(o: StallOptions): Promise<Section> {
     ];
   });
   // The bar is the default (overlap) handoff's; the exclusive one's gap is shown in the table beside it.
-  const verdicts = results.filter((r) => r.handoff === 'overlap' || !o.handoff.includes('overlap')).map((r) => {
-    const ratio = p(sorted(r.windows.flat()), 99) / p(sorted(r.steady), 99);
-    const control = p(sorted(r.controls.flat()), 99) / p(sorted(r.steady), 99);
-    const label = o.handoff.length > 1 || r.handoff !== 'overlap' ? `${r.name}, ${r.handoff} handoff` : r.name;
-    return { bar: `${label}: p99 in reload windows ≤ 2× steady p99`, measured: `${round(ratio, 2)}× (bare start-up next to it: ${round(control, 2)}×)`, met: ratio <= 2 && r.failed === 0 };
-  });
+  const verdicts = results
+    .filter((r) => r.handoff === 'overlap' || !o.handoff.includes('overlap'))
+    .map((r) => {
+      const ratio = p(sorted(r.windows.flat()), 99) / p(sorted(r.steady), 99);
+      const control = p(sorted(r.controls.flat()), 99) / p(sorted(r.steady), 99);
+      const label = o.handoff.length > 1 || r.handoff !== 'overlap' ? `${r.name}, ${r.handoff} handoff` : r.name;
+      return {
+        bar: `${label}: p99 in reload windows ≤ 2× steady p99`,
+        measured: `${round(ratio, 2)}× (bare start-up next to it: ${round(control, 2)}×)`,
+        met: ratio <= 2 && r.failed === 0,
+      };
+    });
   const how = o.think[1] > 0 ? `each client pausing ${o.think[0]}–${o.think[1]} ms between requests` : 'no pause between requests (saturating)';
   const markdown = [
     `\`${o.app}\`, ${o.workers} worker(s), ${o.distribution}, ${o.handoff.join(' then ')} handoff; ${o.reloads} reloads, one every ${o.everyMs / 1000} s; ` +
@@ -170,7 +194,19 @@ export async function stall(o: StallOptions): Promise<Section> {
       `steady state is the rest of the run after a ${WARMUP_MS} ms warm-up. Latencies in ms, p50 / p99 / max.`,
     '',
     table(
-      ['clients', 'steady', 'reload windows', 'reload p99 ÷ steady p99', 'p99 per reload window, median / worst', 'control windows', 'control p99 ÷ steady p99', 'ready ms, median / max', 'transfer ms, median / max', 'supervisor CPU', 'failed'],
+      [
+        'clients',
+        'steady',
+        'reload windows',
+        'reload p99 ÷ steady p99',
+        'p99 per reload window, median / worst',
+        'control windows',
+        'control p99 ÷ steady p99',
+        'ready ms, median / max',
+        'transfer ms, median / max',
+        'supervisor CPU',
+        'failed',
+      ],
       rows,
     ),
   ].join('\n');

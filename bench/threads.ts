@@ -10,12 +10,17 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startLoad } from './load.js';
-import { Baton, LoadWatch, ROOT, isMain, median, procSample, round, runMain, table, type Section } from './harness.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import { Baton, isMain, LoadWatch, median, procSample, ROOT, round, runMain, type Section, table } from './harness.js';
+import { startLoad } from './load.js';
 
 const APP = join(ROOT, 'test/fixtures/threads.mjs');
-const LAYOUTS: [workers: number, threads: number][] = [[2, 1], [1, 2], [4, 1], [1, 4]];
+const LAYOUTS: [workers: number, threads: number][] = [
+  [2, 1],
+  [1, 2],
+  [4, 1],
+  [1, 4],
+];
 const RELOADS = 3;
 const MB = 1024 * 1024;
 
@@ -42,7 +47,13 @@ async function measure(workers: number, threads: number, seconds: number): Promi
       ready.push((r.result as HandoffRecord).readyMs ?? NaN);
     }
     const port = await b.port();
-    const load = await startLoad({ target: { host: '127.0.0.1', port }, clients: [{ kind: 'undici', concurrency: 32 }], maxRequests: 50_000_000, maxDurationMs: seconds * 1000, sampleLatencies: 0 }).done;
+    const load = await startLoad({
+      target: { host: '127.0.0.1', port },
+      clients: [{ kind: 'undici', concurrency: 32 }],
+      maxRequests: 50_000_000,
+      maxDurationMs: seconds * 1000,
+      sampleLatencies: 0,
+    }).done;
     if (load.failed) throw new Error(`${load.failed} requests failed: ${JSON.stringify(load.errors)}`);
     const s = await b.status();
     const pids = s.generations.find((g) => g.number === s.serving)!.workers.map((w) => w.pid);
@@ -64,19 +75,35 @@ export async function threadsBench(o: { rounds: number; seconds: number }): Prom
     for (const [i, [w, t]] of LAYOUTS.entries()) {
       const s = await measure(w, t, o.seconds);
       runs[i]!.push(s);
-      console.error(`round ${r + 1}: ${w} × ${t}: reload ready ${Math.round(s.readyMs)} ms, RSS ${round(s.rss / MB, 1)} MiB, USS ${round(s.uss / MB, 1)} MiB, ${Math.round(s.rps)} req/s`);
+      console.error(
+        `round ${r + 1}: ${w} × ${t}: reload ready ${Math.round(s.readyMs)} ms, RSS ${round(s.rss / MB, 1)} MiB, USS ${round(s.uss / MB, 1)} MiB, ${Math.round(s.rps)} req/s`,
+      );
     }
   }
   const rows = LAYOUTS.map(([w, t], i) => {
     const m = (f: (s: Sample) => number): number => median(runs[i]!.map(f));
-    return [`${w} worker${w > 1 ? 's' : ''} × ${t} thread${t > 1 ? 's' : ''}`, w * t, round(m((s) => s.readyMs)), round(m((s) => s.rss) / MB, 1), round(m((s) => s.uss) / MB, 1), round(m((s) => s.uss) / MB / (w * t), 1), Math.round(m((s) => s.rps))];
+    return [
+      `${w} worker${w > 1 ? 's' : ''} × ${t} thread${t > 1 ? 's' : ''}`,
+      w * t,
+      round(m((s) => s.readyMs)),
+      round(m((s) => s.rss) / MB, 1),
+      round(m((s) => s.uss) / MB, 1),
+      round(m((s) => s.uss) / MB / (w * t), 1),
+      Math.round(m((s) => s.rps)),
+    ];
   });
   const markdown = [
     `${o.rounds} rounds; per layout ${RELOADS} reloads, then ${o.seconds} s of keep-alive load (32 clients), memory read right after it; \`test/fixtures/threads.mjs\`.`,
     '',
     table(['layout', 'copies', 'reload: new generation ready, ms', 'RSS of the workers, MiB', 'private (USS), MiB', 'USS per copy, MiB', 'req/s'], rows),
   ].join('\n');
-  return { title: '--threads beside processes: reload time and memory', command: `node dist/bench/threads.js --rounds ${o.rounds} --seconds ${o.seconds}`, load: watch.stop(), markdown, verdicts: [] };
+  return {
+    title: '--threads beside processes: reload time and memory',
+    command: `node dist/bench/threads.js --rounds ${o.rounds} --seconds ${o.seconds}`,
+    load: watch.stop(),
+    markdown,
+    verdicts: [],
+  };
 }
 
 if (isMain(import.meta.url)) {

@@ -7,7 +7,7 @@
 // version of this package than the one baton preloaded. Outside baton every function
 // is a harmless no-op, so the same app code runs bare.
 
-import { RUNTIME_KEY, type BatonRuntime } from './common/protocol.js';
+import { type BatonRuntime, RUNTIME_KEY } from './common/protocol.js';
 
 function runtime(): BatonRuntime | undefined {
   return (globalThis as { [RUNTIME_KEY]?: BatonRuntime })[RUNTIME_KEY];

@@ -12,6 +12,7 @@ const ops = (...args: string[]): string[] => ['node', join(FIXTURES, 'ops.mjs'),
 const PACKAGE_VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
 /** The whole of stdout is one JSON document (JSON.parse refuses anything around it). */
+// biome-ignore lint/suspicious/noExplicitAny: the JSON documents are checked field by field
 function doc(stdout: string): any {
   return JSON.parse(stdout);
 }

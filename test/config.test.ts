@@ -1,15 +1,16 @@
 // The config file: precise errors, `baton start` with no arguments, flags over the file, and
 // reloads that read it again (a change takes effect through the handoff; an invalid edit
 // fails the reload and changes nothing).
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { Agent, request } from 'undici';
 import { CONFIG_KEYS, validateConfig } from '../src/cli/config.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 import { EXAMPLES, FIXTURES, ROOT, runCli, tempDir } from './helpers/baton.js';
 import { cli, configDir } from './helpers/ops.js';
-import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 const OPS = join(FIXTURES, 'ops.mjs');
 
@@ -22,23 +23,36 @@ function errorOf(raw: unknown): string {
   assert.fail(`accepted: ${JSON.stringify(raw)}`);
 }
 
-test('services: each has its own listeners and command; the rest stays at the top; a socket is one service\'s', () => {
+test("services: each has its own listeners and command; the rest stays at the top; a socket is one service's", () => {
   const svc = { listen: [8080], command: ['node', 'api.js'] };
   const cases: [unknown, RegExp][] = [
     [{ services: { api: { listen: [8080] } } }, /^baton\.config\.json: services\.api: missing "command"$/],
     [{ services: { api: { command: ['x'] } } }, /^baton\.config\.json: services\.api: missing "listen"$/],
     [{ listen: [8081], services: { api: svc } }, /^baton\.config\.json: listen: with "services", each service has its own listen; move it into them$/],
     [{ command: ['x'], services: { api: svc } }, /^baton\.config\.json: command: with "services", each service has its own command/],
-    [{ services: { api: svc, web: { listen: ['8080'], command: ['y'] } } }, /^baton\.config\.json: services\.web: 0\.0\.0\.0:8080 is also api's: a socket belongs to one service$/],
-    [{ services: { api: { ...svc, user: 'www' } } }, /^baton\.config\.json: services\.api: unknown key "user" \("user" is for the whole baton: set it at the top of the file\)$/],
+    [
+      { services: { api: svc, web: { listen: ['8080'], command: ['y'] } } },
+      /^baton\.config\.json: services\.web: 0\.0\.0\.0:8080 is also api's: a socket belongs to one service$/,
+    ],
+    [
+      { services: { api: { ...svc, user: 'www' } } },
+      /^baton\.config\.json: services\.api: unknown key "user" \("user" is for the whole baton: set it at the top of the file\)$/,
+    ],
     [{ services: { api: { ...svc, wrkers: 2 } } }, /^baton\.config\.json: services\.api: unknown key "wrkers" \(a service has "listen", "command", /],
     [{ services: { 'a b': svc } }, /^baton\.config\.json: services: "a b" is not a service name/],
     [{ services: {} }, /^baton\.config\.json: services: expected at least one service$/],
-    [{ services: { api: { ...svc, workers: 'lots' } } }, /^baton\.config\.json: services\.api\.workers: expected a number from 1 to 1024 or "auto", got "lots"$/],
+    [
+      { services: { api: { ...svc, workers: 'lots' } } },
+      /^baton\.config\.json: services\.api\.workers: expected a number from 1 to 1024 or "auto", got "lots"$/,
+    ],
   ];
   for (const [raw, re] of cases) assert.match(errorOf(raw), re, JSON.stringify(raw));
   // Ports of the kernel's choosing are each their own; paths are meant from the file.
-  const ok = validateConfig({ workers: 2, services: { a: { listen: ['127.0.0.1:0', 'unix:run/a.sock'], command: ['x'], cwd: 'a' }, b: { listen: ['127.0.0.1:0'], command: ['y'] } } }, 'f', '/srv');
+  const ok = validateConfig(
+    { workers: 2, services: { a: { listen: ['127.0.0.1:0', 'unix:run/a.sock'], command: ['x'], cwd: 'a' }, b: { listen: ['127.0.0.1:0'], command: ['y'] } } },
+    'f',
+    '/srv',
+  );
   assert.equal(ok.services!.a!.cwd, '/srv/a');
   assert.deepEqual(ok.services!.a!.listen![1], { name: 'unix-a.sock', kind: 'unix', path: '/srv/run/a.sock' });
 });
@@ -69,7 +83,13 @@ test('an invalid config names the key and what it expects', () => {
   assert.equal(errorOf({ workers: 'lots', wokers: 1, backlog: -1 }).split('\n').length, 3);
 
   const ok = validateConfig(
-    { listen: [8080, 'admin=unix:run/admin.sock', { name: 'public', address: '[::1]:443' }], workers: 'auto', drainTimeout: '2m', control: 'ctl.sock', cwd: 'app' },
+    {
+      listen: [8080, 'admin=unix:run/admin.sock', { name: 'public', address: '[::1]:443' }],
+      workers: 'auto',
+      drainTimeout: '2m',
+      control: 'ctl.sock',
+      cwd: 'app',
+    },
     'baton.config.json',
     '/srv/app',
   );
@@ -165,7 +185,11 @@ test('baton start with no arguments runs the file; a reload reads it again; an i
   const s3 = await status();
   assert.equal(s3.serving, 2);
   assert.equal(s3.history.length, 2, 'no handoff was started');
-  assert.deepEqual(s3.generations.find((g) => g.number === 2)!.workers.map((w) => w.pid), pids, 'the same workers serve');
+  assert.deepEqual(
+    s3.generations.find((g) => g.number === 2)!.workers.map((w) => w.pid),
+    pids,
+    'the same workers serve',
+  );
   for (let i = 0; i < 5; i++) assert.match(await get(port), /^gen=2 greeting=bonjour /);
 
   // A command after `--` wins over the file's for that reload.
@@ -192,7 +216,10 @@ test('flags override the file, also on reload; a .mjs file is read again on each
   assert.equal(r.code, 0, r.stderr);
   const s = JSON.parse((await runCli(['status', '--json', '--control', control])).stdout) as StatusReport;
   assert.equal(s.workers, 1, '--workers on the command line stays in force');
-  assert.match(b.out, /baton\.config\.mjs: workers changed in the file, but --workers given to baton start wins; start baton without --workers for the file to count/);
+  assert.match(
+    b.out,
+    /baton\.config\.mjs: workers changed in the file, but --workers given to baton start wins; start baton without --workers for the file to count/,
+  );
   const port = Number(s.listeners[0]!.address.split(':')[1]);
   assert.match(await get(port), /^gen=2 greeting=two /, 'the edited module was imported again');
   c.write('export default 42;\n');
@@ -201,7 +228,9 @@ test('flags override the file, also on reload; a .mjs file is read again on each
   assert.match(bad.stderr, /reload failed: baton\.config\.mjs: expected an object of settings, got 42/);
 });
 
-test('the getting-started file kept next to the app: its command runs where baton start runs; a relative cwd is the file\'s directory; a command after -- wins over an edited one, with a warning', { timeout: 60_000 }, async (t) => {
+test("the getting-started file kept next to the app: its command runs where baton start runs; a relative cwd is the file's directory; a command after -- wins over an edited one, with a warning", {
+  timeout: 60_000,
+}, async (t) => {
   const dir = tempDir('baton-cwd-');
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const app = join(dir, 'examples/hello');

@@ -1,16 +1,22 @@
 // Containers and orphans: baton reaps what its workers leave behind (as a child subreaper,
 // and as PID 1 of a pid namespace), and SIGTERM stops it gracefully within --stop-timeout.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { request } from 'undici';
-import { EXAMPLES, FIXTURES, startBaton, tempDir, type Baton } from './helpers/baton.js';
+import { type Baton, EXAMPLES, FIXTURES, startBaton, tempDir } from './helpers/baton.js';
 import { anyOf, noCommand, notRoot } from './helpers/prereq.js';
 
 const noUnshare = anyOf(notRoot(), noCommand('unshare', 'util-linux'));
-const cannotUnshare = anyOf(noUnshare, !noUnshare && spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']).status !== 0 && 'unshare --pid --fork --mount-proc fails here (a container without CAP_SYS_ADMIN?)');
+const cannotUnshare = anyOf(
+  noUnshare,
+  !noUnshare &&
+    spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']).status !== 0 &&
+    'unshare --pid --fork --mount-proc fails here (a container without CAP_SYS_ADMIN?)',
+);
 
 /** A worker command that leaves an orphan waiting on a fifo, then serves `app`. */
 function withOrphan(app: string[]): { argv: string[]; fifo: string } {
@@ -63,7 +69,10 @@ test('as a child subreaper, baton adopts an orphan a worker leaves behind and re
   assert.equal((await b.status()).serving, 1);
 });
 
-test('as PID 1 of a pid namespace: orphans are reaped, SIGTERM stops gracefully, in-flight requests complete', { timeout: 60_000, skip: cannotUnshare }, async (t) => {
+test('as PID 1 of a pid namespace: orphans are reaped, SIGTERM stops gracefully, in-flight requests complete', {
+  timeout: 60_000,
+  skip: cannotUnshare,
+}, async (t) => {
   const { argv, fifo } = withOrphan(['node', join(FIXTURES, 'inflight.mjs')]);
   const b = await startBaton({ argv, launcher: ['unshare', '--pid', '--fork', '--mount-proc'] });
   t.after(() => b.dispose());

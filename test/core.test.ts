@@ -1,13 +1,14 @@
 // The core promise, end to end: a real supervisor, real workers, real sockets, real clients.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { request } from 'undici';
-import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
 import { existsSync } from 'node:fs';
 import { createConnection } from 'node:net';
-import { EXAMPLES, FIXTURES, startBaton, runCli, tempDir } from './helpers/baton.js';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { request } from 'undici';
+import { type LoadReport, mixedClients, startLoad } from '../bench/load.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import { EXAMPLES, FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];
@@ -37,7 +38,10 @@ test('20 reloads under keep-alive and new-connection load lose nothing', async (
   // Every generation served: the load really crossed each handoff.
   const gens = Object.keys(report.bodies).filter((k) => k.startsWith('gen='));
   assert.ok(gens.length >= 15, `only ${gens.length} generations answered: ${gens.join(' ')}`);
-  assert.deepEqual(records.map((r) => r.state), Array(20).fill('done'));
+  assert.deepEqual(
+    records.map((r) => r.state),
+    Array(20).fill('done'),
+  );
   const s = await b.status();
   assert.equal(s.serving, 21);
   assert.equal(await b.stop(), 0);
@@ -55,7 +59,10 @@ test('a new version that exits at start-up fails the reload; the old one serves 
   assert.match(reply.error, /worker 0 of generation 2 exited with code 1 before it was ready/);
   const rec = reply.detail as HandoffRecord;
   assert.equal(rec.state, 'failed');
-  assert.ok(rec.output.some((l) => l.includes('config file missing')), `output: ${rec.output.join('\n')}`);
+  assert.ok(
+    rec.output.some((l) => l.includes('config file missing')),
+    `output: ${rec.output.join('\n')}`,
+  );
   const mid = await b.status();
   assert.equal(mid.serving, 1);
   assert.equal(mid.generations.find((g) => g.number === 1)!.workers[0]!.pid, pid, 'the old worker must be untouched');
@@ -67,7 +74,10 @@ test('a new version that exits at start-up fails the reload; the old one serves 
   assertNothingLost(report);
   const after = await b.status();
   assert.equal(after.serving, 3);
-  assert.deepEqual(after.history.map((r) => r.state), ['done', 'failed', 'done']);
+  assert.deepEqual(
+    after.history.map((r) => r.state),
+    ['done', 'failed', 'done'],
+  );
 });
 
 test('a new version that never becomes ready fails at --ready-timeout; the old worker is untouched', async (t) => {

@@ -2,14 +2,15 @@
 // `--help` lists is in docs/cli.md (in that command's section), every config key in
 // docs/config.md, every control request in docs/control-protocol.md, and every page is
 // linked from the index with no link to a page that does not exist.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
+import { test } from 'node:test';
 import { CONFIG_KEYS } from '../src/cli/config.js';
 import { ControlRequest } from '../src/common/protocol.js';
-import { createConnection } from 'node:net';
-import { ROOT, startBaton, FIXTURES } from './helpers/baton.js';
+import { FIXTURES, ROOT, startBaton } from './helpers/baton.js';
 import { cliSurface } from './helpers/surface.js';
 
 const DOCS = join(ROOT, 'docs');
@@ -23,16 +24,23 @@ function section(md: string, command: string): string {
   return md.slice(start, end < 0 ? undefined : end);
 }
 
-test('docs/cli.md documents every command and every option of the CLI\'s own --help', async () => {
+test("docs/cli.md documents every command and every option of the CLI's own --help", async () => {
   const md = read('cli.md');
   const shared = section(md, 'start').includes('[Finding the service]') ? md.slice(md.indexOf('## Finding the service'), md.indexOf('\n## baton ')) : '';
   for (const [command, flags] of await cliSurface()) {
     // Every word inside `code` in the section: `-l, --listen <spec>` documents -l and --listen.
-    const named = new Set([...section(md, command).replace(/```[^]*?```/g, '').matchAll(/`([^`]+)`/g)].flatMap((m) => m[1]!.split(/[\s,]+/)));
+    const named = new Set(
+      [
+        ...section(md, command)
+          .replace(/```[^]*?```/g, '')
+          .matchAll(/`([^`]+)`/g),
+      ].flatMap((m) => m[1]!.split(/[\s,]+/)),
+    );
     for (const flag of flags) {
       assert.ok(named.has(flag), `docs/cli.md, "baton ${command}": ${flag} is not documented`);
       // The options every command shares are described once, and named in each section.
-      if (['--name', '--control', '--config'].includes(flag)) assert.match(shared, new RegExp(`\`${flag} `), `${flag} is not described under "Finding the service"`);
+      if (['--name', '--control', '--config'].includes(flag))
+        assert.match(shared, new RegExp(`\`${flag} `), `${flag} is not described under "Finding the service"`);
     }
   }
 });
@@ -62,7 +70,15 @@ test('the docs index links every page, and no link in docs/ points to a missing 
 
 test('every install line and SDK import in README, docs/ and examples/ names this package', () => {
   const name = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string }).name;
-  const pages = [join(ROOT, 'README.md'), ...readdirSync(DOCS).filter((f) => f.endsWith('.md')).map((f) => join(DOCS, f)), ...readdirSync(join(ROOT, 'examples')).map((d) => join(ROOT, 'examples', d, 'README.md')).filter((f) => existsSync(f))];
+  const pages = [
+    join(ROOT, 'README.md'),
+    ...readdirSync(DOCS)
+      .filter((f) => f.endsWith('.md'))
+      .map((f) => join(DOCS, f)),
+    ...readdirSync(join(ROOT, 'examples'))
+      .map((d) => join(ROOT, 'examples', d, 'README.md'))
+      .filter((f) => existsSync(f)),
+  ];
   let installs = 0;
   for (const page of pages) {
     const text = readFileSync(page, 'utf8');

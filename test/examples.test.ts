@@ -2,11 +2,12 @@
 // a copy-paste user depends on (grace periods in the right order, `baton` on PATH where the
 // docs run it, a `systemctl reload` that fails when the reload does), and the units'
 // ExecReload= command line is run, without systemd, against a baton whose new version is broken.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { copyFileSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { spawn } from 'node:child_process';
+import { test } from 'node:test';
 import { CLI, EXAMPLES, ROOT, tempDir } from './helpers/baton.js';
 import { cli } from './helpers/ops.js';
 
@@ -14,7 +15,9 @@ const read = (path: string): string => readFileSync(join(EXAMPLES, path), 'utf8'
 
 /** Every file under examples/, relative to it. */
 function exampleFiles(dir = EXAMPLES): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? exampleFiles(join(dir, e.name)) : [relative(EXAMPLES, join(dir, e.name))]));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? exampleFiles(join(dir, e.name)) : [relative(EXAMPLES, join(dir, e.name))],
+  );
 }
 
 /** The [Service] section of a unit file: key -> values, continuation lines joined (systemd.syntax(7)). */
@@ -46,7 +49,10 @@ function one(unit: Map<string, string[]>, key: string, file: string): string {
 
 /** An Exec*= line as argv: no quoting in these units, so words; systemd's prefixes (-@+!:) dropped. */
 function execArgv(line: string): string[] {
-  return line.replace(/^[-@+!:]+/, '').split(/\s+/).filter(Boolean);
+  return line
+    .replace(/^[-@+!:]+/, '')
+    .split(/\s+/)
+    .filter(Boolean);
 }
 
 /** systemd time spans as the example units write them (`45`, `45s`, `1min`), in ms: systemd.time(7). */
@@ -74,12 +80,18 @@ const UNITS = exampleFiles().filter((f) => f.endsWith('.service'));
 const DOCKER_DEFAULT_GRACE_MS = 10_000;
 
 test('every file under examples/ is checked by this test or run by another', () => {
-  const tests = readdirSync(join(ROOT, 'test')).filter((f) => f.endsWith('.test.ts')).map((f) => readFileSync(join(ROOT, 'test', f), 'utf8')).join('\n');
+  const tests = readdirSync(join(ROOT, 'test'))
+    .filter((f) => f.endsWith('.test.ts'))
+    .map((f) => readFileSync(join(ROOT, 'test', f), 'utf8'))
+    .join('\n');
   const checkedHere = (f: string): boolean => /\.(service|socket)$/.test(f) || f.startsWith('container/') || f.startsWith('kubernetes/');
   for (const f of exampleFiles()) {
     if (checkedHere(f) || f.endsWith('README.md')) continue;
     // The apps: some test runs each of them, by its path under examples/.
-    assert.ok(tests.includes(`'${f}'`) || tests.includes(`'${f.split('/')[0]}', '${f.split('/')[1]}'`) || tests.includes(f), `examples/${f}: no test checks it`);
+    assert.ok(
+      tests.includes(`'${f}'`) || tests.includes(`'${f.split('/')[0]}', '${f.split('/')[1]}'`) || tests.includes(f),
+      `examples/${f}: no test checks it`,
+    );
   }
   assert.ok(UNITS.length >= 2, `unit files: ${UNITS.join(', ')}`);
 });
@@ -137,7 +149,10 @@ test('container: baton on PATH in the image; grace period > stop timeout > drain
   assert.match(entry, /--stop-timeout "\$\{STOP_TIMEOUT:-/);
   assert.match(entry, /--drain-timeout "\$\{DRAIN_TIMEOUT:-/);
   // `docker run` with nothing raised: Docker's own 10 s.
-  assert.ok(DOCKER_DEFAULT_GRACE_MS > stopDefault && stopDefault > drainDefault, `docker defaults: 10 s > ${stopDefault} ms > ${drainDefault} ms does not hold`);
+  assert.ok(
+    DOCKER_DEFAULT_GRACE_MS > stopDefault && stopDefault > drainDefault,
+    `docker defaults: 10 s > ${stopDefault} ms > ${drainDefault} ms does not hold`,
+  );
 
   const compose = read('container/compose.yaml');
   const grace = systemdSpan(/^\s*stop_grace_period:\s*(\d+)s\s*$/m.exec(compose)?.[1] ?? assert.fail('compose.yaml: no stop_grace_period'));
@@ -169,7 +184,9 @@ function run(argv: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | n
   });
 }
 
-test('each unit\'s ExecReload= exits non-zero with the reason when the new version cannot start, and 0 when it can (run without systemd)', { timeout: 120_000 }, async (t) => {
+test("each unit's ExecReload= exits non-zero with the reason when the new version cannot start, and 0 when it can (run without systemd)", {
+  timeout: 120_000,
+}, async (t) => {
   for (const file of UNITS) {
     const unit = serviceSection(read(file));
     const start = execArgv(one(unit, 'ExecStart', file));

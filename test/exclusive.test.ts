@@ -1,7 +1,8 @@
 // --handoff exclusive: at no instant do two generations accept; nothing is refused meanwhile.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { mixedClients, startLoad } from '../bench/load.js';
 import { acceptSpans, assertNoOverlap } from './helpers/accepts.js';
 import { FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';

@@ -1,8 +1,9 @@
 // Unmodified apps of the popular frameworks, CommonJS and ESM, reload under load with
 // nothing lost: the runtime baton preloads does all the work.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { request } from 'undici';
 import { mixedClients, startLoad } from '../bench/load.js';
 import { FIXTURES, startBaton } from './helpers/baton.js';

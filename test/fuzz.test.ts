@@ -1,16 +1,17 @@
 // Property-based fuzzing of every parser that takes outside input: control-socket lines,
 // --listen, durations, the config file. Fixed seed and bounded runs: the same inputs on
 // every run, a few seconds in all. A failure prints the seed and the shrunk input.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { resolve } from 'node:path';
+import { test } from 'node:test';
 import fc from 'fast-check';
-import { handleLine, type ControlHandler } from '../src/control/control.js';
-import { LOG_RING_LINES, type ControlReply, type ControlEvent, type LogEvent } from '../src/common/protocol.js';
+import { ConfigError, validateConfig } from '../src/cli/config.js';
 import { describe as describeListener, parseListen } from '../src/common/address.js';
 import { formatDuration, parseDuration } from '../src/common/duration.js';
-import { ConfigError, validateConfig } from '../src/cli/config.js';
+import { type ControlEvent, type ControlReply, LOG_RING_LINES, type LogEvent } from '../src/common/protocol.js';
+import { type ControlHandler, handleLine } from '../src/control/control.js';
 import type { LogClient } from '../src/log/ring.js';
 
 // BATON_FUZZ_SEED / BATON_FUZZ_RUNS: hunt with other inputs locally; the suite uses these.
@@ -28,27 +29,51 @@ const serviceName = fc.stringMatching(/^[A-Za-z0-9_.-]{1,64}$/);
 const service = fc.option(serviceName, { nil: undefined });
 
 /** Requests the protocol accepts, built independently of the valibot schema. */
-const validRequest: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
-  fc.record(
-    {
-      id, cmd: fc.constant('reload'), service, argv: fc.array(word, { minLength: 1, maxLength: 5 }), cwd: absPath, wait: fc.constantFrom('serving', 'drained', 'probation'),
-      probationMs: fc.integer({ min: 0, max: 86_400_000 }), maxErrorRate: fc.double({ min: 0, max: 1, noNaN: true }), canary: fc.integer({ min: 1, max: 1024 }),
-    },
-    { requiredKeys: ['cmd'] },
-  ),
-  fc.record({ id, cmd: fc.constant('rollback'), service, reason: fc.string({ maxLength: 500 }) }, { requiredKeys: ['cmd'] }),
-  fc.record({ id, cmd: fc.constant('status'), service }, { requiredKeys: ['cmd'] }),
-  fc.record(
-    { id, cmd: fc.constant('scale'), service, workers: fc.oneof(fc.integer(), fc.tuple(fc.constantFrom('+', '-'), fc.integer({ min: 0, max: 9999 })).map(([s, n]) => `${s}${n}`)) },
-    { requiredKeys: ['cmd', 'workers'] },
-  ),
-  fc.record({ id, cmd: fc.constantFrom('stop', 'takeover', 'takeover-commit') }, { requiredKeys: ['cmd'] }),
-  fc.record({ id, cmd: fc.constant('upgrade'), exec: absPath, restartWorkers: fc.boolean(), dropStandby: fc.boolean() }, { requiredKeys: ['cmd'] }),
-  fc.record(
-    { id, cmd: fc.constant('logs'), service, lines: fc.integer({ min: 0, max: LOG_RING_LINES }), generation: fc.integer({ min: 1, max: 2 ** 31 }), follow: fc.boolean() },
-    { requiredKeys: ['cmd'] },
-  ),
-).map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)));
+const validRequest: fc.Arbitrary<Record<string, unknown>> = fc
+  .oneof(
+    fc.record(
+      {
+        id,
+        cmd: fc.constant('reload'),
+        service,
+        argv: fc.array(word, { minLength: 1, maxLength: 5 }),
+        cwd: absPath,
+        wait: fc.constantFrom('serving', 'drained', 'probation'),
+        probationMs: fc.integer({ min: 0, max: 86_400_000 }),
+        maxErrorRate: fc.double({ min: 0, max: 1, noNaN: true }),
+        canary: fc.integer({ min: 1, max: 1024 }),
+      },
+      { requiredKeys: ['cmd'] },
+    ),
+    fc.record({ id, cmd: fc.constant('rollback'), service, reason: fc.string({ maxLength: 500 }) }, { requiredKeys: ['cmd'] }),
+    fc.record({ id, cmd: fc.constant('status'), service }, { requiredKeys: ['cmd'] }),
+    fc.record(
+      {
+        id,
+        cmd: fc.constant('scale'),
+        service,
+        workers: fc.oneof(
+          fc.integer(),
+          fc.tuple(fc.constantFrom('+', '-'), fc.integer({ min: 0, max: 9999 })).map(([s, n]) => `${s}${n}`),
+        ),
+      },
+      { requiredKeys: ['cmd', 'workers'] },
+    ),
+    fc.record({ id, cmd: fc.constantFrom('stop', 'takeover', 'takeover-commit') }, { requiredKeys: ['cmd'] }),
+    fc.record({ id, cmd: fc.constant('upgrade'), exec: absPath, restartWorkers: fc.boolean(), dropStandby: fc.boolean() }, { requiredKeys: ['cmd'] }),
+    fc.record(
+      {
+        id,
+        cmd: fc.constant('logs'),
+        service,
+        lines: fc.integer({ min: 0, max: LOG_RING_LINES }),
+        generation: fc.integer({ min: 1, max: 2 ** 31 }),
+        follow: fc.boolean(),
+      },
+      { requiredKeys: ['cmd'] },
+    ),
+  )
+  .map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)));
 
 /*
  * The oracle: what docs/control-protocol.md says a request is, written out by hand (not the
@@ -95,20 +120,36 @@ function documentedRequest(raw: unknown): boolean {
 
 /** A valid request made invalid in one way: an unknown key, a required one dropped, a field of the wrong type or out of range. */
 const nearMiss: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
-  fc.tuple(validRequest, fc.string({ minLength: 1, maxLength: 10 }), fc.jsonValue({ maxDepth: 1 }))
+  fc
+    .tuple(validRequest, fc.string({ minLength: 1, maxLength: 10 }), fc.jsonValue({ maxDepth: 1 }))
     .filter(([r, k]) => k !== 'id' && k !== 'cmd' && !Object.hasOwn(FIELDS[r.cmd as string]!, k))
     .map(([r, k, v]) => ({ ...r, [k]: v })),
   validRequest.map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => k !== 'cmd'))),
   validRequest.filter((r) => r.cmd === 'scale').map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => k !== 'workers'))),
-  fc.tuple(validRequest, fc.constantFrom<[string, unknown]>(
-    ['id', '1'], ['id', 1.5], ['id', null], ['cmd', 'Status'], ['cmd', 'reloads'], ['cmd', 7],
-  )).map(([r, [k, v]]) => ({ ...r, [k]: v })),
+  fc
+    .tuple(validRequest, fc.constantFrom<[string, unknown]>(['id', '1'], ['id', 1.5], ['id', null], ['cmd', 'Status'], ['cmd', 'reloads'], ['cmd', 7]))
+    .map(([r, [k, v]]) => ({ ...r, [k]: v })),
   fc.constantFrom<Record<string, unknown>>(
-    { cmd: 'reload', argv: [] }, { cmd: 'reload', argv: [''] }, { cmd: 'reload', argv: 'node' }, { cmd: 'reload', cwd: 'relative/dir' },
-    { cmd: 'reload', wait: 'ready' }, { cmd: 'status', service: '' }, { cmd: 'status', service: 'a b' }, { cmd: 'status', service: 'x'.repeat(65) },
-    { cmd: 'scale', workers: '3' }, { cmd: 'scale', workers: '+12345' }, { cmd: 'scale', workers: 1.5 }, { cmd: 'scale', workers: null },
-    { cmd: 'logs', lines: -1 }, { cmd: 'logs', lines: LOG_RING_LINES + 1 }, { cmd: 'logs', generation: 0 }, { cmd: 'logs', follow: 'yes' },
-    { cmd: 'upgrade', exec: 'dist/cli.js' }, { cmd: 'upgrade', restartWorkers: 1 }, { cmd: 'stop', service: 'web' }, { cmd: 'takeover', argv: ['x'] },
+    { cmd: 'reload', argv: [] },
+    { cmd: 'reload', argv: [''] },
+    { cmd: 'reload', argv: 'node' },
+    { cmd: 'reload', cwd: 'relative/dir' },
+    { cmd: 'reload', wait: 'ready' },
+    { cmd: 'status', service: '' },
+    { cmd: 'status', service: 'a b' },
+    { cmd: 'status', service: 'x'.repeat(65) },
+    { cmd: 'scale', workers: '3' },
+    { cmd: 'scale', workers: '+12345' },
+    { cmd: 'scale', workers: 1.5 },
+    { cmd: 'scale', workers: null },
+    { cmd: 'logs', lines: -1 },
+    { cmd: 'logs', lines: LOG_RING_LINES + 1 },
+    { cmd: 'logs', generation: 0 },
+    { cmd: 'logs', follow: 'yes' },
+    { cmd: 'upgrade', exec: 'dist/cli.js' },
+    { cmd: 'upgrade', restartWorkers: 1 },
+    { cmd: 'stop', service: 'web' },
+    { cmd: 'takeover', argv: ['x'] },
   ),
 );
 
@@ -219,7 +260,7 @@ test('--listen: any text gives a well-formed listener or a "bad ..." error, noth
   );
   fc.assert(
     fc.property(text, (t) => {
-      let spec;
+      let spec: ReturnType<typeof parseListen>;
       try {
         spec = parseListen(t);
       } catch (e) {
@@ -249,9 +290,7 @@ test('--listen: generated addresses parse to what was meant', () => {
   );
   fc.assert(
     fc.property(addr, listenName, (a, name) => {
-      const body =
-        a.kind === 'unix' ? `unix:${a.path}`
-        : `${a.kind === 'udp' ? 'udp:' : ''}${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+      const body = a.kind === 'unix' ? `unix:${a.path}` : `${a.kind === 'udp' ? 'udp:' : ''}${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
       const spec = parseListen(name === undefined ? body : `${name}=${body}`);
       assert.equal(spec.kind, a.kind);
       if (name !== undefined) assert.equal(spec.name, name);
@@ -274,7 +313,12 @@ const UNIT = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
 test('durations: any text gives whole milliseconds within a timer\'s range, or a "bad duration" error', () => {
   const text = fc.oneof(
     fc.string({ maxLength: 30 }),
-    fc.tuple(fc.oneof(fc.double({ noNaN: true }).map(String), fc.nat().map(String), fc.string({ maxLength: 6 })), fc.constantFrom('', 'ms', 's', 'm', 'h', 'd', ' s', 'S')).map(([n, u]) => n + u),
+    fc
+      .tuple(
+        fc.oneof(fc.double({ noNaN: true }).map(String), fc.nat().map(String), fc.string({ maxLength: 6 })),
+        fc.constantFrom('', 'ms', 's', 'm', 'h', 'd', ' s', 'S'),
+      )
+      .map(([n, u]) => n + u),
   );
   fc.assert(
     fc.property(text, (t) => {
@@ -317,19 +361,49 @@ const configValue = fc.oneof(
   { weight: 3, arbitrary: fc.jsonValue({ maxDepth: 3 }) },
   fc.constantFrom('30s', '500ms', '2m', 'auto', 'listen', 'manual', 'notify', 'shared', 'round-robin', 'text', 'json', 'SIGTERM', '8080', '127.0.0.1:9464'),
   fc.integer({ min: -5, max: 70_000 }),
-  fc.array(fc.oneof(fc.constantFrom('8080', 'unix:app.sock', '[::1]:0', 'udp:5353', 'nowhere:1'), port, fc.record({ name: fc.string({ maxLength: 8 }), address: fc.constantFrom('8080', '0', 'x') })), { maxLength: 3 }),
+  fc.array(
+    fc.oneof(
+      fc.constantFrom('8080', 'unix:app.sock', '[::1]:0', 'udp:5353', 'nowhere:1'),
+      port,
+      fc.record({ name: fc.string({ maxLength: 8 }), address: fc.constantFrom('8080', '0', 'x') }),
+    ),
+    { maxLength: 3 },
+  ),
   fc.dictionary(fc.string({ maxLength: 8 }), fc.oneof(fc.string({ maxLength: 8 }), fc.integer())),
 );
-const KEYS = ['name', 'control', 'listen', 'workers', 'ready', 'readyAfter', 'watchdog', 'drainSignal', 'stopTimeout', 'user', 'group', 'distribution', 'readyTimeout', 'drainTimeout', 'maxSurge', 'maxDraining', 'backlog', 'logFormat', 'metrics', 'command', 'env', 'cwd', 'wokers', 'drain-timeout', ''];
+const KEYS = [
+  'name',
+  'control',
+  'listen',
+  'workers',
+  'ready',
+  'readyAfter',
+  'watchdog',
+  'drainSignal',
+  'stopTimeout',
+  'user',
+  'group',
+  'distribution',
+  'readyTimeout',
+  'drainTimeout',
+  'maxSurge',
+  'maxDraining',
+  'backlog',
+  'logFormat',
+  'metrics',
+  'command',
+  'env',
+  'cwd',
+  'wokers',
+  'drain-timeout',
+  '',
+];
 
 test('config: any JSON gives options or a ConfigError naming the file on every line, nothing else', () => {
-  const raw = fc.oneof(
-    fc.jsonValue({ maxDepth: 4 }),
-    fc.dictionary(fc.constantFrom(...KEYS), configValue, { maxKeys: 6 }),
-  );
+  const raw = fc.oneof(fc.jsonValue({ maxDepth: 4 }), fc.dictionary(fc.constantFrom(...KEYS), configValue, { maxKeys: 6 }));
   fc.assert(
     fc.property(raw, (r) => {
-      let out;
+      let out: ReturnType<typeof validateConfig>;
       try {
         out = validateConfig(r, LABEL, '/srv/app');
       } catch (e) {
@@ -356,7 +430,10 @@ test('config: generated valid files are accepted, with the listeners and duratio
       ready: fc.constantFrom('listen', 'manual', 'notify'),
       distribution: fc.constantFrom('shared', 'round-robin'),
       backlog: fc.integer({ min: 1, max: 65535 }),
-      listen: fc.array(fc.tuple(ipv4, port).map(([h, p]) => `${h}:${p}`), { minLength: 1, maxLength: 3 }),
+      listen: fc.array(
+        fc.tuple(ipv4, port).map(([h, p]) => `${h}:${p}`),
+        { minLength: 1, maxLength: 3 },
+      ),
       command: fc.array(word, { minLength: 1, maxLength: 3 }),
       env: fc.dictionary(fc.stringMatching(/^[A-Z_]{1,8}$/), fc.string({ maxLength: 10 }), { maxKeys: 3 }),
     },

@@ -2,10 +2,11 @@
 // down (or sideways within a folder), never up and never in a circle, type-only imports
 // included. Read from the TypeScript sources (the compiled JavaScript has lost its
 // type-only imports), with TypeScript's own import scanner.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
+import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
@@ -40,7 +41,10 @@ function importGraph(files: readonly string[]): Map<string, string[]> {
     const specs = ts.preProcessFile(text, true, true).importedFiles.map((f) => f.fileName);
     // createRequire(import.meta.url)('../x.js') is how the runtime loads modules lazily.
     for (const m of text.matchAll(/createRequire\([^)]*\)\(\s*'(\.[^']+)'\s*\)/g)) specs.push(m[1]!);
-    graph.set(file, specs.filter((s) => s.startsWith('.')).map((s) => resolve(dirname(file), s).replace(/\.js$/, '.ts')));
+    graph.set(
+      file,
+      specs.filter((s) => s.startsWith('.')).map((s) => resolve(dirname(file), s).replace(/\.js$/, '.ts')),
+    );
   }
   return graph;
 }
@@ -103,7 +107,13 @@ export function cycles(graph: Map<string, string[]>): string[] {
       part.push(w);
     } while (w !== v);
     const self = (graph.get(v) ?? []).includes(v);
-    if (part.length > 1 || self) found.push(`cycle among ${part.reverse().map((f) => relative(ROOT, f)).join(', ')}`);
+    if (part.length > 1 || self)
+      found.push(
+        `cycle among ${part
+          .reverse()
+          .map((f) => relative(ROOT, f))
+          .join(', ')}`,
+      );
   };
   for (const v of graph.keys()) if (!index.has(v)) visit(v);
   return found;
@@ -126,7 +136,11 @@ test('the checks see what they look for: a planted cycle and an upward import ar
   const a = join(SRC, 'common', 'a.ts');
   const b = join(SRC, 'common', 'b.ts');
   const low = join(SRC, 'os', 'low.ts');
-  const graph = new Map([[a, [b]], [b, [a]], [low, [join(SRC, 'cli', 'main.ts')]]]);
+  const graph = new Map([
+    [a, [b]],
+    [b, [a]],
+    [low, [join(SRC, 'cli', 'main.ts')]],
+  ]);
   assert.deepEqual(cycles(graph), ['cycle among src/common/a.ts, src/common/b.ts']);
   assert.deepEqual(upwardImports(graph), ['src/os/low.ts -> src/cli/main.ts']);
 });

@@ -1,18 +1,22 @@
 // Tests for the load generator: it must count every request, honour its bounds, and classify
 // failures, or every "0 failed" claim built on it means nothing.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { mixedClients, startLoad, percentile, windowStats, type ClientKind, type LoadReport } from '../bench/load.js';
+import { test } from 'node:test';
+import { type ClientKind, type LoadReport, mixedClients, percentile, startLoad, windowStats } from '../bench/load.js';
 
 const ALL: { kind: ClientKind; concurrency: number }[] = mixedClients(4, 4, 4);
 
 // keepAliveTimeout 5000: with Node's short defaults undici would never reuse a connection
 // (it keeps a 2 s margin under the Keep-Alive hint), and the keep-alive kinds would not differ.
-async function serve(handler: http.RequestListener, where: number | string = 0): Promise<{ server: http.Server; target: { host: string; port: number } | { socketPath: string } }> {
+async function serve(
+  handler: http.RequestListener,
+  where: number | string = 0,
+): Promise<{ server: http.Server; target: { host: string; port: number } | { socketPath: string } }> {
   const server = http.createServer({ keepAliveTimeout: 5000 }, handler);
   await new Promise<void>((resolve) => (typeof where === 'string' ? server.listen(where, resolve) : server.listen(where, '127.0.0.1', resolve)));
   const target = typeof where === 'string' ? { socketPath: where } : { host: '127.0.0.1', port: (server.address() as { port: number }).port };
@@ -48,7 +52,9 @@ test('all three kinds over TCP: every request ok, maxRequests honoured exactly',
     const r = await startLoad({ target, clients: ALL, maxRequests: 3000, maxDurationMs: 60_000 }).done;
     assert.equal(r.requests, 3000);
     assertAllOk(r);
-  } finally { await close(server); }
+  } finally {
+    await close(server);
+  }
 });
 
 test('all three kinds over a unix socket', async () => {
@@ -58,7 +64,10 @@ test('all three kinds over a unix socket', async () => {
     const r = await startLoad({ target, clients: ALL, maxRequests: 1500, maxDurationMs: 60_000 }).done;
     assert.equal(r.requests, 1500);
     assertAllOk(r);
-  } finally { await close(server); fs.rmSync(dir, { recursive: true, force: true }); }
+  } finally {
+    await close(server);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('maxDurationMs bounds the run; stop() ends it early', async () => {
@@ -78,51 +87,68 @@ test('maxDurationMs bounds the run; stop() ends it early', async () => {
     assert.ok(s.ok > 0);
     assert.deepEqual(h.snapshot(), { requests: s.requests, ok: s.ok, failed: s.failed });
     assert.equal(await h.stop(), s, 'stop() after the end returns the same report');
-  } finally { await close(server); }
+  } finally {
+    await close(server);
+  }
 });
 
 test('requests that never complete are aborted after graceMs and counted', async () => {
-  const { server, target } = await serve(() => { /* never answers */ });
+  const { server, target } = await serve(() => {
+    /* never answers */
+  });
   try {
     const t = performance.now();
     const r = await startLoad({ target, clients: ALL, maxRequests: 1e9, maxDurationMs: 100, graceMs: 200 }).done;
     assert.ok(performance.now() - t < 1000);
-    assert.equal(r.requests, 12);   // one per loop, each stuck
+    assert.equal(r.requests, 12); // one per loop, each stuck
     assert.equal(r.failed, 12);
     assert.deepEqual(r.errors, { aborted: 12 });
-  } finally { await close(server); }
+  } finally {
+    await close(server);
+  }
 });
 
 test('failures are counted and classified', async () => {
   let n = 0;
   const { server, target } = await serve((req, res) => {
     n++;
-    if (n % 10 === 3) return req.socket.destroy();            // reset before any response
-    if (n % 10 === 6) {                                        // truncated body
+    if (n % 10 === 3) return req.socket.destroy(); // reset before any response
+    if (n % 10 === 6) {
+      // truncated body
       res.writeHead(200, { 'content-length': '100' });
       res.write('gen=7 partial');
       setImmediate(() => req.socket.destroy());
       return;
     }
-    if (n % 10 === 8) { res.statusCode = 502; return res.end('gen=7 bad gateway\n'); }
-    if (n % 10 === 9) return res.end();                       // empty body
+    if (n % 10 === 8) {
+      res.statusCode = 502;
+      return res.end('gen=7 bad gateway\n');
+    }
+    if (n % 10 === 9) return res.end(); // empty body
     res.end('gen=7\n');
   });
   try {
     const r = await startLoad({ target, clients: ALL, maxRequests: 2000, maxDurationMs: 60_000 }).done;
     assert.equal(r.requests, 2000);
     assert.equal(r.ok + r.failed, r.requests);
-    assert.equal(Object.values(r.errors).reduce((a, b) => a + b, 0), r.failed);
+    assert.equal(
+      Object.values(r.errors).reduce((a, b) => a + b, 0),
+      r.failed,
+    );
     assert.equal(r.bodies['gen=7'], r.ok);
     // 4 of every 10 requests fail; connection-level failures are not retried by anyone.
     assert.ok(Math.abs(r.failed - 800) <= 12, `failed ${r.failed} ${JSON.stringify(r.errors)}`);
     assert.ok(r.errors['bad status 502']! > 150, JSON.stringify(r.errors));
     assert.ok(r.errors['bad body']! > 150, JSON.stringify(r.errors));
     // Resets and truncations show up as socket error codes (ECONNRESET, UND_ERR_SOCKET, ...).
-    const socketErrors = Object.entries(r.errors).filter(([k]) => !k.startsWith('bad ')).reduce((a, [, v]) => a + v, 0);
+    const socketErrors = Object.entries(r.errors)
+      .filter(([k]) => !k.startsWith('bad '))
+      .reduce((a, [, v]) => a + v, 0);
     assert.ok(socketErrors > 300, JSON.stringify(r.errors));
     for (const k of ['undici', 'agent', 'fresh'] as const) assert.ok(r.byKind[k].failed > 0, `${k} failed`);
-  } finally { await close(server); }
+  } finally {
+    await close(server);
+  }
 });
 
 test('percentile and windowStats on known data', () => {
@@ -151,5 +177,7 @@ test('sampleLatencies caps the samples kept', async () => {
     assert.equal(r.ok, 500);
     assert.equal(r.samples.length, 50);
     for (let i = 1; i < r.samples.length; i++) assert.ok(r.samples[i]!.t >= r.samples[i - 1]!.t);
-  } finally { await close(server); }
+  } finally {
+    await close(server);
+  }
 });

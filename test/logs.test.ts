@@ -1,13 +1,14 @@
 // Logs: a failed reload shows exactly the failing worker's last 20 lines; `baton logs` tails
 // the supervisor's ring (by generation, and following); `--log-format json` is pino JSON.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { Agent, request } from 'undici';
+import type { LogEntry } from '../src/common/protocol.js';
 import { FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 import { cli } from './helpers/ops.js';
-import type { LogEntry } from '../src/common/protocol.js';
 
 const ops = ['node', join(FIXTURES, 'ops.mjs')];
 
@@ -53,7 +54,10 @@ test('baton logs tails the ring, by generation, and -f follows until the client 
   assert.match(all.stdout, /^\d\d:\d\d:\d\d\.\d{3} baton: handoff 2: generation 2 serves state=done$/m);
 
   const gen2 = await runCli(['logs', '--gen', '2', '--json', '--control', b.control]);
-  const entries = gen2.stdout.trim().split('\n').map((l) => JSON.parse(l) as LogEntry);
+  const entries = gen2.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as LogEntry);
   assert.ok(entries.length >= 2);
   for (const e of entries) assert.equal(e.gen, 2);
   assert.deepEqual(
@@ -123,7 +127,10 @@ test('text log lines start with an ISO 8601 time, except on the stream journald 
   const journal = join(dir, 'journal');
   const fd = openSync(journal, 'w');
   const st = fstatSync(fd);
-  const j = cli(['start', '--control', join(dir, 'ctl.sock'), '--listen', '127.0.0.1:0', '--', ...ops], { env: { JOURNAL_STREAM: `${st.dev}:${st.ino}` }, stdout: fd });
+  const j = cli(['start', '--control', join(dir, 'ctl.sock'), '--listen', '127.0.0.1:0', '--', ...ops], {
+    env: { JOURNAL_STREAM: `${st.dev}:${st.ino}` },
+    stdout: fd,
+  });
   closeSync(fd);
   t.after(() => j.kill());
   await j.waitFor(/handoff 1: generation 1 serves/);

@@ -1,9 +1,10 @@
 // --max-memory: a worker whose RSS grows past the limit is replaced as a crashed one would be,
 // but with nothing lost: a fresh worker starts in its slot first, and only once it is ready
 // does the old one drain. Counted in metrics, shown in status.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { request } from 'undici';
 import { mixedClients, startLoad } from '../bench/load.js';
 import { FIXTURES, runCli, startBaton } from './helpers/baton.js';
@@ -12,7 +13,9 @@ import { configDir } from './helpers/ops.js';
 const grow = ['node', join(FIXTURES, 'grow.mjs')];
 const LIMIT_MB = 96;
 
-test('a worker that grows past --max-memory under load is replaced with 0 failed: fresh one first, the old one drains; in status and metrics', { timeout: 90_000 }, async (t) => {
+test('a worker that grows past --max-memory under load is replaced with 0 failed: fresh one first, the old one drains; in status and metrics', {
+  timeout: 90_000,
+}, async (t) => {
   const b = await startBaton({ argv: grow, args: ['--workers', '2', '--max-memory', `${LIMIT_MB}M`, '--metrics', '127.0.0.1:0'] });
   t.after(() => b.dispose());
   const metrics = `http://127.0.0.1:${/metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(await b.waitFor(/metrics on http:\/\/127\.0\.0\.1:\d+\/metrics/))![1]}/metrics`;
@@ -39,7 +42,11 @@ test('a worker that grows past --max-memory under load is replaced with 0 failed
   const g = s.generations[0]!;
   assert.equal(s.serving, 1, 'no reload: the same generation serves');
   assert.ok(g.workers.reduce((n, w) => n + w.replaced, 0) >= 1, JSON.stringify(g.workers));
-  assert.equal(g.workers.reduce((n, w) => n + w.restarts, 0), 0, 'a replacement is not a crash restart');
+  assert.equal(
+    g.workers.reduce((n, w) => n + w.restarts, 0),
+    0,
+    'a replacement is not a crash restart',
+  );
   assert.ok(!g.workers.some((w) => w.pid === old), 'the old worker still holds its slot');
   const text = await runCli(['status', '--control', b.control]);
   assert.match(text.stdout, /max-memory 96\.0 MiB/);

@@ -1,15 +1,16 @@
 // `--metrics`: /metrics must parse as Prometheus text and its counters must move with what
 // happens (a reload, a failed reload, a refused config, a crash, a cut at the drain
 // deadline); /healthz must say 503 before the first generation serves and while stopping.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { request } from 'undici';
-import { EXAMPLES, FIXTURES, tempDir } from './helpers/baton.js';
-import { cli, configDir, type Proc } from './helpers/ops.js';
 import { controlRequest } from '../src/control/control.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
+import { EXAMPLES, FIXTURES, tempDir } from './helpers/baton.js';
+import { cli, configDir, type Proc } from './helpers/ops.js';
 
 type Samples = Map<string, number>;
 
@@ -148,7 +149,23 @@ test('/metrics parses as Prometheus text; counters move across reloads, failures
 
 test('/healthz: 503 until the first generation serves, 200 while it serves, 503 while stopping', async (t) => {
   const gate = join(tempDir(), 'gate');
-  const b = cli(['start', '--control', join(tempDir(), 'ctl.sock'), '--listen', '127.0.0.1:0', '--metrics', '0', '--ready', 'manual', '--drain-timeout', '10s', '--', 'node', join(FIXTURES, 'ops.mjs'), gate]);
+  const b = cli([
+    'start',
+    '--control',
+    join(tempDir(), 'ctl.sock'),
+    '--listen',
+    '127.0.0.1:0',
+    '--metrics',
+    '0',
+    '--ready',
+    'manual',
+    '--drain-timeout',
+    '10s',
+    '--',
+    'node',
+    join(FIXTURES, 'ops.mjs'),
+    gate,
+  ]);
   t.after(() => b.kill());
   const base = await metricsUrl(b);
   await b.waitFor(/\[1\.0\] ops listening gen=1/);

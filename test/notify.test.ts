@@ -2,14 +2,15 @@
 // protocol (READY=1, with no flag) or by staying up (--ready-after), a hint for a program
 // that says nothing, STATUS= and the watchdog, and drain by signal for programs without
 // baton's runtime.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
-import { EXAMPLES, FIXTURES, startBaton, type Baton } from './helpers/baton.js';
+import { test } from 'node:test';
+import { type LoadReport, mixedClients, startLoad } from '../bench/load.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import { type Baton, EXAMPLES, FIXTURES, startBaton } from './helpers/baton.js';
 
 // The system interpreter, when there is one: a version manager's shim costs ~200 ms per start.
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
@@ -55,7 +56,12 @@ function socketInodes(pid: number): string[] {
 function notifySocketInodes(): Set<string> {
   const rows = readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1);
   // Num RefCount Protocol Flags Type St Inode Path
-  return new Set(rows.map((r) => r.trim().split(/\s+/)).filter((f) => /\/baton-notify-[^/]+\//.test(f[7] ?? '')).map((f) => f[6]!));
+  return new Set(
+    rows
+      .map((r) => r.trim().split(/\s+/))
+      .filter((f) => /\/baton-notify-[^/]+\//.test(f[7] ?? ''))
+      .map((f) => f[6]!),
+  );
 }
 
 test('Python example, no readiness flag (READY=1 counts by default): 20 reloads under load lose nothing', { timeout: 180_000 }, async (t) => {
@@ -66,7 +72,10 @@ test('Python example, no readiness flag (READY=1 counts by default): 20 reloads 
   assert.ok(report.ok > 500, `too little load to prove anything: ${report.ok}`);
   const gens = Object.keys(report.bodies).filter((k) => k.startsWith('gen='));
   assert.ok(gens.length >= 15, `only ${gens.length} generations answered: ${gens.join(' ')}`);
-  assert.deepEqual(records.map((r) => r.state), Array(20).fill('done'));
+  assert.deepEqual(
+    records.map((r) => r.state),
+    Array(20).fill('done'),
+  );
   const s = await b.status();
   assert.equal(s.serving, 21);
   // What it said with STATUS= is shown; it is a Python program: no runtime spoke for it.
@@ -75,7 +84,10 @@ test('Python example, no readiness flag (READY=1 counts by default): 20 reloads 
   assert.equal(await b.stop(), 0);
 });
 
-test('gunicorn (Debian), no readiness flag: 20 reloads under load lose nothing', { timeout: 180_000, skip: !GUNICORN && 'gunicorn is not installed (apt-get install gunicorn; .ci/run does)' }, async (t) => {
+test('gunicorn (Debian), no readiness flag: 20 reloads under load lose nothing', {
+  timeout: 180_000,
+  skip: !GUNICORN && 'gunicorn is not installed (apt-get install gunicorn; .ci/run does)',
+}, async (t) => {
   const b = await startBaton({ argv: gunicorn });
   t.after(() => b.dispose());
   // It took the inherited listener (socket activation), not a port of its own (its default is 8000).
@@ -85,7 +97,10 @@ test('gunicorn (Debian), no readiness flag: 20 reloads under load lose nothing',
   assert.ok(report.ok > 500, `too little load to prove anything: ${report.ok}`);
   const gens = Object.keys(report.bodies).filter((k) => k.startsWith('gen='));
   assert.ok(gens.length >= 15, `only ${gens.length} generations answered: ${gens.join(' ')}`);
-  assert.deepEqual(records.map((r) => r.state), Array(20).fill('done'));
+  assert.deepEqual(
+    records.map((r) => r.state),
+    Array(20).fill('done'),
+  );
   assert.equal((await b.status()).serving, 21);
   assert.doesNotMatch(b.out, /has said nothing/);
   t.diagnostic(`${report.ok} requests, ${report.rps.toFixed(0)}/s; reload ready in ${records.map((r) => r.readyMs).join(' ')} ms`);
@@ -106,13 +121,20 @@ test('Python example, ready after --ready-after: 20 reloads under load lose noth
 });
 
 test('a program that says nothing and has no --ready-after fails to start, with a hint', { timeout: 30_000 }, async (t) => {
-  const b = await startBaton({ argv: ['/bin/sh', join(FIXTURES, 'signals.sh')], args: ['--ready-timeout', '500ms', '--drain-timeout', '500ms'], waitReady: false });
+  const b = await startBaton({
+    argv: ['/bin/sh', join(FIXTURES, 'signals.sh')],
+    args: ['--ready-timeout', '500ms', '--drain-timeout', '500ms'],
+    waitReady: false,
+  });
   t.after(() => b.dispose());
   assert.equal(await b.exited, 1);
-  assert.match(b.out, /not ready after 500 ms \(it said nothing: neither baton's Node\.js runtime nor READY=1 on NOTIFY_SOCKET; for a program that says nothing use --ready-after\)/);
+  assert.match(
+    b.out,
+    /not ready after 500 ms \(it said nothing: neither baton's Node\.js runtime nor READY=1 on NOTIFY_SOCKET; for a program that says nothing use --ready-after\)/,
+  );
 });
 
-test('a program that never says ready: a hint in the log and in reload\'s progress within 5 s', { timeout: 30_000 }, async (t) => {
+test("a program that never says ready: a hint in the log and in reload's progress within 5 s", { timeout: 30_000 }, async (t) => {
   const b = await startBaton({ argv: server, args: ['--ready-timeout', '5s', '--drain-timeout', '500ms'] });
   t.after(() => b.dispose());
   const t0 = Date.now();
@@ -123,7 +145,10 @@ test('a program that never says ready: a hint in the log and in reload\'s progre
   assert.equal(reply.ok, false, 'a program that never said ready took over');
   assert.ok(hintAt !== null, 'no hint in the reload progress');
   assert.ok(hintAt - t0 < 5000, `hint after ${hintAt - t0} ms`);
-  assert.match(b.out, /worker 2\.0 has said nothing for 3 s: baton waits for it to load baton's Node\.js runtime [^\n]* or to send READY=1 on NOTIFY_SOCKET[^\n]*--ready-after <time>/);
+  assert.match(
+    b.out,
+    /worker 2\.0 has said nothing for 3 s: baton waits for it to load baton's Node\.js runtime [^\n]* or to send READY=1 on NOTIFY_SOCKET[^\n]*--ready-after <time>/,
+  );
   // The Python example spoke at once: no hint for it.
   assert.doesNotMatch(b.out, /worker 1\.0 has said nothing/);
   assert.equal((await b.status()).serving, 1);

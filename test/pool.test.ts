@@ -1,14 +1,15 @@
 // Pools of workers: resized at run time, crash-safe, replaced a few at a time.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { rmSync } from 'node:fs';
+import { test } from 'node:test';
 import { request } from 'undici';
 import { mixedClients, startLoad } from '../bench/load.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 import { assertHeldFailed, countHeld, until } from './faults/harness.js';
 import { EXAMPLES, FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
-import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];
@@ -33,7 +34,10 @@ test('scale 2 -> 4 -> 1 -> 3 under load: 0 failed, status matches every step', a
     assert.equal(g.target, n);
     assert.equal(g.ready, n);
     assert.equal(g.workers.filter((w) => w.state === 'ready').length, n);
-    assert.deepEqual(g.workers.map((w) => w.index), Array.from({ length: n }, (_, i) => i));
+    assert.deepEqual(
+      g.workers.map((w) => w.index),
+      Array.from({ length: n }, (_, i) => i),
+    );
   }
   const rel = await runCli(['scale', '--control', b.control, '--', '-1']);
   assert.equal(rel.code, 0, rel.stderr);
@@ -42,7 +46,7 @@ test('scale 2 -> 4 -> 1 -> 3 under load: 0 failed, status matches every step', a
   assert.ok((await b.reload(v2)).ok);
   assert.equal(serving(await b.status()).ready, 2);
   const report = await load.stop();
-  assert.equal(report.failed, 0, JSON.stringify(report.errors) + "\n" + b.out);
+  assert.equal(report.failed, 0, JSON.stringify(report.errors) + '\n' + b.out);
   const bad = await runCli(['scale', '--control', b.control, '0']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /cannot scale to 0 workers/);
@@ -72,7 +76,12 @@ test('kill -9 of a worker under load: it is replaced; only what it held can fail
   await until('the victim answers the load', () => answers(victim.pid) >= 20);
   const slow: Promise<string>[] = [];
   while (!/\[1\.0\] slow request started/.test(b.out) && slow.length < 40) {
-    slow.push(request(`http://127.0.0.1:${port}/slow?ms=4000`, { reset: true }).then(async (r) => `answered ${r.statusCode} ${await r.body.text()}`, (e: Error & { code?: string }) => e.code ?? e.message));
+    slow.push(
+      request(`http://127.0.0.1:${port}/slow?ms=4000`, { reset: true }).then(
+        async (r) => `answered ${r.statusCode} ${await r.body.text()}`,
+        (e: Error & { code?: string }) => e.code ?? e.message,
+      ),
+    );
     await b.waitFor(new RegExp(`(slow request started[^\\n]*\\n[\\s\\S]*){${slow.length}}`));
   }
   assert.match(b.out, /\[1\.0\] slow request started/, 'no slow request reached the victim');
@@ -96,7 +105,9 @@ test('kill -9 of a worker under load: it is replaced; only what it held can fail
   assertHeldFailed(report.failed + onVictim, c, onVictim, JSON.stringify(report.errors));
   assert.equal(g.ready, 2);
   assert.equal(g.workers[0]!.restarts, 1);
-  t.diagnostic(`victim answered ${answers(victim.pid)}, replacement ${answers(replacement)}; ${report.failed} + ${onVictim} failed of ${c.held} held (${c.unread} unread)`);
+  t.diagnostic(
+    `victim answered ${answers(victim.pid)}, replacement ${answers(replacement)}; ${report.failed} + ${onVictim} failed of ${c.held} held (${c.unread} unread)`,
+  );
 });
 
 test('a crash loop backs off: restarts come at growing intervals, and it is reported', async (t) => {
@@ -149,14 +160,24 @@ test('rolling reload --workers 4 --max-surge 1: never more than 5 alive, never f
   assert.ok(reply.ok, JSON.stringify(reply));
   await until('all 4 workers of generation 2 answer', () => [...seen.values()].filter((s) => s.gen === '2').length === 4);
   const report = await load.stop();
-  assert.equal(report.failed, 0, JSON.stringify(report.errors) + "\n" + b.out);
-  const olds = [...seen.values()].filter((s) => s.gen === '1').map((s) => s.last).sort((a, b) => a - b);
-  const news = [...seen.values()].filter((s) => s.gen === '2').map((s) => s.first).sort((a, b) => a - b);
+  assert.equal(report.failed, 0, JSON.stringify(report.errors) + '\n' + b.out);
+  const olds = [...seen.values()]
+    .filter((s) => s.gen === '1')
+    .map((s) => s.last)
+    .sort((a, b) => a - b);
+  const news = [...seen.values()]
+    .filter((s) => s.gen === '2')
+    .map((s) => s.first)
+    .sort((a, b) => a - b);
   assert.equal(olds.length, 4, JSON.stringify([...seen]));
   assert.equal(news.length, 4, JSON.stringify([...seen]));
   // At most 5 alive: when the (k+1)-th new worker first answers, k+1 new ones live, so k old
   // ones must have answered for the last time already.
-  for (let k = 1; k < 4; k++) assert.ok(olds[k - 1]! < news[k]!, `new worker ${k + 1} answered before old worker ${k} stopped answering: last old answers ${olds.map(Math.round)}, first new ${news.map(Math.round)}`);
+  for (let k = 1; k < 4; k++)
+    assert.ok(
+      olds[k - 1]! < news[k]!,
+      `new worker ${k + 1} answered before old worker ${k} stopped answering: last old answers ${olds.map(Math.round)}, first new ${news.map(Math.round)}`,
+    );
   // Replay the supervisor's worker events in order: alive and accepting-ready counts.
   let alive = 4;
   let ready = 4;

@@ -1,11 +1,12 @@
 // Least privilege: baton binds as root (privileged ports too) and runs its workers as
 // another user; only the control socket's owner may control it.
-import { test, type TestContext } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
+import { type TestContext, test } from 'node:test';
 import { request } from 'undici';
 import { closeFd } from '../src/os/fds.js';
 import { lookupUser } from '../src/os/process.js';
@@ -49,7 +50,13 @@ test('--user nobody on a port below 1024: baton binds it, workers run as nobody 
   const port = privilegedPort();
   const c = worldReadableCopy();
   t.after(() => rmSync(c.dir, { recursive: true, force: true }));
-  const b = await startBaton({ cli: c.cli, cwd: c.dir, argv: [c.node, join(c.examples, 'hello/v1.js')], listen: [`127.0.0.1:${port}`], args: ['--user', 'nobody'] });
+  const b = await startBaton({
+    cli: c.cli,
+    cwd: c.dir,
+    argv: [c.node, join(c.examples, 'hello/v1.js')],
+    listen: [`127.0.0.1:${port}`],
+    args: ['--user', 'nobody'],
+  });
   t.after(() => b.dispose());
   const u = nobody!;
   const all = (n: number): string => `${n}\t${n}\t${n}\t${n}`;
@@ -62,7 +69,7 @@ test('--user nobody on a port below 1024: baton binds it, workers run as nobody 
     const notify = env.find((e) => e.startsWith('NOTIFY_SOCKET='))!.slice('NOTIFY_SOCKET='.length);
     const st = statSync(notify);
     assert.deepEqual({ uid: st.uid, mode: st.mode & 0o777 }, { uid: u.uid, mode: 0o600 });
-    assert.ok(env.includes(`HOME=${u.home}`) && env.includes('USER=nobody'), 'HOME and USER are not the worker user\'s');
+    assert.ok(env.includes(`HOME=${u.home}`) && env.includes('USER=nobody'), "HOME and USER are not the worker user's");
     const r = await request(`http://127.0.0.1:${port}/`, { reset: true });
     assert.match(await r.body.text(), new RegExp(`^gen=${gen} v1`));
     if (gen === 1) assert.ok((await b.reload()).ok);
@@ -71,10 +78,17 @@ test('--user nobody on a port below 1024: baton binds it, workers run as nobody 
   // A reload to a program nobody cannot read is refused before anything starts; generation 2 serves on.
   const closed = closedCopy(t, join(c.examples, 'hello/v1.js'));
   const r = await b.request({ cmd: 'reload', argv: [c.node, closed.file], cwd: c.dir });
-  assert.deepEqual({ ok: r.ok, error: !r.ok && r.error }, { ok: false, error: `reload failed: --user nobody cannot read ${closed.file}: directory ${closed.dir} is not searchable (drwx------ uid 0 gid 0)` });
+  assert.deepEqual(
+    { ok: r.ok, error: !r.ok && r.error },
+    { ok: false, error: `reload failed: --user nobody cannot read ${closed.file}: directory ${closed.dir} is not searchable (drwx------ uid 0 gid 0)` },
+  );
   const s = await b.status();
   assert.equal(s.serving, 2);
-  assert.deepEqual(s.generations.map((g) => g.number).filter((n) => n > 2), [], 'a generation was started');
+  assert.deepEqual(
+    s.generations.map((g) => g.number).filter((n) => n > 2),
+    [],
+    'a generation was started',
+  );
 });
 
 test('--user nobody with baton, or the program, under a 0700 directory: one line naming it, and nothing starts', { timeout: 30_000, skip }, async (t) => {
@@ -86,7 +100,11 @@ test('--user nobody with baton, or the program, under a 0700 directory: one line
   symlinkSync(join(ROOT, 'node_modules'), join(closed.dir, 'node_modules'));
   const program = closedCopy(t, join(c.examples, 'hello/v1.js'));
   const cases = [
-    { cli: join(closed.dir, relative(ROOT, CLI)), argv: [c.node, join(c.examples, 'hello/v1.js')], says: `cannot reach baton's runtime ${join(closed.dir, 'dist/src/runtime/preload.js')}: directory ${closed.dir} is not searchable` },
+    {
+      cli: join(closed.dir, relative(ROOT, CLI)),
+      argv: [c.node, join(c.examples, 'hello/v1.js')],
+      says: `cannot reach baton's runtime ${join(closed.dir, 'dist/src/runtime/preload.js')}: directory ${closed.dir} is not searchable`,
+    },
     { cli: c.cli, argv: [c.node, program.file], says: `cannot read ${program.file}: directory ${program.dir} is not searchable` },
   ];
   for (const { cli, argv, says } of cases) {

@@ -1,8 +1,9 @@
 // `baton reload` progress: plain `[state] message` lines off a terminal, a spinner line on
 // one; the old generation's in-flight count while it drains; "done in"; the exit code.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { request } from 'undici';
 import { EXAMPLES, FIXTURES, runCli, startBaton } from './helpers/baton.js';
 import { cliInPty, plain } from './helpers/ops.js';
@@ -26,8 +27,11 @@ test('reload progress: each phase, the old generation draining with its requests
   // The count goes down as the requests finish, then the old generation exits.
   const counts = [...r.stdout.matchAll(/^\[draining\] generation 1 draining, (\d) in flight$/gm)].map((m) => Number(m[1]));
   assert.deepEqual(counts, [...counts].sort().reverse(), `in-flight counts: ${counts}`);
-  assert.match(r.stdout, /^\[draining\] generation 1 draining, 3 in flight\n(\[draining\] .*\n)*\[done\] generation 1 exited \(connections: http1 3 polite\)$/m);
-  assert.match(lines.at(-1)!, /^reloaded: #2 .* done in \d+ ms .*old exited \d+(\.\d+)? m?s  connections: http1 3 polite$/);
+  assert.match(
+    r.stdout,
+    /^\[draining\] generation 1 draining, 3 in flight\n(\[draining\] .*\n)*\[done\] generation 1 exited \(connections: http1 3 polite\)$/m,
+  );
+  assert.match(lines.at(-1)!, /^reloaded: #2 .* done in \d+ ms .*old exited \d+(\.\d+)? m?s {2}connections: http1 3 polite$/);
   for (const body of await Promise.all(inflight)) assert.match(body, /^gen=1 slow done/);
 
   const bad = await runCli(['reload', '--control', b.control, '--', 'node', join(EXAMPLES, 'hello/broken.js')]);

@@ -1,20 +1,21 @@
 // The few internals the drain's protocol handling reads (src/os/internals.ts for Node's,
 // src/runtime/protocols/ws.ts for ws's), checked against this Node and the installed ws: if one moves,
 // this fails loudly instead of the drain quietly cutting connections at its deadline.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
-import * as http from 'node:http';
-import * as net from 'node:net';
-import * as tls from 'node:tls';
 import { once } from 'node:events';
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import type * as net from 'node:net';
+import { test } from 'node:test';
+import * as tls from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
+import { tcpOf } from '../src/os/internals.js';
+import { isHttp2 } from '../src/runtime/protocols/http2.js';
 import { isEventStream } from '../src/runtime/protocols/sse.js';
 import { webSocketOf } from '../src/runtime/protocols/ws.js';
-import { isHttp2 } from '../src/runtime/protocols/http2.js';
-import { tcpOf } from '../src/os/internals.js';
-import * as http2 from 'node:http2';
-import { makeCert } from './helpers/tls.js';
 import { tempDir } from './helpers/baton.js';
+import { makeCert } from './helpers/tls.js';
 
 test("a server-side TLS socket's _parent is the TCP socket of its 'connection' event", async () => {
   const c = makeCert(tempDir('baton-cert-'));
@@ -47,7 +48,7 @@ test('an event stream is recognised whether its type came by setHeader or by wri
   await once(server, 'listening');
   const port = (server.address() as net.AddressInfo).port;
   for (const path of ['/set', '/head', '/plain']) {
-    await new Promise<void>((resolve) => http.get({ port, path, host: '127.0.0.1' }, (r) => (r.resume(), r.on('end', resolve))));
+    await new Promise<void>((resolve) => http.get({ port, path, host: '127.0.0.1' }, (r) => r.resume().on('end', resolve)));
   }
   assert.deepEqual(seen, [true, true, false]);
   server.closeAllConnections();

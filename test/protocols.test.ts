@@ -3,19 +3,20 @@
 // socket.io-client, eventsource). Each reload must go unnoticed: nothing failed, nothing
 // cut, every client on the newest version, and the old generation gone long before its
 // drain deadline.
-import { test, type TestContext } from 'node:test';
+
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import * as net from 'node:net';
+import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
 import * as tls from 'node:tls';
-import { FIXTURES, startBaton, tempDir, type Baton } from './helpers/baton.js';
-import { makeCert, type TestCert } from './helpers/tls.js';
-import { h2load, nodeH2Load, type H2Report } from './helpers/h2clients.js';
-import { httpsLoad } from './helpers/https-load.js';
-import { wsLoad } from './helpers/ws-clients.js';
 import { EventSource } from 'eventsource';
-import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import type { ConnKind } from '../src/common/protocol.js';
+import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import { type Baton, FIXTURES, startBaton, tempDir } from './helpers/baton.js';
+import { type H2Report, h2load, nodeH2Load } from './helpers/h2clients.js';
+import { httpsLoad } from './helpers/https-load.js';
+import { makeCert, type TestCert } from './helpers/tls.js';
+import { wsLoad } from './helpers/ws-clients.js';
 
 const DRAIN_TIMEOUT_MS = 3000;
 
@@ -24,7 +25,13 @@ function cert(): TestCert {
   return (certs ??= makeCert(tempDir('baton-cert-')));
 }
 
-async function startApp(t: TestContext, fixture: string, env: NodeJS.ProcessEnv, workers = 2, drainTimeoutMs = DRAIN_TIMEOUT_MS): Promise<{ b: Baton; port: number }> {
+async function startApp(
+  t: TestContext,
+  fixture: string,
+  env: NodeJS.ProcessEnv,
+  workers = 2,
+  drainTimeoutMs = DRAIN_TIMEOUT_MS,
+): Promise<{ b: Baton; port: number }> {
   const b = await startBaton({
     argv: ['node', join(FIXTURES, fixture)],
     // Each old generation exits (counted below) rather than stays as a standby (--keep-previous).
@@ -77,7 +84,9 @@ for (const mode of ['h2c', 'tls'] as const) {
     const load = nodeH2Load({ url, ca: cert().ca, sessions: 6, streams: 4, path: slowPath, maxStreams: 50_000, maxMs: 30_000 });
     const recs = await reloads(b, 4);
     const r: H2Report = await load.stop();
-    t.diagnostic(`${r.started} streams, ${r.done} done, ${r.refused} refused by the client after GOAWAY and sent again, ${r.sessions} sessions; drains ${recs.map(drainMs).join(' ')} ms, longest stream ${Math.round(r.maxStreamMs)} ms`);
+    t.diagnostic(
+      `${r.started} streams, ${r.done} done, ${r.refused} refused by the client after GOAWAY and sent again, ${r.sessions} sessions; drains ${recs.map(drainMs).join(' ')} ms, longest stream ${Math.round(r.maxStreamMs)} ms`,
+    );
     assert.equal(r.failed, 0, `failed streams: ${JSON.stringify(r.errors)}`);
     assert.equal(r.started, r.done);
     for (let g = 2; g <= 5; g++) assert.ok((r.bodies[`gen=${g}`] ?? 0) > 0, `version ${g} never answered: ${JSON.stringify(r.bodies)}`);
@@ -161,7 +170,10 @@ test('HTTPS: 20 reloads under keep-alive, new-connection and undici load, 0 fail
   for (const kind of ['agent', 'fresh', 'undici']) assert.ok((r.byKind[kind] ?? 0) > 0, `no ${kind} request succeeded`);
   const gens = Object.keys(r.bodies).length;
   assert.ok(gens >= 15, `only ${gens} versions answered: ${JSON.stringify(r.bodies)}`);
-  assert.deepEqual(recs.map((x) => x.state), Array(20).fill('done'));
+  assert.deepEqual(
+    recs.map((x) => x.state),
+    Array(20).fill('done'),
+  );
   assert.equal(await b.stop(), 0);
 });
 
@@ -182,7 +194,9 @@ for (const kind of ['ws', 'socket.io'] as const) {
       assert.ok(await load.allOn(`gen=${i + 2}`, 10_000), `not every client reached version ${i + 2}`);
     }
     const r = await load.stop();
-    t.diagnostic(`${kind}: ${r.sent} messages, ${r.resent} sent again after a close, closes ${JSON.stringify(r.closes)}, reload --wait-drained took ${took.join(' ')} ms`);
+    t.diagnostic(
+      `${kind}: ${r.sent} messages, ${r.resent} sent again after a close, closes ${JSON.stringify(r.closes)}, reload --wait-drained took ${took.join(' ')} ms`,
+    );
     assert.equal(r.abnormal, 0, `abnormal closes: ${JSON.stringify(r.closes)}`);
     assert.equal(r.lost, 0, `${r.lost} of ${r.sent} messages never answered`);
     assert.deepEqual(new Set(r.lastGen), new Set(['gen=4']));
@@ -213,7 +227,9 @@ test('SSE: eventsource clients across 3 reloads see no error, only clean reconne
     };
     return es;
   });
-  t.after(() => sources.forEach((es) => es.close()));
+  t.after(() => {
+    for (const es of sources) es.close();
+  });
   const allOn = async (gen: string): Promise<boolean> => {
     for (let i = 0; i < 500 && !state.every((s) => s.gen === gen); i++) await new Promise((r) => setTimeout(r, 20));
     return state.every((s) => s.gen === gen);

@@ -1,13 +1,14 @@
 // Warm standby, `baton rollback`, probation and canary (issue 16).
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
 import { mixedClients, startLoad } from '../bench/load.js';
-import { CLI, FIXTURES, ROOT, runCli, startBaton, type Baton } from './helpers/baton.js';
-import type { StatusReport } from '../src/supervisor/supervisor.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
+import { type Baton, CLI, FIXTURES, ROOT, runCli, startBaton } from './helpers/baton.js';
 
 const version = (tag: string, ...faults: string[]): string[] => ['node', join(FIXTURES, 'faulty.mjs'), `--tag=${tag}`, ...faults];
 const MIXED = mixedClients(3, 3, 4);
@@ -24,7 +25,10 @@ async function until(b: Baton, ok: (s: StatusReport) => boolean, what: string, t
   for (;;) {
     const s = await b.status();
     if (ok(s)) return s;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify({ gens: s.generations.map((g) => [g.number, g.state, g.workers.map((w) => w.state)]), standby: s.standby })}\n${b.out}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out waiting for ${what}: ${JSON.stringify({ gens: s.generations.map((g) => [g.number, g.state, g.workers.map((w) => w.state)]), standby: s.standby })}\n${b.out}`,
+      );
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -33,12 +37,17 @@ test('rollback under keep-alive and new-connection load: 0 failed, the standby a
   const b = await startBaton({ argv: version('v1'), args: ['--workers', '2', '--keep-previous', '1m'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const v1pids = gen(await b.status(), 1).workers.map((w) => w.pid).sort();
+  const v1pids = gen(await b.status(), 1)
+    .workers.map((w) => w.pid)
+    .sort();
   assert.ok((await b.reload(version('v2'))).ok);
   const kept = await until(b, (s) => s.standby?.state === 'standby', 'generation 1 in standby');
   assert.equal(kept.standby!.generation, 1);
   assert.ok(kept.standby!.leftMs > 50_000 && kept.standby!.leftMs <= 60_000, JSON.stringify(kept.standby));
-  assert.deepEqual(gen(kept, 1).workers.map((w) => w.state), ['standby', 'standby']);
+  assert.deepEqual(
+    gen(kept, 1).workers.map((w) => w.state),
+    ['standby', 'standby'],
+  );
 
   const load = startLoad({ target: { host: '127.0.0.1', port }, clients: MIXED, maxRequests: 300_000, maxDurationMs: 60_000 });
   await new Promise((r) => setTimeout(r, 300));
@@ -55,7 +64,12 @@ test('rollback under keep-alive and new-connection load: 0 failed, the standby a
   const s = await b.status();
   assert.equal(s.serving, 1);
   // The same processes serve again: no start-up.
-  assert.deepEqual(gen(s, 1).workers.map((w) => w.pid).sort(), v1pids);
+  assert.deepEqual(
+    gen(s, 1)
+      .workers.map((w) => w.pid)
+      .sort(),
+    v1pids,
+  );
   assert.equal(s.standby, null);
   const rec = s.history.at(-1)!;
   assert.equal(rec.trigger, 'rollback');
@@ -72,7 +86,9 @@ test('--probation 10s: a version that dies 2 s after ready is rolled back by its
   const b = await startBaton({ argv: version('v1'), args: ['--workers', '2', '--probation', '10s'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const v1pids = gen(await b.status(), 1).workers.map((w) => w.pid).sort();
+  const v1pids = gen(await b.status(), 1)
+    .workers.map((w) => w.pid)
+    .sort();
   const load = startLoad({ target: { host: '127.0.0.1', port }, clients: MIXED, maxRequests: 300_000, maxDurationMs: 60_000 });
   const t0 = Date.now();
   // --wait: the answer comes after probation, here a rollback.
@@ -88,10 +104,18 @@ test('--probation 10s: a version that dies 2 s after ready is rolled back by its
   assert.ok(report.failed <= clients, `${report.failed} failed: ${JSON.stringify(report.errors)}`);
   const s = await b.status();
   assert.equal(s.serving, 1);
-  assert.deepEqual(gen(s, 1).workers.map((w) => w.pid).sort(), v1pids);
+  assert.deepEqual(
+    gen(s, 1)
+      .workers.map((w) => w.pid)
+      .sort(),
+    v1pids,
+  );
   const [failed, rollback] = s.history.slice(-2) as [HandoffRecord, HandoffRecord];
   assert.equal(failed.state, 'failed');
-  assert.ok(failed.phases.some((p) => p.state === 'probation'), JSON.stringify(failed.phases));
+  assert.ok(
+    failed.phases.some((p) => p.state === 'probation'),
+    JSON.stringify(failed.phases),
+  );
   assert.equal(rollback.trigger, 'rollback');
   assert.equal(rollback.state, 'done');
   assert.match(rollback.reason ?? '', /^probation of generation 2: worker 2\.\d killed by SIGABRT/);
@@ -114,7 +138,10 @@ test('--probation 10s --max-error-rate 5%: a version answering 500 is rolled bac
   const took = Date.now() - t0;
   const report = await load.stop();
   assert.equal(r.code, 1, r.stdout + r.stderr);
-  assert.match(r.stderr, /reload failed: rolled back: \d+ of \d+ answers were 5xx \(100% , limit 5%\)|reload failed: rolled back: \d+ of \d+ answers were 5xx \(100%, limit 5%\)/);
+  assert.match(
+    r.stderr,
+    /reload failed: rolled back: \d+ of \d+ answers were 5xx \(100% , limit 5%\)|reload failed: rolled back: \d+ of \d+ answers were 5xx \(100%, limit 5%\)/,
+  );
   assert.ok(took < 10_000, `rolled back after ${took} ms`);
   assert.equal(report.failed, 0, JSON.stringify(report.errors));
   const s = await b.status();
@@ -165,7 +192,8 @@ test('a good version under probation is promoted; the standby leaves when --keep
 
 /** Fresh connections (one request each), counted by the generation that answered. */
 async function shareOf(port: number, n: number): Promise<{ failed: number; bodies: Record<string, number>; errors: unknown }> {
-  const report = await startLoad({ target: { host: '127.0.0.1', port }, clients: [{ kind: 'fresh', concurrency: 8 }], maxRequests: n, maxDurationMs: 60_000 }).done;
+  const report = await startLoad({ target: { host: '127.0.0.1', port }, clients: [{ kind: 'fresh', concurrency: 8 }], maxRequests: n, maxDurationMs: 60_000 })
+    .done;
   return report;
 }
 
@@ -173,7 +201,9 @@ test('--canary 1 on 4 workers, round-robin: a fifth of 10,000 connections; `bato
   const b = await startBaton({ argv: version('v1'), args: ['--workers', '4', '--distribution', 'round-robin'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const v1pids = gen(await b.status(), 1).workers.map((w) => w.pid).sort();
+  const v1pids = gen(await b.status(), 1)
+    .workers.map((w) => w.pid)
+    .sort();
   const r = await runCli(['reload', '--canary', '1', '--probation', '1m', '--control', b.control, '--', ...version('v2')]);
   assert.equal(r.code, 0, r.stderr);
   const s = await b.status();
@@ -193,7 +223,13 @@ test('--canary 1 on 4 workers, round-robin: a fifth of 10,000 connections; `bato
   assert.equal(during.failed, 0, JSON.stringify(during.errors));
   const after = await b.status();
   assert.equal(after.serving, 1);
-  assert.deepEqual(gen(after, 1).workers.map((w) => w.pid).sort(), v1pids, 'the old generation never stopped');
+  assert.deepEqual(
+    gen(after, 1)
+      .workers.map((w) => w.pid)
+      .sort(),
+    v1pids,
+    'the old generation never stopped',
+  );
   const rec = after.history.at(-1)!;
   assert.equal(rec.to, 2);
   assert.equal(rec.state, 'failed');
@@ -204,7 +240,9 @@ test('a canary answering 500 is dropped by itself, the old generation serving th
   const b = await startBaton({ argv: version('v1'), args: ['--workers', '2', '--distribution', 'round-robin', '--keep-previous', '1m'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const v1pids = gen(await b.status(), 1).workers.map((w) => w.pid).sort();
+  const v1pids = gen(await b.status(), 1)
+    .workers.map((w) => w.pid)
+    .sort();
   const load = startLoad({
     target: { host: '127.0.0.1', port },
     clients: MIXED,
@@ -212,14 +250,32 @@ test('a canary answering 500 is dropped by itself, the old generation serving th
     maxDurationMs: 60_000,
     expect: (status) => status === 200 || status === 500,
   });
-  const bad = await runCli(['reload', '--canary', '1', '--probation', '10s', '--max-error-rate', '5%', '--wait', '--control', b.control, '--', ...version('v2', '--status=500')]);
+  const bad = await runCli([
+    'reload',
+    '--canary',
+    '1',
+    '--probation',
+    '10s',
+    '--max-error-rate',
+    '5%',
+    '--wait',
+    '--control',
+    b.control,
+    '--',
+    ...version('v2', '--status=500'),
+  ]);
   const report = await load.stop();
   assert.equal(bad.code, 1, bad.stdout);
   assert.match(bad.stderr, /canary failed: \d+ of \d+ answers were 5xx/);
   assert.equal(report.failed, 0, JSON.stringify(report.errors));
   let s = await b.status();
   assert.equal(s.serving, 1);
-  assert.deepEqual(gen(s, 1).workers.map((w) => w.pid).sort(), v1pids);
+  assert.deepEqual(
+    gen(s, 1)
+      .workers.map((w) => w.pid)
+      .sort(),
+    v1pids,
+  );
   assert.equal(gen(s, 1).state, 'serving');
 
   const good = await runCli(['reload', '--canary', '1', '--probation', '1s', '--wait', '--control', b.control, '--', ...version('v3')]);
@@ -227,7 +283,10 @@ test('a canary answering 500 is dropped by itself, the old generation serving th
   s = await b.status();
   assert.equal(s.serving, 3);
   assert.equal(gen(s, 3).ready, 2);
-  assert.deepEqual(s.history.at(-1)!.phases.map((p) => p.state), ['starting', 'canary', 'starting', 'transferring', 'done']);
+  assert.deepEqual(
+    s.history.at(-1)!.phases.map((p) => p.state),
+    ['starting', 'canary', 'starting', 'transferring', 'done'],
+  );
   assert.equal(s.standby?.generation, 1);
 });
 
@@ -257,7 +316,10 @@ test('a newer reload replaces the standby; supervisor upgrade refuses while one 
   const standbyPid = gen(s, 1).workers[0]!.pid;
   const refused = await runCli(['upgrade', '--control', b.control, '--quiet']);
   assert.equal(refused.code, 1);
-  assert.match(refused.stderr, /generation 1 is kept as a warm standby for rollback \(\d+ s left\) and a supervisor upgrade does not carry it: retry with --drop-standby/);
+  assert.match(
+    refused.stderr,
+    /generation 1 is kept as a warm standby for rollback \(\d+ s left\) and a supervisor upgrade does not carry it: retry with --drop-standby/,
+  );
   assert.ok(alive(standbyPid), 'a refused upgrade changes nothing');
   const up = await runCli(['upgrade', '--control', b.control, '--drop-standby']);
   assert.equal(up.code, 0, up.stderr + up.stdout);
@@ -272,7 +334,11 @@ test('a newer reload replaces the standby; supervisor upgrade refuses while one 
   const s2 = await until(b, (x) => x.standby?.state === 'standby', 'generation 2 in standby');
   const pid2 = gen(s2, 2).workers[0]!.pid;
   assert.ok((await b.reload(version('v4'))).ok);
-  const s3 = await until(b, (x) => x.standby?.generation === 3 && x.standby.state === 'standby' && !x.generations.some((g) => g.number === 2), 'generation 3 in standby, 2 gone');
+  const s3 = await until(
+    b,
+    (x) => x.standby?.generation === 3 && x.standby.state === 'standby' && !x.generations.some((g) => g.number === 2),
+    'generation 3 in standby, 2 gone',
+  );
   assert.equal(alive(pid2), false, 'the replaced standby exited');
   assert.match(b.out, /generation 2 leaves standby: a newer generation replaces it/);
   const pid3 = gen(s3, 3).workers[0]!.pid;

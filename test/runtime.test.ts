@@ -1,20 +1,21 @@
 // The Node worker runtime (src/runtime/), exercised the way the supervisor uses it: real
 // listeners opened with sys.ts and inherited at fd 3, real worker processes running
 // unmodified apps (test/fixtures), real HTTP clients. Waits are on events, bounded.
-import { describe, test, type TestContext } from 'node:test';
+
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { describe, type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
+import type { FromWorker, ListenerInfo } from '../src/common/protocol.js';
 import { closeFd, dup } from '../src/os/fds.js';
 import { onRawConnection } from '../src/os/internals.js';
 import { openTcpListener, openUnixListener, socketAddress } from '../src/os/sockets.js';
-import type { FromWorker, ListenerInfo } from '../src/common/protocol.js';
 import { noCommand, noIPv6Loopback } from './helpers/prereq.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -295,7 +296,10 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
       const w = h.start(fixture, [web]);
       await w.message('ready');
       const listening = w.messages.filter((m) => m.type === 'listening');
-      assert.deepEqual(listening.map((m) => m.type === 'listening' && m.listener), ['web']);
+      assert.deepEqual(
+        listening.map((m) => m.type === 'listening' && m.listener),
+        ['web'],
+      );
       assert.ok(w.messages.indexOf(listening[0]!) < w.messages.findIndex((m) => m.type === 'ready'));
 
       const client = new Client(`http://127.0.0.1:${port}`, LIMITS);
@@ -311,7 +315,7 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
       });
       if (fixture === 'fastify-dualstack.cjs') {
         // The secondary server reports the primary's address.
-        await w.output(new RegExp(`bindings=\\[.*"127\\.0\\.0\\.1".*"127\\.0\\.0\\.1".*\\]`));
+        await w.output(/bindings=\[.*"127\.0\.0\.1".*"127\.0\.0\.1".*\]/);
         await t.test('fastify secondary listen on [::1] does not bind', { skip: noIPv6Loopback() }, async () => {
           assert.ok(await refused(port, '::1'));
         });
@@ -411,10 +415,14 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     let passed = 0;
     const acceptor = net.createServer(() => assert.fail('round-robin makes no socket in the supervisor'));
     acceptor.listen({ fd: dup(web.fd) }, 511);
-    onRawConnection(acceptor, (conn) => {
-      passed++;
-      w.child.send({ baton: 1, type: 'connection', listener: 'web' }, conn as unknown as net.Socket, { keepOpen: true }, () => conn.close());
-    }, (e) => assert.fail(e));
+    onRawConnection(
+      acceptor,
+      (conn) => {
+        passed++;
+        w.child.send({ baton: 1, type: 'connection', listener: 'web' }, conn as unknown as net.Socket, { keepOpen: true }, () => conn.close());
+      },
+      (e) => assert.fail(e),
+    );
     t.after(() => acceptor.close());
     // One connection per request: had the worker accepted on its inherited copy too, about
     // half of them would have bypassed `acceptor`.
@@ -445,56 +453,60 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     w.kill();
   });
 
-  test('drain: in-flight request completes with Connection: close, idle keep-alive conn gets close on reuse, queued conn goes to the next generation', T, async (t) => {
-    const h = harness(t);
-    const web = h.tcp();
-    const port = portOf(web);
-    const w = h.start('slow.mjs', [web]);
-    await w.message('ready');
+  test(
+    'drain: in-flight request completes with Connection: close, idle keep-alive conn gets close on reuse, queued conn goes to the next generation',
+    T,
+    async (t) => {
+      const h = harness(t);
+      const web = h.tcp();
+      const port = portOf(web);
+      const w = h.start('slow.mjs', [web]);
+      await w.message('ready');
 
-    const origin = `http://127.0.0.1:${port}`;
-    const a = new Client(origin, LIMITS);
-    const b = new Client(origin, LIMITS);
-    t.after(() => Promise.all([a.destroy(), b.destroy()]));
-    const first = await requestOn(b); // b: keep-alive connection, idle from now on
-    assert.equal(first.headers.connection, 'keep-alive');
-    const slow = requestOn(a, '/slow?ms=2000');
-    await w.output(/slow-start/);
+      const origin = `http://127.0.0.1:${port}`;
+      const a = new Client(origin, LIMITS);
+      const b = new Client(origin, LIMITS);
+      t.after(() => Promise.all([a.destroy(), b.destroy()]));
+      const first = await requestOn(b); // b: keep-alive connection, idle from now on
+      assert.equal(first.headers.connection, 'keep-alive');
+      const slow = requestOn(a, '/slow?ms=2000');
+      await w.output(/slow-start/);
 
-    const sent = w.drain(10_000);
-    const stopped = await w.message('accepting-stopped');
+      const sent = w.drain(10_000);
+      const stopped = await w.message('accepting-stopped');
 
-    // (b) the idle keep-alive connection is not closed under the client: reusing it works,
-    // and the answer says Connection: close.
-    const reuse = await requestOn(b);
-    assert.equal(reuse.status, 200);
-    assert.equal(reuse.body.match(/conn=\d+/)![0], first.body.match(/conn=\d+/)![0], 'same connection');
-    assert.equal(reuse.headers.connection, 'close');
+      // (b) the idle keep-alive connection is not closed under the client: reusing it works,
+      // and the answer says Connection: close.
+      const reuse = await requestOn(b);
+      assert.equal(reuse.status, 200);
+      assert.equal(reuse.body.match(/conn=\d+/)![0], first.body.match(/conn=\d+/)![0], 'same connection');
+      assert.equal(reuse.headers.connection, 'close');
 
-    // A new connection now waits in the listener's queue: this worker no longer accepts;
-    // the next generation started on the same listener answers it.
-    const c = get(port);
-    const next = h.start('slow.mjs', [web], { BATON_GENERATION: '2' });
-    await next.message('ready');
+      // A new connection now waits in the listener's queue: this worker no longer accepts;
+      // the next generation started on the same listener answers it.
+      const c = get(port);
+      const next = h.start('slow.mjs', [web], { BATON_GENERATION: '2' });
+      await next.message('ready');
 
-    // (a) the in-flight request completes fully, with Connection: close; (c) accepting-stopped came first.
-    const done = await slow;
-    assert.equal(done.status, 200);
-    assert.equal(done.body.trim().replace(/ conn=\d+$/, ''), `gen=1 pid=${w.pid}`);
-    assert.equal(done.headers.connection, 'close');
-    assert.ok(stopped.at < done.endAt, 'accepting-stopped before the in-flight response ended');
-    assert.ok(done.endAt - sent > 1500, 'the in-flight request was not cut short');
+      // (a) the in-flight request completes fully, with Connection: close; (c) accepting-stopped came first.
+      const done = await slow;
+      assert.equal(done.status, 200);
+      assert.equal(done.body.trim().replace(/ conn=\d+$/, ''), `gen=1 pid=${w.pid}`);
+      assert.equal(done.headers.connection, 'close');
+      assert.ok(stopped.at < done.endAt, 'accepting-stopped before the in-flight response ended');
+      assert.ok(done.endAt - sent > 1500, 'the in-flight request was not cut short');
 
-    assert.match((await c).body, new RegExp(`^gen=2 pid=${next.pid} `));
-    const drained = await w.message('drained');
-    assert.equal(drained.cut, 0);
-    assert.deepEqual(await w.exited, { code: 0, signal: null });
-    const progress = w.messages.filter((m) => m.type === 'drain-progress');
-    assert.ok(progress.length >= 1 && progress[0]!.type === 'drain-progress' && progress[0]!.connections >= 1, JSON.stringify(progress));
-    // At most one per 100 ms (counted, not timed: a busy test process receives them in bursts).
-    assert.ok(progress.length <= (drained.at - sent) / 100 + 2, `${progress.length} drain-progress in ${(drained.at - sent).toFixed(0)} ms`);
-    await drainsCleanly(t, next);
-  });
+      assert.match((await c).body, new RegExp(`^gen=2 pid=${next.pid} `));
+      const drained = await w.message('drained');
+      assert.equal(drained.cut, 0);
+      assert.deepEqual(await w.exited, { code: 0, signal: null });
+      const progress = w.messages.filter((m) => m.type === 'drain-progress');
+      assert.ok(progress.length >= 1 && progress[0]!.type === 'drain-progress' && progress[0]!.connections >= 1, JSON.stringify(progress));
+      // At most one per 100 ms (counted, not timed: a busy test process receives them in bursts).
+      assert.ok(progress.length <= (drained.at - sent) / 100 + 2, `${progress.length} drain-progress in ${(drained.at - sent).toFixed(0)} ms`);
+      await drainsCleanly(t, next);
+    },
+  );
 
   test('drain: a never-used connection holds the worker only until keepAliveTimeout + 1 s', T, async (t) => {
     const h = harness(t);
@@ -566,7 +578,10 @@ describe('worker runtime', { concurrency: 4, timeout: 60_000 }, () => {
     w.child.send({ baton: 1, type: 'drain', timeoutMs: 10_000, standby: true });
     await w.message('accepting-stopped');
     assert.equal((await w.message('standby')).cut, 0);
-    assert.equal(w.messages.some((m) => m.type === 'drained'), false);
+    assert.equal(
+      w.messages.some((m) => m.type === 'drained'),
+      false,
+    );
     // Nobody accepts now: the request waits in the kernel's queue, the worker stays alive.
     let answered = false;
     const queued = get(port).then((r) => {

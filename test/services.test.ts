@@ -1,15 +1,16 @@
 // Several services under one baton (a config file's `services`): each is reloaded, scaled and
 // reported on its own, and what happens to one never touches another.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { request } from 'undici';
-import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
 import { freePorts } from '../bench/harness.js';
-import { EXAMPLES, FIXTURES, runCli } from './helpers/baton.js';
-import { cli, configDir } from './helpers/ops.js';
+import { type LoadReport, mixedClients, startLoad } from '../bench/load.js';
 import type { GroupReload, GroupStatus } from '../src/supervisor/services.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
+import { EXAMPLES, FIXTURES, runCli } from './helpers/baton.js';
+import { cli, configDir } from './helpers/ops.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];
@@ -58,7 +59,10 @@ test('two services: reloading one under load leaves the other untouched; a faile
 
   const s0 = await groupStatus(c.dir);
   assert.equal(s0.name, 'shop');
-  assert.deepEqual(s0.services.map((s) => s.name), ['api', 'web']);
+  assert.deepEqual(
+    s0.services.map((s) => s.name),
+    ['api', 'web'],
+  );
   const [api0, web0] = s0.services as [StatusReport, StatusReport];
   assert.equal(pidsOf(api0).length, 2);
   assert.equal(pidsOf(web0).length, 1);
@@ -66,7 +70,9 @@ test('two services: reloading one under load leaves the other untouched; a faile
   assert.notEqual(apiPort, webPort);
   assert.match(await get(webPort), /^gen=1 greeting=web /);
 
-  const loads = [apiPort, webPort].map((port) => startLoad({ target: { host: '127.0.0.1', port }, clients: mixedClients(3, 3, 2), maxRequests: 200_000, maxDurationMs: 90_000 }));
+  const loads = [apiPort, webPort].map((port) =>
+    startLoad({ target: { host: '127.0.0.1', port }, clients: mixedClients(3, 3, 2), maxRequests: 200_000, maxDurationMs: 90_000 }),
+  );
   for (let i = 0; i < 5; i++) {
     const r = await runCli(['reload', 'api', '--', ...(i % 2 ? v1 : v2)], { cwd: c.dir });
     assert.equal(r.code, 0, r.stderr);
@@ -84,7 +90,11 @@ test('two services: reloading one under load leaves the other untouched; a faile
   assert.deepEqual(pidsOf(after.services[0]!), apiPids, 'api: the old generation serves on');
   assert.deepEqual(pidsOf(after.services[1]!), pidsOf(web0), 'web: untouched');
   assert.equal(after.services[0]!.history.at(-1)!.state, 'failed');
-  assert.deepEqual(after.services[1]!.history.map((h) => h.state), ['done'], 'web: its generation 1 start, nothing else');
+  assert.deepEqual(
+    after.services[1]!.history.map((h) => h.state),
+    ['done'],
+    'web: its generation 1 start, nothing else',
+  );
 
   // And the other way round: web reloads, api's workers stay.
   const w = await runCli(['reload', 'web'], { cwd: c.dir });
@@ -119,9 +129,18 @@ test('two services: reloading one under load leaves the other untouched; a faile
   assert.equal(unknown.code, 1);
   assert.match(unknown.stderr, /no service 'nope': this baton runs 'api', 'web'/);
   const logs = await runCli(['logs', 'web', '--json', '-n', '2000'], { cwd: c.dir });
-  const entries = logs.stdout.trim().split('\n').map((l) => JSON.parse(l) as { service?: string; gen?: number });
-  assert.ok(entries.some((e) => e.service === 'web' && e.gen === 2), 'web worker output is there');
-  assert.ok(entries.every((e) => e.service === undefined || e.service === 'web'), 'nothing of api');
+  const entries = logs.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { service?: string; gen?: number });
+  assert.ok(
+    entries.some((e) => e.service === 'web' && e.gen === 2),
+    'web worker output is there',
+  );
+  assert.ok(
+    entries.every((e) => e.service === undefined || e.service === 'web'),
+    'nothing of api',
+  );
   assert.match(b.out, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[web 2\.0\] ops listening gen=2$/m, 'worker lines name their service');
 
   assert.equal((await runCli(['stop'], { cwd: c.dir })).code, 0);
@@ -192,7 +211,13 @@ test('the control protocol routes by service; metrics label each series with its
   assert.ok(reload.ok, JSON.stringify(reload));
   const both = await controlRequest(control, { cmd: 'reload' });
   assert.ok(both.ok);
-  assert.deepEqual((both.result as GroupReload).map((r) => [r.service, r.record?.state]), [['api', 'done'], ['web', 'done']]);
+  assert.deepEqual(
+    (both.result as GroupReload).map((r) => [r.service, r.record?.state]),
+    [
+      ['api', 'done'],
+      ['web', 'done'],
+    ],
+  );
   const m = await scrape('/metrics');
   assert.match(m.text, /^baton_reloads_total\{service="web",result="done"\} 2$/m);
   assert.match(m.text, /^baton_reloads_total\{service="api",result="done"\} 1$/m);
@@ -219,8 +244,11 @@ test('--takeover of a baton running several services: 0 failed on both, same soc
   t.after(() => old.kill());
   await Promise.all([old.waitFor(/baton\[api\]: handoff 1: generation 1 serves/), old.waitFor(/baton\[web\]: handoff 1: generation 1 serves/)]);
   const before = await groupStatus(c.dir);
-  const sockets = (s: GroupStatus): [string, string, number | null][] => s.services.flatMap((x) => x.listeners.map((l) => [x.name, l.address, l.inode] as [string, string, number | null]));
-  const loads = before.services.map((s) => startLoad({ target: { host: '127.0.0.1', port: portOf(s) }, clients: mixedClients(3, 3, 2), maxRequests: 200_000, maxDurationMs: 60_000 }));
+  const sockets = (s: GroupStatus): [string, string, number | null][] =>
+    s.services.flatMap((x) => x.listeners.map((l) => [x.name, l.address, l.inode] as [string, string, number | null]));
+  const loads = before.services.map((s) =>
+    startLoad({ target: { host: '127.0.0.1', port: portOf(s) }, clients: mixedClients(3, 3, 2), maxRequests: 200_000, maxDurationMs: 60_000 }),
+  );
 
   // A new baton whose web cannot start: it exits with the reason, the old one never noticed.
   c.write(config({ ...FIXED, web: { ...FIXED.web, command: broken } }));

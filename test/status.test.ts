@@ -1,12 +1,13 @@
 // `baton status`: the JSON a tool reads through a reload, the table a person reads, and
 // `--watch` redrawing it in place on a real pseudo-terminal.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { test } from 'node:test';
+import type { StatusReport } from '../src/supervisor/supervisor.js';
 import { FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 import { cli, cliInPty, plain } from './helpers/ops.js';
-import type { StatusReport } from '../src/supervisor/supervisor.js';
 
 const ops = (...args: string[]): string[] => ['node', join(FIXTURES, 'ops.mjs'), ...args];
 
@@ -86,7 +87,10 @@ test('status --watch redraws in place on a terminal, within its width; on a pipe
   for (const f of frames) {
     const lines = plain(f).split('\n');
     assert.match(lines[0]!, /^every 200 ms: baton status +\d\d:\d\d:\d\d$/);
-    assert.ok(lines.some((l) => /^GEN +STATE/.test(l)), `no table in frame:\n${plain(f)}`);
+    assert.ok(
+      lines.some((l) => /^GEN +STATE/.test(l)),
+      `no table in frame:\n${plain(f)}`,
+    );
     for (const l of lines) assert.ok(l.length <= 100, `over 100 columns (${l.length}): ${l}`);
   }
 

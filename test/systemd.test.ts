@@ -1,10 +1,10 @@
 // baton as a systemd service: it speaks sd_notify to the NOTIFY_SOCKET it is given, and
 // takes its listeners from socket activation (LISTEN_FDS) instead of binding them.
-import { test, type TestContext } from 'node:test';
-import assert from 'node:assert/strict';
 
+import assert from 'node:assert/strict';
 import { existsSync, fstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { closeFd } from '../src/os/fds.js';
 import { bindNotifySocket } from '../src/os/notify.js';
@@ -60,8 +60,7 @@ function notifySocket(t: TestContext): { path: string; messages: string[]; next(
   };
 }
 
-const kinds = (messages: string[]): string[] =>
-  messages.map((m) => m.split('\n')[0]!).filter((k) => k !== 'WATCHDOG=1');
+const kinds = (messages: string[]): string[] => messages.map((m) => m.split('\n')[0]!).filter((k) => k !== 'WATCHDOG=1');
 
 test('under systemd: READY=1, then RELOADING=1 + MONOTONIC_USEC and READY=1 per reload (failed too), STOPPING=1', { timeout: 60_000 }, async (t) => {
   const notify = notifySocket(t);
@@ -73,9 +72,12 @@ test('under systemd: READY=1, then RELOADING=1 + MONOTONIC_USEC and READY=1 per 
   // The worker talks to baton's notify socket, never to systemd's; baton's watchdog stays baton's.
   const worker = (await b.status()).generations[0]!.workers[0]!.pid;
   const env = readFileSync(`/proc/${worker}/environ`, 'utf8').split('\0');
-  assert.ok(!env.includes(`NOTIFY_SOCKET=${notify.path}`), 'the worker got systemd\'s NOTIFY_SOCKET');
-  assert.ok(env.some((e) => e.startsWith('NOTIFY_SOCKET=')), 'the worker has no NOTIFY_SOCKET of its own');
-  assert.ok(!env.some((e) => e.startsWith('WATCHDOG_USEC=')), 'the worker got baton\'s WATCHDOG_USEC');
+  assert.ok(!env.includes(`NOTIFY_SOCKET=${notify.path}`), "the worker got systemd's NOTIFY_SOCKET");
+  assert.ok(
+    env.some((e) => e.startsWith('NOTIFY_SOCKET=')),
+    'the worker has no NOTIFY_SOCKET of its own',
+  );
+  assert.ok(!env.some((e) => e.startsWith('WATCHDOG_USEC=')), "the worker got baton's WATCHDOG_USEC");
   // WatchdogSec=: pings at half the interval.
   await notify.next(/^WATCHDOG=1$/);
 
@@ -100,13 +102,7 @@ test('under systemd: READY=1, then RELOADING=1 + MONOTONIC_USEC and READY=1 per 
 
   assert.equal(await b.stop(), 0);
   await notify.next(/^STOPPING=1/);
-  assert.deepEqual(kinds(notify.messages), [
-    'READY=1',
-    'RELOADING=1', 'READY=1',
-    'RELOADING=1', 'READY=1',
-    'RELOADING=1', 'READY=1',
-    'STOPPING=1',
-  ]);
+  assert.deepEqual(kinds(notify.messages), ['READY=1', 'RELOADING=1', 'READY=1', 'RELOADING=1', 'READY=1', 'RELOADING=1', 'READY=1', 'STOPPING=1']);
 });
 
 test('socket activation: inherited listeners are used, never bound again, and outlive a full restart', { timeout: 60_000 }, async (t) => {
@@ -153,15 +149,20 @@ test('socket activation: inherited listeners are used, never bound again, and ou
   const b = await startBaton({ argv: listenFds, listen: [], launcher: WITH_LISTEN_PID, fds: [tcp, unix], env: activation });
   t.after(() => b.dispose());
   for (const body of await Promise.all(queued)) assert.equal(body, 'gen=1 web\n');
-  assert.deepEqual((await b.status()).listeners.map((l) => [l.name, l.address]), [
-    ['web', `127.0.0.1:${port}`],
-    ['admin', `unix:${path}`],
-  ]);
+  assert.deepEqual(
+    (await b.status()).listeners.map((l) => [l.name, l.address]),
+    [
+      ['web', `127.0.0.1:${port}`],
+      ['admin', `unix:${path}`],
+    ],
+  );
   const viaUnix = await request('http://localhost/', { dispatcher: new Agent({ connect: { socketPath: path } }) });
   assert.equal(await viaUnix.body.text(), 'gen=1 admin\n');
 });
 
-test('several services under systemd: one READY=1 once every service serves, one RELOADING=1 / READY=1 per SIGHUP and per reload of one service (failed too)', { timeout: 60_000 }, async (t) => {
+test('several services under systemd: one READY=1 once every service serves, one RELOADING=1 / READY=1 per SIGHUP and per reload of one service (failed too)', {
+  timeout: 60_000,
+}, async (t) => {
   const notify = notifySocket(t);
   const services = { api: { listen: ['127.0.0.1:0'], command: v1 }, web: { listen: ['127.0.0.1:0'], command: v1, workers: 2 } };
   const c = configDir(JSON.stringify({ control: './ctl.sock', services }));

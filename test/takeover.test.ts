@@ -1,12 +1,13 @@
 // `baton start --takeover`: an unrelated new baton receives the listening sockets over the
 // control socket, serves, and the old supervisor drains and exits; nothing is refused.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { mixedClients, startLoad } from '../bench/load.js';
-import { CLI, EXAMPLES, ROOT, runCli, startBaton, tempDir } from './helpers/baton.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
+import { CLI, EXAMPLES, ROOT, runCli, startBaton, tempDir } from './helpers/baton.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const MIXED = mixedClients(4, 4, 2);
@@ -33,7 +34,10 @@ test('takeover under load: 0 failed, the old supervisor exits, the new one serve
   assert.equal(st.code, 0, st.stderr + next.out());
   const after = JSON.parse(st.stdout) as StatusReport;
   assert.notEqual(after.pid, before.pid);
-  assert.deepEqual(after.listeners.map((l) => [l.address, l.inode]), before.listeners.map((l) => [l.address, l.inode]));
+  assert.deepEqual(
+    after.listeners.map((l) => [l.address, l.inode]),
+    before.listeners.map((l) => [l.address, l.inode]),
+  );
   const r = await fetch(`http://127.0.0.1:${port}/version`);
   assert.match(await r.text(), /version=2/);
   const report = await load.stop();

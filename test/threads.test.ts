@@ -1,14 +1,15 @@
 // --threads: copies of the app as worker_threads inside each worker process, each on its
 // own duplicate of the listeners, drained and replaced with the process (src/runtime/threads.ts).
-import { test, type TestContext } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readlinkSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
 import { mixedClients, startLoad } from '../bench/load.js';
-import { acceptSpans, assertNoOverlap } from './helpers/accepts.js';
-import { FIXTURES, runCli, startBaton, tempDir, type Baton } from './helpers/baton.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
+import { acceptSpans, assertNoOverlap } from './helpers/accepts.js';
+import { type Baton, FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
 
 const APP = ['node', join(FIXTURES, 'threads.mjs')];
 const MIXED = mixedClients(4, 4, 2);
@@ -132,7 +133,11 @@ test('a thread that crashes fails its worker, which baton replaces', async (t) =
 
 test('--threads with --handoff exclusive: the threads accept once told, reloads lose nothing', async (t) => {
   const log = join(tempDir(), 'accepts.log');
-  const b = await startBaton({ argv: ['node', join(FIXTURES, 'accept-log.mjs')], args: ['--threads', '2', '--handoff', 'exclusive'], env: { ACCEPT_LOG: log } });
+  const b = await startBaton({
+    argv: ['node', join(FIXTURES, 'accept-log.mjs')],
+    args: ['--threads', '2', '--handoff', 'exclusive'],
+    env: { ACCEPT_LOG: log },
+  });
   t.after(() => b.dispose());
   const port = await b.port();
   const load = startLoad({ target: { host: '127.0.0.1', port }, clients: [{ kind: 'fresh', concurrency: 4 }], maxRequests: 100_000, maxDurationMs: 60_000 });
@@ -162,7 +167,9 @@ test('--threads is refused where the Node runtime cannot run the copies, and out
     assert.match(r.stderr, re);
   }
   // A program without the runtime, declared ready by --ready-after: generation 1 fails, with the reason.
-  const r = await runCli(['start', '--listen', '127.0.0.1:0', '--threads', '2', '--ready-after', '200ms', '--', 'sh', '-c', 'exec sleep 30'], { timeoutMs: 30_000 });
+  const r = await runCli(['start', '--listen', '127.0.0.1:0', '--threads', '2', '--ready-after', '200ms', '--', 'sh', '-c', 'exec sleep 30'], {
+    timeoutMs: 30_000,
+  });
   assert.equal(r.code, 1, r.stdout + r.stderr);
   assert.match(r.stdout + r.stderr, /--threads 2 needs baton's Node runtime in the worker/);
 });

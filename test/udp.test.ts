@@ -1,10 +1,11 @@
 // UDP listeners: baton holds the socket without reading it; workers read it; at a handoff
 // the old worker stops reading and the new one takes what is still queued in the kernel.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { FIXTURES, startBaton } from './helpers/baton.js';
 
 /** One datagram every SEND_EVERY_MS: ~500/s, far below what the receive buffer holds for a gap. */

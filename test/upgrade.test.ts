@@ -1,20 +1,21 @@
 // Supervisor upgrade end to end: a real supervisor execve's into a new baton under real load,
 // keeps its pid, its ports and (by default) its workers, and refuses what it cannot become.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { cpSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { mixedClients, startLoad, type LoadReport } from '../bench/load.js';
-import { CLI, EXAMPLES, ROOT, runCli, startBaton, tempDir, type Baton } from './helpers/baton.js';
-import { cli, configDir } from './helpers/ops.js';
+import { test } from 'node:test';
+import { type LoadReport, mixedClients, startLoad } from '../bench/load.js';
+import { closeFd, isCloexec, memfd, setCloexec } from '../src/os/fds.js';
+import { execve } from '../src/os/process.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import type { GroupStatus } from '../src/supervisor/services.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
 import { inheriting } from '../src/upgrade/upgrade.js';
-import { closeFd, isCloexec, memfd, setCloexec } from '../src/os/fds.js';
-import { execve } from '../src/os/process.js';
+import { type Baton, CLI, EXAMPLES, ROOT, runCli, startBaton, tempDir } from './helpers/baton.js';
+import { cli, configDir } from './helpers/ops.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];
@@ -68,13 +69,15 @@ function heldFds(pid: number, control: string): string[] {
       .filter((f) => (f[5] === '03' && f[7] === control) || f[7]?.includes('/baton-notify-'))
       .map((f) => f[6]),
   );
-  return fds(pid)
-    .map((l) => l.slice(l.indexOf(' -> ') + 4))
-    // Gone between listing and reading it: a moment's fd (Node.js 26 has some), not one held.
-    .filter((x) => x !== '(closed)')
-    .filter((x) => !clients.has(/socket:\[(\d+)\]/.exec(x)?.[1] ?? ''))
-    .map((x) => x.replace(/^(pipe|anon_inode):.*$/, '$1'))
-    .sort();
+  return (
+    fds(pid)
+      .map((l) => l.slice(l.indexOf(' -> ') + 4))
+      // Gone between listing and reading it: a moment's fd (Node.js 26 has some), not one held.
+      .filter((x) => x !== '(closed)')
+      .filter((x) => !clients.has(/socket:\[(\d+)\]/.exec(x)?.[1] ?? ''))
+      .map((x) => x.replace(/^(pipe|anon_inode):.*$/, '$1'))
+      .sort()
+  );
 }
 
 /** The directories of the notify sockets `pid` holds. */
@@ -136,7 +139,9 @@ function buildWithFormats(dir: string, oldest: number, current: number, version:
   cpSync(join(ROOT, 'dist/src'), join(dir, 'dist/src'), { recursive: true });
   const state = join(dir, 'dist/src/upgrade/state.js');
   const text = readFileSync(state, 'utf8');
-  const patched = text.replace('export const STATE_FORMAT = 2;', `export const STATE_FORMAT = ${current};`).replace('export const OLDEST_FORMAT = 1;', `export const OLDEST_FORMAT = ${oldest};`);
+  const patched = text
+    .replace('export const STATE_FORMAT = 2;', `export const STATE_FORMAT = ${current};`)
+    .replace('export const OLDEST_FORMAT = 1;', `export const OLDEST_FORMAT = ${oldest};`);
   assert.notEqual(patched, text, 'state.js no longer declares its formats as expected');
   writeFileSync(state, patched);
   return join(dir, 'dist/src/cli/main.js');
@@ -175,7 +180,7 @@ test('10 upgrades under keep-alive and new-connection load: 0 failed, same pid a
   assert.deepEqual(historyOf(after), historyOf(before));
   assert.deepEqual(after.history, before.history, 'every record comes through unchanged');
   assert.deepEqual(workerPids(after), workerPids(before), 'the workers were adopted, not restarted');
-  assert.ok(after.uptimeMs > before.uptimeMs, 'uptime is the service\'s, not the image\'s');
+  assert.ok(after.uptimeMs > before.uptimeMs, "uptime is the service's, not the image's");
   assert.equal((b.out.match(/upgraded in place/g) ?? []).length, 10);
 
   // The supervisor holds exactly what it held before: the same sockets, as many pipes.
@@ -184,7 +189,10 @@ test('10 upgrades under keep-alive and new-connection load: 0 failed, same pid a
   // Its children: the two workers and nothing else, no zombie (the checks were reaped too).
   const kids = childrenOf(pid);
   for (const c of kids) assert.notEqual(c.state, 'Z', `zombie child ${c.pid}`);
-  assert.deepEqual(kids.map((c) => c.pid).sort((x, y) => x - y), workerPids(after));
+  assert.deepEqual(
+    kids.map((c) => c.pid).sort((x, y) => x - y),
+    workerPids(after),
+  );
 
   assert.equal(await b.stop(), 0);
   const table = processTable();
@@ -277,7 +285,15 @@ test('the check mode reads states: this format, format 1 (one supervisor, as bat
     group: null,
     upgrades: 1,
     leftovers: [],
-    services: [{ options: v1State.service, listeners: v1State.listeners, supervisor: { startedAt: 1, nextGeneration: 2, nextHandoff: 2, serving: 1 }, history: [], generations: [] }],
+    services: [
+      {
+        options: v1State.service,
+        listeners: v1State.listeners,
+        supervisor: { startedAt: 1, nextGeneration: 2, nextHandoff: 2, serving: 1 },
+        history: [],
+        generations: [],
+      },
+    ],
     logs: [],
   };
   const checkWith = async (content: string): Promise<{ code: number | null; out: string }> => {
@@ -285,9 +301,13 @@ test('the check mode reads states: this format, format 1 (one supervisor, as bat
     writeFileSync(file, content);
     const fd = openSync(file, 'r');
     try {
-      const child = spawn(process.execPath, [CLI, 'start', '--upgrade-check=3', '--control', join(dir, 'c.sock'), '--listen', '127.0.0.1:0', '--', 'node', 'a.js'], {
-        stdio: ['ignore', 'pipe', 'pipe', fd],
-      });
+      const child = spawn(
+        process.execPath,
+        [CLI, 'start', '--upgrade-check=3', '--control', join(dir, 'c.sock'), '--listen', '127.0.0.1:0', '--', 'node', 'a.js'],
+        {
+          stdio: ['ignore', 'pipe', 'pipe', fd],
+        },
+      );
       let out = '';
       child.stdout!.on('data', (d: Buffer) => (out += d));
       child.stderr!.on('data', (d: Buffer) => (out += d));
@@ -312,7 +332,10 @@ test('the check mode reads states: this format, format 1 (one supervisor, as bat
   assert.match(group.out, /the running baton runs several services \(x\), and its command line .* starts one supervisor/);
   const future = await checkWith(JSON.stringify({ ...valid, format: 999, somethingNew: true }));
   assert.equal(future.code, 1);
-  assert.match(future.out, /state is format 999, newer than this baton understands \(baton \S+ reads state formats 1 to 2\): a supervisor cannot be upgraded to an older baton/);
+  assert.match(
+    future.out,
+    /state is format 999, newer than this baton understands \(baton \S+ reads state formats 1 to 2\): a supervisor cannot be upgraded to an older baton/,
+  );
   const past = await checkWith(JSON.stringify({ ...valid, format: 0 }));
   assert.equal(past.code, 1);
   assert.match(past.out, /state is format 0, older than this baton understands/);
@@ -370,7 +393,10 @@ test('after an upgrade a reload and a scale work exactly as before; new workers 
   const expected = new Set([...inodes(process.pid), ...after.listeners.map((x) => String(x.inode))]);
   const shared = [...inodes(fresh)].filter((i) => inodes(pid).has(i) && !expected.has(i));
   assert.deepEqual(shared, [], `worker ${fresh} inherited supervisor fds:\n${fds(fresh).join('\n')}`);
-  assert.deepEqual(historyOf(after).map((h) => h.replace(/^#\d+ /, '')), ['start -->1 done', 'reload 1->2 done', 'reload 2->3 done']);
+  assert.deepEqual(
+    historyOf(after).map((h) => h.replace(/^#\d+ /, '')),
+    ['start -->1 done', 'reload 1->2 done', 'reload 2->3 done'],
+  );
 
   // `baton logs` still has what the first image logged.
   const logs = await runCli(['logs', '--control', b.control, '--lines', '2000']);
@@ -399,12 +425,20 @@ test('--restart-workers: a fresh generation takes over, the adopted one drains; 
   const s = await b.status();
   assert.equal(s.pid, pid);
   assert.equal(s.serving, 4);
-  assert.deepEqual(s.history.map((r) => r.trigger), ['start', 'upgrade', 'upgrade', 'upgrade']);
+  assert.deepEqual(
+    s.history.map((r) => r.trigger),
+    ['start', 'upgrade', 'upgrade', 'upgrade'],
+  );
   const serving = s.generations.find((g) => g.number === 4)!.workers.map((w) => w.pid);
   for (const w of serving) assert.ok(!seen.has(w), 'the serving workers are new');
   // The replaced workers drain and exit; the new image reaps them (no zombie left).
   await until('the old generations to exit', () => childrenOf(pid).length === 2, 20_000);
-  assert.deepEqual(childrenOf(pid).map((c) => c.pid).sort((x, y) => x - y), [...serving].sort((x, y) => x - y));
+  assert.deepEqual(
+    childrenOf(pid)
+      .map((c) => c.pid)
+      .sort((x, y) => x - y),
+    [...serving].sort((x, y) => x - y),
+  );
   assert.equal(await b.stop(), 0);
 });
 
@@ -434,7 +468,9 @@ test('two services under one baton: upgrades under load on both, adopting then r
   t.after(() => rmSync(c.dir, { recursive: true, force: true }));
   const b = cli(['start'], { cwd: c.dir });
   t.after(() => b.kill());
-  await b.waitFor(/api.*handoff 1: generation 1 serves[\s\S]*web.*handoff 1: generation 1 serves|web.*handoff 1: generation 1 serves[\s\S]*api.*handoff 1: generation 1 serves/);
+  await b.waitFor(
+    /api.*handoff 1: generation 1 serves[\s\S]*web.*handoff 1: generation 1 serves|web.*handoff 1: generation 1 serves[\s\S]*api.*handoff 1: generation 1 serves/,
+  );
   const control = join(c.dir, 'ctl.sock');
   const status = async (): Promise<GroupStatus> => JSON.parse((await runCli(['status', '--control', control, '--json'])).stdout) as GroupStatus;
   const portOf = (s: GroupStatus, name: string): number => Number(/:(\d+)$/.exec(s.services.find((x) => x.name === name)!.listeners[0]!.address)![1]);
@@ -448,8 +484,11 @@ test('two services under one baton: upgrades under load on both, adopting then r
   const mid = await status();
   assert.equal(mid.pid, b.proc.pid);
   assert.deepEqual(pidsOf(mid), pidsOf(before), 'the workers of both services were adopted');
-  assert.ok(mid.uptimeMs > before.uptimeMs, 'uptime is the group\'s, not the image\'s');
-  assert.deepEqual(mid.services.map((x) => historyOf(x)), before.services.map((x) => historyOf(x)));
+  assert.ok(mid.uptimeMs > before.uptimeMs, "uptime is the group's, not the image's");
+  assert.deepEqual(
+    mid.services.map((x) => historyOf(x)),
+    before.services.map((x) => historyOf(x)),
+  );
 
   const again = await runCli(['upgrade', '--control', control, '--quiet', '--restart-workers']);
   assert.equal(again.code, 0, `${again.stderr}\n${b.out}`);
@@ -457,7 +496,13 @@ test('two services under one baton: upgrades under load on both, adopting then r
   assert.match(again.stdout, /^web: #2 .* upgrade .* done/m);
   const after = await status();
   assert.equal(after.pid, b.proc.pid);
-  assert.deepEqual(after.services.map((x) => [x.name, x.serving]), [['api', 2], ['web', 2]]);
+  assert.deepEqual(
+    after.services.map((x) => [x.name, x.serving]),
+    [
+      ['api', 2],
+      ['web', 2],
+    ],
+  );
   // A reload of one service still works in the new image, through the carried control socket.
   const rel = await runCli(['reload', '--control', control, '--quiet', 'web']);
   assert.equal(rel.code, 0, rel.stderr);

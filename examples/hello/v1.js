@@ -5,7 +5,7 @@ import http from 'node:http';
 const port = process.env.PORT || 3000; // a number, or a unix socket path
 const gen = process.env.BATON_GENERATION ?? '-';
 
-const server = http.createServer((req, res) => {
+const server = http.createServer((_req, res) => {
   // The body starts with gen=N so a load generator can count answers by generation.
   res.setHeader('content-type', 'text/plain');
   res.end(`gen=${gen} v1 pid=${process.pid}\n`);

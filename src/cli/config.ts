@@ -12,16 +12,13 @@ import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import * as v from 'valibot';
+import { describe, type ListenSpec, type MetricsAddress, parseListen, parseMetricsAddress } from '../common/address.js';
 import { parseDuration, parseOffDuration, parseRate } from '../common/duration.js';
 import { parseSize } from '../common/size.js';
-import { type ListenSpec, type MetricsAddress, describe, parseListen, parseMetricsAddress } from '../common/address.js';
 import { parseSignal } from '../host/host.js';
-import type { Reconfigurable } from '../supervisor/supervisor.js';
 import { log, serviceLog } from '../log/log.js';
+import type { Reconfigurable } from '../supervisor/supervisor.js';
 import { readEnvFile } from './env.js';
-
-
-
 
 export const CONFIG_NAMES = ['baton.config.json', 'baton.config.js', 'baton.config.mjs'] as const;
 
@@ -76,12 +73,18 @@ const count = (max: number, auto: boolean) => {
   const what = `a number from 1 to ${max}${auto ? ' or "auto"' : ''}`;
   const n = v.pipe(v.number(expected(what)), v.integer(expected(what)), v.minValue(1, expected(what)), v.maxValue(max, expected(what)));
   if (!auto) return n;
-  const cpus = v.pipe(v.literal('auto'), v.transform(() => availableParallelism()));
+  const cpus = v.pipe(
+    v.literal('auto'),
+    v.transform(() => availableParallelism()),
+  );
   return v.lazy((input) => (input === 'auto' ? cpus : n));
 };
 
 const duration = parsed('a duration such as "30s", "500ms" or "2m"', parseDuration);
-const offDuration = v.union([v.literal(0), parsed('a duration such as "5m", or 0 for off', parseOffDuration)], expected('a duration such as "5m", or 0 for off'));
+const offDuration = v.union(
+  [v.literal(0), parsed('a duration such as "5m", or 0 for off', parseOffDuration)],
+  expected('a duration such as "5m", or 0 for off'),
+);
 
 /**
  * `--warmup`: the paths a new worker asks its own server for before it is ready, comma
@@ -97,14 +100,18 @@ export function parseWarmupPaths(text: string): string[] {
 
 const WARMUP = 'paths such as "/,/api/items", a list of them, or "off"';
 const warmupText = parsed(WARMUP, parseWarmupPaths);
-const warmupList = v.pipe(v.array(v.string(expected(WARMUP)), expected(WARMUP)), v.transform((ps: string[]) => ps.join(',')), v.rawTransform<string, string[]>(({ dataset, addIssue, NEVER }) => {
-  try {
-    return parseWarmupPaths(dataset.value);
-  } catch {
-    addIssue({ message: `expected ${WARMUP}, got ${show(dataset.value)}` });
-    return NEVER;
-  }
-}));
+const warmupList = v.pipe(
+  v.array(v.string(expected(WARMUP)), expected(WARMUP)),
+  v.transform((ps: string[]) => ps.join(',')),
+  v.rawTransform<string, string[]>(({ dataset, addIssue, NEVER }) => {
+    try {
+      return parseWarmupPaths(dataset.value);
+    } catch {
+      addIssue({ message: `expected ${WARMUP}, got ${show(dataset.value)}` });
+      return NEVER;
+    }
+  }),
+);
 
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const LISTENER = '"PORT", "HOST:PORT", "[IPV6]:PORT", "unix:/path" or { "name": …, "address": … }';
@@ -130,12 +137,28 @@ function listener(dir: string, named: boolean) {
 
 /** A string or port number, or `{ name, address }`: chosen by what the entry is, so its errors are that form's. */
 const listenEntry = (dir: string) => {
-  const text = v.pipe(v.string(expected(LISTENER)), v.transform((address) => ({ address })), listener(dir, false));
-  const port = v.pipe(v.number(expected(LISTENER)), v.integer(expected(LISTENER)), v.minValue(0, expected(LISTENER)), v.maxValue(65535, expected(LISTENER)), v.transform((p) => ({ address: String(p) })), listener(dir, false));
+  const text = v.pipe(
+    v.string(expected(LISTENER)),
+    v.transform((address) => ({ address })),
+    listener(dir, false),
+  );
+  const port = v.pipe(
+    v.number(expected(LISTENER)),
+    v.integer(expected(LISTENER)),
+    v.minValue(0, expected(LISTENER)),
+    v.maxValue(65535, expected(LISTENER)),
+    v.transform((p) => ({ address: String(p) })),
+    listener(dir, false),
+  );
   const named = v.pipe(
     object(
       {
-        name: v.optional(v.pipe(v.string(expected('a name of letters, digits, "_", ".", "-"')), v.regex(NAME, expected('a name of letters, digits, "_", ".", "-" (at most 64)')))),
+        name: v.optional(
+          v.pipe(
+            v.string(expected('a name of letters, digits, "_", ".", "-"')),
+            v.regex(NAME, expected('a name of letters, digits, "_", ".", "-" (at most 64)')),
+          ),
+        ),
         address: v.string(expected(`"PORT", "HOST:PORT", "[IPV6]:PORT" or "unix:/path"`)),
       },
       LISTENER,
@@ -145,9 +168,23 @@ const listenEntry = (dir: string) => {
   return v.lazy((input) => (isPlainObject(input) ? named : typeof input === 'number' ? port : text));
 };
 
-const path = (what: string, dir: string) => v.pipe(v.string(expected(what)), v.minLength(1, expected(what)), v.transform((p) => resolve(dir, p)));
+const path = (what: string, dir: string) =>
+  v.pipe(
+    v.string(expected(what)),
+    v.minLength(1, expected(what)),
+    v.transform((p) => resolve(dir, p)),
+  );
 const text = (what: string) => v.pipe(v.string(expected(what)), v.minLength(1, expected(what)));
-const oneOf = <const T extends string[]>(options: T) => v.picklist(options, expected(options.map((o) => `"${o}"`).join(options.length > 2 ? ', ' : ' or ').replace(/, ([^,]*)$/, ' or $1')));
+const oneOf = <const T extends string[]>(options: T) =>
+  v.picklist(
+    options,
+    expected(
+      options
+        .map((o) => `"${o}"`)
+        .join(options.length > 2 ? ', ' : ' or ')
+        .replace(/, ([^,]*)$/, ' or $1'),
+    ),
+  );
 
 /**
  * `envFile`: a path or a list of them, read (each time the file is) into the variables they
@@ -192,7 +229,14 @@ const fieldsFor = (dir: string) => ({
   readyTimeout: v.optional(duration),
   drainTimeout: v.optional(duration),
   warmup: v.optional(v.lazy((input) => (Array.isArray(input) ? warmupList : warmupText))),
-  warmupRequests: v.optional(v.pipe(v.number(expected('a number from 0 to 100000')), v.integer(expected('a number from 0 to 100000')), v.minValue(0, expected('a number from 0 to 100000')), v.maxValue(100_000, expected('a number from 0 to 100000')))),
+  warmupRequests: v.optional(
+    v.pipe(
+      v.number(expected('a number from 0 to 100000')),
+      v.integer(expected('a number from 0 to 100000')),
+      v.minValue(0, expected('a number from 0 to 100000')),
+      v.maxValue(100_000, expected('a number from 0 to 100000')),
+    ),
+  ),
   warmupTime: v.optional(duration),
   drainSpread: v.optional(duration),
   maxSurge: v.optional(count(1024, true)),
@@ -205,7 +249,12 @@ const fieldsFor = (dir: string) => ({
   backlog: v.optional(count(65535, false)),
   logFormat: v.optional(oneOf(['text', 'json'])),
   metrics: v.optional(parsed<MetricsAddress>('"HOST:PORT" or "PORT"', parseMetricsAddress)),
-  command: v.optional(v.pipe(v.array(text('a non-empty string'), expected('a list of strings such as ["node", "app.js"]')), v.minLength(1, expected('a list of strings such as ["node", "app.js"]')))),
+  command: v.optional(
+    v.pipe(
+      v.array(text('a non-empty string'), expected('a list of strings such as ["node", "app.js"]')),
+      v.minLength(1, expected('a list of strings such as ["node", "app.js"]')),
+    ),
+  ),
   env: v.optional(plain(v.record(v.string(), v.string(expected('a string'))), 'an object of strings such as { "NODE_ENV": "production" }')),
   envFile: v.optional(envFiles(dir)),
   cwd: v.optional(path('a directory', dir)),
@@ -216,13 +265,41 @@ const fieldsFor = (dir: string) => ({
  * file are the default for every service. The rest (control socket, logs, metrics, user,
  * signals, stop timeout) belongs to the baton process and stays at the top.
  */
-export const SERVICE_KEYS = ['listen', 'command', 'env', 'envFile', 'cwd', 'workers', 'threads', 'ready', 'distribution', 'handoff', 'readyTimeout', 'drainTimeout', 'warmup', 'warmupRequests', 'warmupTime', 'drainSpread', 'maxSurge', 'maxDraining', 'maxMemory', 'keepPrevious', 'probation', 'maxErrorRate', 'minRequests', 'backlog'] as const;
+export const SERVICE_KEYS = [
+  'listen',
+  'command',
+  'env',
+  'envFile',
+  'cwd',
+  'workers',
+  'threads',
+  'ready',
+  'distribution',
+  'handoff',
+  'readyTimeout',
+  'drainTimeout',
+  'warmup',
+  'warmupRequests',
+  'warmupTime',
+  'drainSpread',
+  'maxSurge',
+  'maxDraining',
+  'maxMemory',
+  'keepPrevious',
+  'probation',
+  'maxErrorRate',
+  'minRequests',
+  'backlog',
+] as const;
 
 const SERVICES = 'an object of services such as { "api": { "listen": [8080], "command": ["node", "api.js"] } }';
 
 const schemaFor = (dir: string) => {
   const fields = fieldsFor(dir);
-  const service = object(Object.fromEntries(SERVICE_KEYS.map((k) => [k, fields[k]])) as Pick<typeof fields, (typeof SERVICE_KEYS)[number]>, 'an object of settings');
+  const service = object(
+    Object.fromEntries(SERVICE_KEYS.map((k) => [k, fields[k]])) as Pick<typeof fields, (typeof SERVICE_KEYS)[number]>,
+    'an object of settings',
+  );
   const services = v.record(v.pipe(v.string(), v.regex(NAME)), service);
   return object(
     {
@@ -271,7 +348,8 @@ function unknownKeys(raw: unknown): string[] {
     for (const k of Object.keys(obj)) if (!known.includes(k)) out.push(`${at}unknown key "${k}"${why(k)}`);
   };
   const listeners = (list: unknown, at: string): void => {
-    if (Array.isArray(list)) list.forEach((l, i) => check(l, ['name', 'address'], `${at}listen[${i}]: `, () => ' (expected "name" and "address")'));
+    if (Array.isArray(list))
+      for (const [i, l] of list.entries()) check(l, ['name', 'address'], `${at}listen[${i}]: `, () => ' (expected "name" and "address")');
   };
   check(raw, CONFIG_KEYS, '', (k) => {
     const hint = suggest(k);
@@ -281,7 +359,9 @@ function unknownKeys(raw: unknown): string[] {
   if (isPlainObject(raw.services)) {
     for (const [name, svc] of Object.entries(raw.services)) {
       check(svc, SERVICE_KEYS, `services.${name}: `, (k) =>
-        CONFIG_KEYS.includes(k) ? ` ("${k}" is for the whole baton: set it at the top of the file)` : ` (a service has ${SERVICE_KEYS.map((x) => `"${x}"`).join(', ')})`,
+        CONFIG_KEYS.includes(k)
+          ? ` ("${k}" is for the whole baton: set it at the top of the file)`
+          : ` (a service has ${SERVICE_KEYS.map((x) => `"${x}"`).join(', ')})`,
       );
       if (isPlainObject(svc)) listeners(svc.listen, `services.${name}.`);
     }
@@ -333,7 +413,8 @@ export function validateConfig(raw: unknown, label: string, dir: string): FileOp
 /** The one config file in `dir`, or null; two of them would leave the choice to a guess. */
 export function findConfig(dir: string): string | null {
   const found = CONFIG_NAMES.map((n) => join(dir, n)).filter((p) => existsSync(p));
-  if (found.length > 1) throw new ConfigError(`several config files in ${dir} (${found.map((p) => p.slice(dir.length + 1)).join(', ')}): keep one, or choose with --config`);
+  if (found.length > 1)
+    throw new ConfigError(`several config files in ${dir} (${found.map((p) => p.slice(dir.length + 1)).join(', ')}): keep one, or choose with --config`);
   return found[0] ?? null;
 }
 
@@ -402,7 +483,27 @@ const RELOADABLE = {
   maxMemory: 'maxMemoryBytes',
 } as const satisfies Partial<Record<keyof FileOptions, keyof Reconfigurable>>;
 /** Fixed for the life of the supervisor: the sockets, its name, its own outputs. */
-const FIXED = ['name', 'control', 'listen', 'backlog', 'distribution', 'handoff', 'threads', 'readyAfter', 'watchdog', 'drainSignal', 'stopTimeout', 'user', 'group', 'logFormat', 'metrics', 'keepPrevious', 'probation', 'maxErrorRate', 'minRequests'] as const;
+const FIXED = [
+  'name',
+  'control',
+  'listen',
+  'backlog',
+  'distribution',
+  'handoff',
+  'threads',
+  'readyAfter',
+  'watchdog',
+  'drainSignal',
+  'stopTimeout',
+  'user',
+  'group',
+  'logFormat',
+  'metrics',
+  'keepPrevious',
+  'probation',
+  'maxErrorRate',
+  'minRequests',
+] as const;
 
 /** One of a file's `services`: its settings as `baton start` would have them, and how to read them again. */
 export interface ServiceConfig {
@@ -447,9 +548,7 @@ export async function applyConfigFile(cmd: Command, commandGiven: boolean): Prom
   const startDir = process.cwd();
   const cwdOf = (f: FileOptions): string => f.cwd ?? startDir;
   const envOf = (f: FileOptions): NodeJS.ProcessEnv => ({ ...process.env, ...f.envFile, ...f.env });
-  const services = first.services
-    ? Object.keys(first.services).map((name) => serviceConfig(name, first, cmd, pinned, label, envOf, startDir, path))
-    : null;
+  const services = first.services ? Object.keys(first.services).map((name) => serviceConfig(name, first, cmd, pinned, label, envOf, startDir, path)) : null;
   return {
     services,
     command: commandGiven ? null : (first.command ?? null),
@@ -464,7 +563,9 @@ export async function applyConfigFile(cmd: Command, commandGiven: boolean): Prom
       if (changed.length) log.warn(`${label}: ${changed.join(', ')} changed; that takes effect when baton restarts`);
       overridden(f, first, pinned, label, log);
       if (commandGiven && f.command && JSON.stringify(f.command) !== JSON.stringify(first.command)) {
-        log.warn(`${label}: command changed in the file, but baton was started with a command after --, which wins; name the new one with baton reload -- <command>, or start baton without one`);
+        log.warn(
+          `${label}: command changed in the file, but baton was started with a command after --, which wins; name the new one with baton reload -- <command>, or start baton without one`,
+        );
       }
       const s: Partial<Reconfigurable> = { env: envOf(f) };
       if (!commandGiven && f.command) Object.assign(s, { argv: f.command, cwd: cwdOf(f) });
@@ -485,7 +586,13 @@ const flagOf = (key: string): string => `--${key.replace(/[A-Z]/g, (c) => `-${c.
  * Keys the file changed since baton started whose flag was given on the command line: the
  * flag wins, as it did at the start, but an edit that changes nothing must not go unnoticed.
  */
-function overridden(now: Partial<Record<string, unknown>>, then: Partial<Record<string, unknown>>, pinned: (key: string) => boolean, label: string, to: { warn(m: string): void }): void {
+function overridden(
+  now: Partial<Record<string, unknown>>,
+  then: Partial<Record<string, unknown>>,
+  pinned: (key: string) => boolean,
+  label: string,
+  to: { warn(m: string): void },
+): void {
   const keys = new Set([...Object.keys(now), ...Object.keys(then)]);
   for (const k of keys) {
     if (k === 'services' || !pinned(k) || JSON.stringify(now[k]) === JSON.stringify(then[k])) continue;
@@ -497,7 +604,16 @@ function overridden(now: Partial<Record<string, unknown>>, then: Partial<Record<
  * A service of `first.services`: its keys over the top-level ones, the command line over both.
  * Read again at each of its reloads; a file that no longer has it fails that reload.
  */
-function serviceConfig(name: string, first: FileOptions, cmd: Command, pinned: (key: string) => boolean, label: string, envOf: (f: FileOptions) => NodeJS.ProcessEnv, startDir: string, path: string): ServiceConfig {
+function serviceConfig(
+  name: string,
+  first: FileOptions,
+  cmd: Command,
+  pinned: (key: string) => boolean,
+  label: string,
+  envOf: (f: FileOptions) => NodeJS.ProcessEnv,
+  startDir: string,
+  path: string,
+): ServiceConfig {
   const own = (f: FileOptions): Layer => {
     const svc = f.services?.[name];
     if (!svc) throw new ConfigError(`${label}: service "${name}" is no longer in the file; it runs on as it is until baton restarts`);
@@ -520,10 +636,15 @@ function serviceConfig(name: string, first: FileOptions, cmd: Command, pinned: (
     async reread() {
       const f = await readConfig(path, label);
       const now = own(f);
-      const fixed = (['listen', 'distribution', 'handoff', 'threads', 'backlog'] as const).filter((k) => !pinned(k) && JSON.stringify(now[k] ?? f[k]) !== JSON.stringify(svc[k] ?? first[k]));
+      const fixed = (['listen', 'distribution', 'handoff', 'threads', 'backlog'] as const).filter(
+        (k) => !pinned(k) && JSON.stringify(now[k] ?? f[k]) !== JSON.stringify(svc[k] ?? first[k]),
+      );
       if (fixed.length) slog.warn(`${label}: ${fixed.join(', ')} changed; that takes effect when baton restarts`);
       overridden({ ...f, ...now }, { ...first, ...svc }, pinned, label, slog);
-      const names = (o: FileOptions): string => Object.keys(o.services ?? {}).sort().join(', ');
+      const names = (o: FileOptions): string =>
+        Object.keys(o.services ?? {})
+          .sort()
+          .join(', ');
       if (names(f) !== names(first)) slog.warn(`${label}: the services are now ${names(f)}; baton runs ${names(first)} until it restarts`);
       const s: Partial<Reconfigurable> = { env: serviceEnv(f), argv: now.command!, cwd: cwdOf(f) };
       for (const [key, opt] of Object.entries(RELOADABLE) as [keyof typeof RELOADABLE, keyof Reconfigurable][]) {

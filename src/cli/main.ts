@@ -1,34 +1,34 @@
 #!/usr/bin/env node
+import { rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { resolve as pathResolve } from 'node:path';
 // baton's command line: `start` runs a supervisor in the foreground; every other command
 // talks to a running one over its control socket.
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { availableParallelism } from 'node:os';
-import { resolve as pathResolve } from 'node:path';
 import { type ListenSpec, parseListen, parseMetricsAddress } from '../common/address.js';
 import { parseDuration, parseOffDuration, parseRate } from '../common/duration.js';
+import { type ControlReply, type ControlRequest, LOG_RING_LINES, type LogEntry } from '../common/protocol.js';
 import { parseSize } from '../common/size.js';
+import { VERSION } from '../common/version.js';
 import { controlRequest } from '../control/control.js';
 import { controlPathFor, findControl } from '../control/paths.js';
-import { Supervisor, type ServiceOptions, type StatusReport } from '../supervisor/supervisor.js';
-import { ServiceGroup, type GroupReload, type GroupStatus } from '../supervisor/services.js';
-import { formatAnyStatus, formatRecord } from './report.js';
-import { LOG_RING_LINES, type ControlReply, type ControlRequest, type LogEntry } from '../common/protocol.js';
-import type { HandoffRecord } from '../supervisor/handoff.js';
-import { rmSync } from 'node:fs';
-import { requestTakeover, type Takeover } from '../supervisor/takeover.js';
+import { type Host, parseSignal, prepareHost } from '../host/host.js';
 import { log, setLogFormat } from '../log/log.js';
-import { applyConfigFile, parseWarmupPaths, targetOf, type ServiceConfig } from './config.js';
-import { ReloadView } from './progress.js';
-import { watchStatus } from './watch.js';
 import { formatEntry } from '../log/ring.js';
-import { parseSignal, prepareHost, type Host } from '../host/host.js';
 import { specsFromInherited } from '../os/activation.js';
-import { CHECK_FLAG, DEFAULT_ENTRY, STATE_FLAG, checkState, resume, upgrade, upgradeOnSignal, type UpgradeResult } from '../upgrade/upgrade.js';
-import { VERSION } from '../common/version.js';
-import { jsonOutput, printJson, printJsonError, wantsJson } from './json.js';
-import { addEnvOptions, envOf } from './env.js';
+import type { HandoffRecord } from '../supervisor/handoff.js';
+import { type GroupReload, type GroupStatus, ServiceGroup } from '../supervisor/services.js';
+import { type ServiceOptions, type StatusReport, Supervisor } from '../supervisor/supervisor.js';
+import { requestTakeover, type Takeover } from '../supervisor/takeover.js';
+import { CHECK_FLAG, checkState, DEFAULT_ENTRY, resume, STATE_FLAG, type UpgradeResult, upgrade, upgradeOnSignal } from '../upgrade/upgrade.js';
 import { completionScript } from './completion.js';
+import { applyConfigFile, parseWarmupPaths, type ServiceConfig, targetOf } from './config.js';
+import { addEnvOptions, envOf } from './env.js';
+import { jsonOutput, printJson, printJsonError, wantsJson } from './json.js';
 import { formatList, listSupervisors } from './ls.js';
+import { ReloadView } from './progress.js';
+import { formatAnyStatus, formatRecord } from './report.js';
+import { watchStatus } from './watch.js';
 
 /** Exit codes: 0 success, 1 the operation failed, 2 the command line was wrong. */
 const EXIT_FAILED = 1;
@@ -96,7 +96,7 @@ function controlPath(o: Target): string {
 
 function addTarget(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--name <name>', 'service name; finds the control socket (default: the config file\'s, else baton)'))
+    .addOption(new Option('--name <name>', "service name; finds the control socket (default: the config file's, else baton)"))
     .addOption(new Option('--control <path>', 'control socket path (overrides --name)'))
     .addOption(new Option('--config <path>', 'config file (default: ./baton.config.json, .js or .mjs if there is one)'));
 }
@@ -127,60 +127,140 @@ function failed(reply: ControlReply & { ok: false }): never {
 
 const program = new Command('baton')
   .description('Replace a running server with a new version without losing a connection')
-  .version(VERSION, '-V, --version', 'print baton\'s version')
+  .version(VERSION, '-V, --version', "print baton's version")
   .enablePositionalOptions()
   .exitOverride()
   // With --json, commander's own errors are printed as JSON (below), not as text.
   .configureOutput({ outputError: (text, write) => jsonOutput() || write(text) })
   .showSuggestionAfterError();
 
-addTarget(addEnvOptions(
-  program
-    .command('start')
-    .description('run a supervisor in the foreground: baton start --listen 8080 -- node app.js')
-    .passThroughOptions()
-    .argument('[command...]', 'the program to run, after --')
-    .addOption(
-      new Option('-l, --listen <spec>', 'PORT, HOST:PORT, [IPV6]:PORT, unix:/path or udp:HOST:PORT; name=SPEC names it; repeatable')
-        .argParser((v: string, prev: ListenSpec[] | undefined) => [...(prev ?? []), arg(parseListen)(v)]),
-    )
-    .addOption(new Option('-w, --workers <n>', 'workers per generation, or auto (one per CPU)').argParser(arg(parseWorkers)).default(1))
-    .addOption(new Option('--threads <n>', 'copies of a Node.js app per worker, as worker_threads, each serving the listeners (1-64)').argParser(arg(parseThreads)).default(1))
-    .addOption(new Option('--ready <mode>', 'when a worker is ready: auto (whichever first of listen and notify), or strictly listen (baton\'s Node.js runtime serves all listeners), manual (the app calls ready()) or notify (it sends READY=1 to NOTIFY_SOCKET)').choices(['auto', 'listen', 'manual', 'notify']).default('auto'))
-    .addOption(new Option('--ready-after <duration>', 'also ready once a worker has stayed up this long (for programs that say nothing)').argParser(arg(parseDuration)))
-    .addOption(new Option('--watchdog <duration>', 'restart a ready worker that sends no WATCHDOG=1 for this long (sets WATCHDOG_USEC)').argParser(arg(parseDuration)))
-    .addOption(new Option('--drain-signal <signal>', 'how a worker without the baton runtime is told to drain; SIGKILL follows at the drain timeout').argParser(arg(parseSignal)).default('SIGTERM'))
-    .addOption(new Option('--stop-timeout <duration>', 'a stop ends within this, killing what still runs (set it below a container\'s grace period)').argParser(arg(parseDuration)))
-    .addOption(new Option('--user <user>', 'run workers as this user (name or uid); baton binds first, as root'))
-    .addOption(new Option('--group <group>', 'run workers with this group (default: the user\'s)'))
-    .addOption(new Option('--handoff <mode>', 'overlap: new workers accept as soon as ready; exclusive: only once every old one stopped accepting').choices(['overlap', 'exclusive']).default('overlap'))
-    .addOption(new Option('--distribution <mode>', 'shared: workers accept from the kernel queue; round-robin: baton accepts and deals connections out evenly').choices(['shared', 'round-robin']).default('shared'))
-    .addOption(new Option('--ready-timeout <duration>', 'how long a new generation may take to be ready').argParser(arg(parseDuration)).default(30_000, '30s'))
-    .addOption(new Option('--drain-timeout <duration>', 'how long an old generation may take to finish').argParser(arg(parseDuration)).default(30_000, '30s'))
-    .addOption(new Option('--warmup <paths>', 'before a new Node.js worker is ready, it sends requests for these paths (comma separated) to its own server, in-process; off: none').argParser(arg(parseWarmupPaths)).default(DEFAULT_WARMUP_PATHS, DEFAULT_WARMUP_PATHS.join(',')))
-    .addOption(new Option('--warmup-requests <n>', 'warm-up requests in all, over the paths in turn (0: none)').argParser(arg(parseWarmupRequests)).default(DEFAULT_WARMUP_REQUESTS))
-    .addOption(new Option('--warmup-time <duration>', 'the warm-up ends after this at the latest; the worker is ready then regardless').argParser(arg(parseDuration)).default(DEFAULT_WARMUP_TIME_MS, `${DEFAULT_WARMUP_TIME_MS}ms`))
-    .addOption(new Option('--drain-spread <duration>', 'an old Node.js worker tells its keep-alive connections to close over this long, not all at once (0: at once)').argParser(arg(durationOrZero)).default(DEFAULT_DRAIN_SPREAD_MS, DEFAULT_DRAIN_SPREAD_MS ? `${DEFAULT_DRAIN_SPREAD_MS}ms` : '0 (at once)'))
-    .addOption(new Option('--max-surge <n>', 'rolling reload: replace at most n workers at a time (default: all at once)').argParser(arg(parseWorkers)))
-    .addOption(new Option('--max-memory <size>', 'replace a worker whose memory (RSS) goes over this, e.g. 512M or 1G: a fresh one starts, then it drains').argParser(arg(parseSize)))
-    .addOption(new Option('--max-draining <n>', 'a reload waits while n old generations are still draining').argParser(arg(parseWorkers)).default(4))
-    .addOption(new Option('--backlog <n>', 'listen backlog (capped by net.core.somaxconn)').argParser(arg(parseBacklog)).default(4096))
-    .addOption(new Option('--keep-previous <duration>', 'after a reload, keep the old generation alive, not accepting, this long for an instant `baton rollback` (0: off)').argParser(arg(parseOffDuration)).default(300_000, '5m'))
-    .addOption(new Option('--probation <duration>', 'after a reload, roll back by itself if a new worker dies or too many answers are 5xx within this (0: off)').argParser(arg(parseOffDuration)).default(0, '0'))
-    .addOption(new Option('--max-error-rate <rate>', 'probation: highest share of 5xx answers, e.g. 5%').argParser(arg(parseRate)).default(0.05, '5%'))
-    .addOption(new Option('--min-requests <n>', 'probation: answers needed before the error rate counts').argParser(arg(parseCount(1_000_000))).default(20))
-    .addOption(new Option('--log-format <format>', 'text: prefixed lines; json: one JSON object per line (pino) on stdout').choices(['text', 'json']).default('text'))
-    .addOption(new Option('--takeover', 'take the listening sockets over from the supervisor running at --control/--name; it drains and exits once this one serves'))
-    .addOption(new Option('--metrics <address>', 'serve Prometheus /metrics and /healthz on HOST:PORT (PORT alone: 127.0.0.1)').argParser(arg(parseMetricsAddress)))
-    // `baton upgrade` runs the new baton with this same command line and one of these (upgrade.ts).
-    .addOption(new Option(`${STATE_FLAG} <fd>`, 'take over a running service from the state at fd').hideHelp().argParser(arg(parseFd)))
-    .addOption(new Option(`${CHECK_FLAG} <fd>`, 'only check that the state at fd can be taken over').hideHelp().argParser(arg(parseFd))),
-  'the workers (over the config file\'s env; a reload keeps them)',
-)).action(async (given: string[], o, cmd: Command) => {
+addTarget(
+  addEnvOptions(
+    program
+      .command('start')
+      .description('run a supervisor in the foreground: baton start --listen 8080 -- node app.js')
+      .passThroughOptions()
+      .argument('[command...]', 'the program to run, after --')
+      .addOption(
+        new Option('-l, --listen <spec>', 'PORT, HOST:PORT, [IPV6]:PORT, unix:/path or udp:HOST:PORT; name=SPEC names it; repeatable').argParser(
+          (v: string, prev: ListenSpec[] | undefined) => [...(prev ?? []), arg(parseListen)(v)],
+        ),
+      )
+      .addOption(new Option('-w, --workers <n>', 'workers per generation, or auto (one per CPU)').argParser(arg(parseWorkers)).default(1))
+      .addOption(
+        new Option('--threads <n>', 'copies of a Node.js app per worker, as worker_threads, each serving the listeners (1-64)')
+          .argParser(arg(parseThreads))
+          .default(1),
+      )
+      .addOption(
+        new Option(
+          '--ready <mode>',
+          "when a worker is ready: auto (whichever first of listen and notify), or strictly listen (baton's Node.js runtime serves all listeners), manual (the app calls ready()) or notify (it sends READY=1 to NOTIFY_SOCKET)",
+        )
+          .choices(['auto', 'listen', 'manual', 'notify'])
+          .default('auto'),
+      )
+      .addOption(
+        new Option('--ready-after <duration>', 'also ready once a worker has stayed up this long (for programs that say nothing)').argParser(
+          arg(parseDuration),
+        ),
+      )
+      .addOption(
+        new Option('--watchdog <duration>', 'restart a ready worker that sends no WATCHDOG=1 for this long (sets WATCHDOG_USEC)').argParser(arg(parseDuration)),
+      )
+      .addOption(
+        new Option('--drain-signal <signal>', 'how a worker without the baton runtime is told to drain; SIGKILL follows at the drain timeout')
+          .argParser(arg(parseSignal))
+          .default('SIGTERM'),
+      )
+      .addOption(
+        new Option('--stop-timeout <duration>', "a stop ends within this, killing what still runs (set it below a container's grace period)").argParser(
+          arg(parseDuration),
+        ),
+      )
+      .addOption(new Option('--user <user>', 'run workers as this user (name or uid); baton binds first, as root'))
+      .addOption(new Option('--group <group>', "run workers with this group (default: the user's)"))
+      .addOption(
+        new Option('--handoff <mode>', 'overlap: new workers accept as soon as ready; exclusive: only once every old one stopped accepting')
+          .choices(['overlap', 'exclusive'])
+          .default('overlap'),
+      )
+      .addOption(
+        new Option('--distribution <mode>', 'shared: workers accept from the kernel queue; round-robin: baton accepts and deals connections out evenly')
+          .choices(['shared', 'round-robin'])
+          .default('shared'),
+      )
+      .addOption(
+        new Option('--ready-timeout <duration>', 'how long a new generation may take to be ready').argParser(arg(parseDuration)).default(30_000, '30s'),
+      )
+      .addOption(new Option('--drain-timeout <duration>', 'how long an old generation may take to finish').argParser(arg(parseDuration)).default(30_000, '30s'))
+      .addOption(
+        new Option(
+          '--warmup <paths>',
+          'before a new Node.js worker is ready, it sends requests for these paths (comma separated) to its own server, in-process; off: none',
+        )
+          .argParser(arg(parseWarmupPaths))
+          .default(DEFAULT_WARMUP_PATHS, DEFAULT_WARMUP_PATHS.join(',')),
+      )
+      .addOption(
+        new Option('--warmup-requests <n>', 'warm-up requests in all, over the paths in turn (0: none)')
+          .argParser(arg(parseWarmupRequests))
+          .default(DEFAULT_WARMUP_REQUESTS),
+      )
+      .addOption(
+        new Option('--warmup-time <duration>', 'the warm-up ends after this at the latest; the worker is ready then regardless')
+          .argParser(arg(parseDuration))
+          .default(DEFAULT_WARMUP_TIME_MS, `${DEFAULT_WARMUP_TIME_MS}ms`),
+      )
+      .addOption(
+        new Option('--drain-spread <duration>', 'an old Node.js worker tells its keep-alive connections to close over this long, not all at once (0: at once)')
+          .argParser(arg(durationOrZero))
+          .default(DEFAULT_DRAIN_SPREAD_MS, DEFAULT_DRAIN_SPREAD_MS ? `${DEFAULT_DRAIN_SPREAD_MS}ms` : '0 (at once)'),
+      )
+      .addOption(new Option('--max-surge <n>', 'rolling reload: replace at most n workers at a time (default: all at once)').argParser(arg(parseWorkers)))
+      .addOption(
+        new Option('--max-memory <size>', 'replace a worker whose memory (RSS) goes over this, e.g. 512M or 1G: a fresh one starts, then it drains').argParser(
+          arg(parseSize),
+        ),
+      )
+      .addOption(new Option('--max-draining <n>', 'a reload waits while n old generations are still draining').argParser(arg(parseWorkers)).default(4))
+      .addOption(new Option('--backlog <n>', 'listen backlog (capped by net.core.somaxconn)').argParser(arg(parseBacklog)).default(4096))
+      .addOption(
+        new Option(
+          '--keep-previous <duration>',
+          'after a reload, keep the old generation alive, not accepting, this long for an instant `baton rollback` (0: off)',
+        )
+          .argParser(arg(parseOffDuration))
+          .default(300_000, '5m'),
+      )
+      .addOption(
+        new Option('--probation <duration>', 'after a reload, roll back by itself if a new worker dies or too many answers are 5xx within this (0: off)')
+          .argParser(arg(parseOffDuration))
+          .default(0, '0'),
+      )
+      .addOption(new Option('--max-error-rate <rate>', 'probation: highest share of 5xx answers, e.g. 5%').argParser(arg(parseRate)).default(0.05, '5%'))
+      .addOption(new Option('--min-requests <n>', 'probation: answers needed before the error rate counts').argParser(arg(parseCount(1_000_000))).default(20))
+      .addOption(
+        new Option('--log-format <format>', 'text: prefixed lines; json: one JSON object per line (pino) on stdout').choices(['text', 'json']).default('text'),
+      )
+      .addOption(
+        new Option('--takeover', 'take the listening sockets over from the supervisor running at --control/--name; it drains and exits once this one serves'),
+      )
+      .addOption(
+        new Option('--metrics <address>', 'serve Prometheus /metrics and /healthz on HOST:PORT (PORT alone: 127.0.0.1)').argParser(arg(parseMetricsAddress)),
+      )
+      // `baton upgrade` runs the new baton with this same command line and one of these (upgrade.ts).
+      .addOption(new Option(`${STATE_FLAG} <fd>`, 'take over a running service from the state at fd').hideHelp().argParser(arg(parseFd)))
+      .addOption(new Option(`${CHECK_FLAG} <fd>`, 'only check that the state at fd can be taken over').hideHelp().argParser(arg(parseFd))),
+    "the workers (over the config file's env; a reload keeps them)",
+  ),
+).action(async (given: string[], o, cmd: Command) => {
   // The config file fills in what the command line left out, so the host sees its settings too.
   const file = await applyConfigFile(cmd, given.length > 0).catch((e: Error) => usage(e.message));
   // Then: it takes baton's own systemd variables out of the environment workers get.
-  const host = await Promise.resolve().then(() => prepareHost(o)).catch((e: Error) => usage(e.message));
+  const host = await Promise.resolve()
+    .then(() => prepareHost(o))
+    .catch((e: Error) => usage(e.message));
   setLogFormat(o.logFormat);
   const setEnv = envOrUsage(cmd);
   if (file?.services) return startServices(o, file.services, given, host, setEnv);
@@ -189,7 +269,11 @@ addTarget(addEnvOptions(
   const unreachable = host.service.reach?.(command, file?.cwd ?? process.cwd(), { ...(file?.env ?? process.env), ...setEnv });
   if (unreachable) fail(unreachable);
   // Before anything else binds: the running supervisor's sockets, if we take over.
-  const takeover = o.takeover ? await Promise.resolve().then(() => requestTakeover(controlPath(o))).catch((e: Error) => fail(e.message)) : null;
+  const takeover = o.takeover
+    ? await Promise.resolve()
+        .then(() => requestTakeover(controlPath(o)))
+        .catch((e: Error) => fail(e.message))
+    : null;
   if (takeover) host.inherited.push(...takeover.sockets);
   if (!o.listen?.length && !host.inherited.length) usage('missing --listen: baton start --listen 8080 -- node app.js');
   const conflict = conflictOf(o);
@@ -228,12 +312,15 @@ function conflictOf(o: Record<string, unknown>): string | null {
   // A rolling reload runs both versions side by side by design.
   if (o.handoff === 'exclusive' && o.maxSurge) return '--max-surge cannot be combined with --handoff exclusive';
   // The threads are started by baton's Node runtime inside the worker (runtime/threads.ts).
-  if ((o.threads as number) > 1 && o.ready === 'notify') return '--threads needs baton\'s Node.js runtime in the worker, and --ready notify is for programs without it: use --ready listen or manual';
-  if ((o.threads as number) > 1 && o.distribution === 'round-robin') return '--threads cannot be combined with --distribution round-robin: baton passes connections over a worker\'s IPC channel, which only its main thread has';
+  if ((o.threads as number) > 1 && o.ready === 'notify')
+    return "--threads needs baton's Node.js runtime in the worker, and --ready notify is for programs without it: use --ready listen or manual";
+  if ((o.threads as number) > 1 && o.distribution === 'round-robin')
+    return "--threads cannot be combined with --distribution round-robin: baton passes connections over a worker's IPC channel, which only its main thread has";
   return null;
 }
 
 /** The per-service options of `baton start` (or of one of a config file's services); commander types them loosely. */
+// biome-ignore lint/suspicious/noExplicitAny: commander's parsed options are untyped
 function serviceOptions(o: Record<string, any>, host: Host): Omit<ServiceOptions, 'name' | 'controlPath' | 'listen' | 'argv' | 'cwd' | 'env'> {
   return {
     workers: o.workers,
@@ -290,18 +377,24 @@ function onSignals(a: SignalActions): void {
 }
 
 /** `baton start` with a config file that defines several services: one supervisor each, one control socket. */
+// biome-ignore lint/suspicious/noExplicitAny: commander's parsed options are untyped
 async function startServices(o: Record<string, any>, services: ServiceConfig[], given: string[], host: Host, setEnv: Record<string, string>): Promise<never> {
   const only = (what: string): never => usage(`${what}: the config file defines services, each with its own; change them there`);
   if (given.length) only('a command after --');
   if (o.listen?.length) only('--listen');
   for (const svc of services) {
     const conflict = conflictOf(svc.options);
-    if (conflict) usage(`service ${svc.name}: ${conflict.replace(/--([a-z-]+)/g, (_, k: string) => `"${k.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase())}"`)}`);
+    if (conflict)
+      usage(`service ${svc.name}: ${conflict.replace(/--([a-z-]+)/g, (_, k: string) => `"${k.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase())}"`)}`);
     const unreachable = host.service.reach?.(svc.command, svc.cwd, svc.env);
     if (unreachable) fail(`service ${svc.name}: ${unreachable}`);
   }
   // Before anything binds: the running baton's sockets, if we take over (it may run one service or several).
-  const takeover = o.takeover ? await Promise.resolve().then(() => requestTakeover(controlPath(o))).catch((e: Error) => fail(e.message)) : null;
+  const takeover = o.takeover
+    ? await Promise.resolve()
+        .then(() => requestTakeover(controlPath(o)))
+        .catch((e: Error) => fail(e.message))
+    : null;
   if (takeover) host.inherited.push(...takeover.sockets);
   const group = new ServiceGroup(
     o.name ?? 'baton',
@@ -324,7 +417,11 @@ async function startServices(o: Record<string, any>, services: ServiceConfig[], 
     host.inherited,
   );
   group.upgrader = upgrade;
-  if (o.upgradeCheck !== undefined) await checkState(o.upgradeCheck, services.map((s) => s.name));
+  if (o.upgradeCheck !== undefined)
+    await checkState(
+      o.upgradeCheck,
+      services.map((s) => s.name),
+    );
   host.followGroup(group);
   onSignals({
     stop: () => void group.stop(),
@@ -382,21 +479,31 @@ function serviceAndCommand(operands: string[], usageLine: string): { service?: s
   return { service: before[0], command: operands.slice(before.length) };
 }
 
-addTarget(addEnvOptions(
-  program
-    .command('reload')
-    .description('start a new generation and hand the service over to it: baton reload [service] [-- new command]')
-    .argument('[service]', 'which service, when the config file defines several (default: all of them)')
-    .argument('[command...]', 'a new command line, after --')
-    .option('--wait-drained', 'return only once the old generation has exited')
-    .option('--wait', 'return once probation is over: exit 0 if the new version was kept, non-zero if it was rolled back')
-    .addOption(new Option('--probation <duration>', 'watch the new version this long; roll back on a death or too many 5xx (default: the service\'s)').argParser(arg(parseOffDuration)))
-    .addOption(new Option('--max-error-rate <rate>', 'probation: highest share of 5xx answers, e.g. 5%').argParser(arg(parseRate)))
-    .addOption(new Option('--canary <n>', 'start n workers of the new version next to the serving ones; after probation, promote or drop them').argParser(arg(parseWorkers)))
-    .option('-q, --quiet', 'print only the result')
-    .option('--json', 'print the handoff record as JSON, and nothing else'),
-  'the new generation (and the later ones)',
-)).action(async (first: string | undefined, rest: string[], o, cmd: Command) => {
+addTarget(
+  addEnvOptions(
+    program
+      .command('reload')
+      .description('start a new generation and hand the service over to it: baton reload [service] [-- new command]')
+      .argument('[service]', 'which service, when the config file defines several (default: all of them)')
+      .argument('[command...]', 'a new command line, after --')
+      .option('--wait-drained', 'return only once the old generation has exited')
+      .option('--wait', 'return once probation is over: exit 0 if the new version was kept, non-zero if it was rolled back')
+      .addOption(
+        new Option('--probation <duration>', "watch the new version this long; roll back on a death or too many 5xx (default: the service's)").argParser(
+          arg(parseOffDuration),
+        ),
+      )
+      .addOption(new Option('--max-error-rate <rate>', 'probation: highest share of 5xx answers, e.g. 5%').argParser(arg(parseRate)))
+      .addOption(
+        new Option('--canary <n>', 'start n workers of the new version next to the serving ones; after probation, promote or drop them').argParser(
+          arg(parseWorkers),
+        ),
+      )
+      .option('-q, --quiet', 'print only the result')
+      .option('--json', 'print the handoff record as JSON, and nothing else'),
+    'the new generation (and the later ones)',
+  ),
+).action(async (first: string | undefined, rest: string[], o, cmd: Command) => {
   const { service, command } = serviceAndCommand(first === undefined ? rest : [first, ...rest], 'baton reload [service] -- node app.js');
   const req: ControlRequest = { cmd: 'reload', wait: o.waitDrained ? 'drained' : o.wait ? 'probation' : 'serving' };
   if (o.probation !== undefined) req.probationMs = o.probation;
@@ -417,7 +524,9 @@ addTarget(addEnvOptions(
   }
   console.error(`baton: ${reply.error}`);
   // Several services: each one's result; one record: the failing worker's last words.
-  const results = Array.isArray(reply.detail) ? (reply.detail as GroupReload) : [{ service: null, record: (reply.detail as HandoffRecord | undefined) ?? null, error: reply.error }];
+  const results = Array.isArray(reply.detail)
+    ? (reply.detail as GroupReload)
+    : [{ service: null, record: (reply.detail as HandoffRecord | undefined) ?? null, error: reply.error }];
   for (const r of results) {
     const label = r.service === null ? '' : `${r.service}: `;
     if (r.service !== null) console.error(r.error === null ? `${label}reloaded: ${formatRecord(r.record!)}` : `${label}failed: ${r.error}`);
@@ -495,7 +604,8 @@ addTarget(
   if (!reply.ok) failed(reply);
   const r = reply.result as { target: number; ready: number; generation: number | null };
   if (o.json) printJson(r);
-  else if (!o.quiet) console.log(`scaled${service === undefined ? '' : ` ${service}`}: ${r.ready} of ${r.target} worker(s) ready in generation ${r.generation ?? '-'}`);
+  else if (!o.quiet)
+    console.log(`scaled${service === undefined ? '' : ` ${service}`}: ${r.ready} of ${r.target} worker(s) ready in generation ${r.generation ?? '-'}`);
   if (r.ready !== r.target) process.exit(EXIT_FAILED);
 });
 
@@ -526,7 +636,9 @@ addTarget(
   process.exit(EXIT_FAILED);
 });
 
-addTarget(program.command('stop').description('drain every generation and stop the supervisor').option('--json', 'print the result as JSON: { "stopped": true }')).action(async (o) => {
+addTarget(
+  program.command('stop').description('drain every generation and stop the supervisor').option('--json', 'print the result as JSON: { "stopped": true }'),
+).action(async (o) => {
   const reply = await call(o, { cmd: 'stop' });
   if (!reply.ok) failed(reply);
   if (o.json) printJson(reply.result);
@@ -547,7 +659,7 @@ addTarget(
     .option('-f, --follow', 'keep printing new lines as they come, until interrupted')
     .addOption(new Option('-n, --lines <n>', 'how many of the last lines to show').argParser(arg(parseCount(LOG_RING_LINES))).default(100))
     .addOption(new Option('--gen <n>', 'only the output of generation n').argParser(arg(parseCount(2 ** 31))))
-    .argument('[service]', 'only this service\'s lines (and baton\'s own), when the config file defines several')
+    .argument('[service]', "only this service's lines (and baton's own), when the config file defines several")
     .option('--json', 'one JSON object per line (JSON Lines), errors too'),
 ).action(async (service: string | undefined, o) => {
   const print = (e: LogEntry): void => {

@@ -1,10 +1,11 @@
 // Human-readable renderings of what the supervisor reports: the status table and a
 // reload's outcome. Kept within 100 columns (or a narrower terminal's width).
-import { phaseDurations, type HandoffRecord } from '../supervisor/handoff.js';
-import type { StatusReport } from '../supervisor/supervisor.js';
-import type { GroupStatus } from '../supervisor/services.js';
-import { formatDuration } from '../common/duration.js';
+
 import { formatEndings } from '../common/connections.js';
+import { formatDuration } from '../common/duration.js';
+import { type HandoffRecord, phaseDurations } from '../supervisor/handoff.js';
+import type { GroupStatus } from '../supervisor/services.js';
+import type { StatusReport } from '../supervisor/supervisor.js';
 
 const WIDTH = 100;
 
@@ -42,16 +43,29 @@ export function formatStatus(s: StatusReport, width = WIDTH): string {
   const out: string[] = [];
   const serving = s.generations.find((g) => g.number === s.serving);
   const ready = serving ? `${serving.ready}/${s.workers} ready` : `0/${s.workers} ready`;
-  out.push(`${s.name}  pid ${s.pid}  baton ${s.version ?? '?'}  ${s.state}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  workers ${ready}`);
+  out.push(
+    `${s.name}  pid ${s.pid}  baton ${s.version ?? '?'}  ${s.state}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  workers ${ready}`,
+  );
   out.push(`control  ${s.control}`);
   if (s.maxMemoryBytes !== null) out.push(`limits   max-memory ${formatBytes(s.maxMemoryBytes)} per worker`);
   for (const l of s.listeners) out.push(`listen   ${pad(l.name, 16)} ${l.address}${l.inherited ? '  (socket activation)' : ''}`);
-  if (s.standby) out.push(`standby  generation ${s.standby.generation} (${s.standby.state}), ${formatDuration(s.standby.leftMs)} left: \`baton rollback\` serves it again at once`);
-  if (s.handoff) out.push(`handoff  #${s.handoff.id} ${s.handoff.state}: generation ${s.handoff.from ?? '-'} -> ${s.handoff.to}${s.reloadQueued ? ' (another reload queued)' : ''}`);
+  if (s.standby)
+    out.push(
+      `standby  generation ${s.standby.generation} (${s.standby.state}), ${formatDuration(s.standby.leftMs)} left: \`baton rollback\` serves it again at once`,
+    );
+  if (s.handoff)
+    out.push(
+      `handoff  #${s.handoff.id} ${s.handoff.state}: generation ${s.handoff.from ?? '-'} -> ${s.handoff.to}${s.reloadQueued ? ' (another reload queued)' : ''}`,
+    );
   out.push('');
   out.push(row(COLUMNS.map(([h]) => h)));
   for (const g of s.generations) {
-    const label = g.number === s.serving ? `${g.state}*` : g.number === s.standby?.generation && g.state === 'standby' ? `standby ${formatDuration(s.standby.leftMs)}` : g.state;
+    const label =
+      g.number === s.serving
+        ? `${g.state}*`
+        : g.number === s.standby?.generation && g.state === 'standby'
+          ? `standby ${formatDuration(s.standby.leftMs)}`
+          : g.state;
     // Ready out of the slots it should fill: a shortfall shows at a glance.
     out.push(row([String(g.number), label, `${g.ready}/${g.target || g.workers.length}`, g.argv.join(' ')]));
     // Names only: values may be secrets. (A supervisor older than this CLI sends none.)
@@ -89,10 +103,14 @@ export function formatStatus(s: StatusReport, width = WIDTH): string {
 /** A baton running several services: a line for the process, then each service's own table. */
 export function formatGroup(s: GroupStatus, width = WIDTH): string {
   const out = [
-    clip(`${s.name}  pid ${s.pid}  baton ${s.version ?? '?'}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  services ${s.services.map((x) => x.name).join(', ')}`, width),
+    clip(
+      `${s.name}  pid ${s.pid}  baton ${s.version ?? '?'}  up ${formatDuration(s.uptimeMs)}  rss ${formatBytes(s.rssBytes)}  services ${s.services.map((x) => x.name).join(', ')}`,
+      width,
+    ),
     clip(`control  ${s.control}`, width),
   ];
-  for (const svc of s.services) out.push('', clip(`== service ${svc.name} ${'='.repeat(Math.max(0, width - svc.name.length - 12))}`, width), formatStatus(svc, width));
+  for (const svc of s.services)
+    out.push('', clip(`== service ${svc.name} ${'='.repeat(Math.max(0, width - svc.name.length - 12))}`, width), formatStatus(svc, width));
   return out.join('\n');
 }
 
@@ -126,6 +144,8 @@ export function formatRecord(r: HandoffRecord, now = Date.now()): string {
 
 /** ` (h2 8, ws 4)`: what a draining worker's connections carry. */
 function byKind(k: Partial<Record<string, number>> | null | undefined): string {
-  const parts = Object.entries(k ?? {}).filter(([, n]) => n).map(([kind, n]) => `${kind} ${n}`);
+  const parts = Object.entries(k ?? {})
+    .filter(([, n]) => n)
+    .map(([kind, n]) => `${kind} ${n}`);
   return parts.length ? ` (${parts.join(', ')})` : '';
 }

@@ -1,10 +1,11 @@
 // `baton status --watch`: on a terminal the table is redrawn in place every interval, as `top`
 // does (cursor home, each line cleared to its end, the rest of the screen cleared); elsewhere
 // one table per interval, each under a time stamp, so a captured log reads in order.
-import { formatAnyStatus } from './report.js';
-import type { StatusReport } from '../supervisor/supervisor.js';
-import type { GroupStatus } from '../supervisor/services.js';
+
 import { formatDuration } from '../common/duration.js';
+import type { GroupStatus } from '../supervisor/services.js';
+import type { StatusReport } from '../supervisor/supervisor.js';
+import { formatAnyStatus } from './report.js';
 
 export interface WatchOptions {
   intervalMs: number;

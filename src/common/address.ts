@@ -107,4 +107,3 @@ export function parseMetricsAddress(text: string): MetricsAddress {
   if (spec.kind !== 'tcp') throw bad('use PORT, HOST:PORT or [IPV6]:PORT');
   return { host: /^\s*\d+\s*$/.test(text) ? '127.0.0.1' : spec.host, port: spec.port };
 }
-

@@ -1,6 +1,6 @@
 // How a drain's connections ended, by what they carried (reported by the worker runtime in
 // 'drained'): summed per generation, shown by status, logs, metrics and reload reports.
-import type { ConnEndings, ConnEnding, ConnKind } from './protocol.js';
+import type { ConnEnding, ConnEndings, ConnKind } from './protocol.js';
 
 export const CONN_ENDINGS: readonly ConnEnding[] = ['finished', 'polite', 'cut'];
 
@@ -15,7 +15,12 @@ export function addEndings(into: ConnEndings, more: ConnEndings): ConnEndings {
 /** `h2 12 polite, ws 20 polite, http1 3 finished 1 cut`; '' when there were none. */
 export function formatEndings(e: ConnEndings): string {
   return Object.entries(e)
-    .map(([kind, by]) => `${kind} ${CONN_ENDINGS.filter((h) => by[h] > 0).map((h) => `${by[h]} ${h}`).join(' ')}`)
+    .map(
+      ([kind, by]) =>
+        `${kind} ${CONN_ENDINGS.filter((h) => by[h] > 0)
+          .map((h) => `${by[h]} ${h}`)
+          .join(' ')}`,
+    )
     .filter((s) => /\d/.test(s))
     .join(', ');
 }

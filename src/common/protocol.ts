@@ -14,9 +14,7 @@ import * as v from 'valibot';
 /* ------------------------------------------------------------------ */
 
 /** One inherited listener as described to a worker in BATON_LISTENERS. */
-export type ListenerInfo =
-  | { fd: number; name: string; kind: 'tcp'; host: string; port: number }
-  | { fd: number; name: string; kind: 'unix'; path: string };
+export type ListenerInfo = { fd: number; name: string; kind: 'tcp'; host: string; port: number } | { fd: number; name: string; kind: 'unix'; path: string };
 
 /** One inherited UDP socket, described to a Node worker in BATON_UDP_LISTENERS. */
 export type UdpListenerInfo = { fd: number; name: string; host: string; port: number };
@@ -140,7 +138,10 @@ const absolute = v.optional(v.pipe(v.string(), v.startsWith('/', 'expected an ab
 const env = v.optional(
   v.record(
     v.pipe(v.string(), v.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a variable name of letters, digits and "_"')),
-    v.pipe(v.string(), v.check((s) => !s.includes('\0'), 'expected a value without NUL')),
+    v.pipe(
+      v.string(),
+      v.check((s) => !s.includes('\0'), 'expected a value without NUL'),
+    ),
   ),
 );
 /** Which service of a baton running several (a config file's `services`); omitted: all of them, or the only one. */
@@ -240,9 +241,7 @@ export interface LogEntry {
 export type LogEvent = { id?: number; event: 'log'; entry: LogEntry };
 
 /** Exactly one reply ends each request. */
-export type ControlReply =
-  | { id?: number; ok: true; result: unknown }
-  | { id?: number; ok: false; error: string; detail?: unknown };
+export type ControlReply = { id?: number; ok: true; result: unknown } | { id?: number; ok: false; error: string; detail?: unknown };
 
 /** The SDK's side of the worker runtime (src/sdk.ts): what the runtime registers on globalThis[Symbol.for('baton.runtime')]. */
 export interface BatonRuntime {

@@ -1,9 +1,18 @@
 // The control socket: a unix socket, owner-only, on which the CLI (or any program) asks the
 // supervisor for reload / status / stop. Newline-delimited JSON; see protocol.ts.
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+
 import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { parseControlRequest, MAX_CONTROL_LINE, type ControlRequest, type ControlEvent, type ControlReply, type LogEntry, type LogEvent } from '../common/protocol.js';
+import {
+  type ControlEvent,
+  type ControlReply,
+  type ControlRequest,
+  type LogEntry,
+  type LogEvent,
+  MAX_CONTROL_LINE,
+  parseControlRequest,
+} from '../common/protocol.js';
 import type { LogClient } from '../log/ring.js';
 import { peerCredentials } from '../os/sockets.js';
 
@@ -61,7 +70,10 @@ export const REPLIED = Symbol('replied');
 
 /** An error whose `detail` (e.g. the failed reload's record) goes to the client with the message. */
 export class ControlError extends Error {
-  constructor(message: string, readonly detail?: unknown) {
+  constructor(
+    message: string,
+    readonly detail?: unknown,
+  ) {
     super(message);
   }
 }
@@ -170,7 +182,13 @@ function serveClient(sock: Socket, handler: ControlHandler): void {
 }
 
 /** One request line: exactly one reply (or error) is written for it, whatever it holds. Exported for the fuzzer. */
-export async function handleLine(line: string, handler: ControlHandler, write: (m: ControlReply | ControlEvent | LogEvent) => void, client: LogClient, conn: Socket): Promise<void> {
+export async function handleLine(
+  line: string,
+  handler: ControlHandler,
+  write: (m: ControlReply | ControlEvent | LogEvent) => void,
+  client: LogClient,
+  conn: Socket,
+): Promise<void> {
   let raw: unknown;
   try {
     raw = JSON.parse(line);
@@ -210,8 +228,7 @@ export function controlRequest(path: string, req: ControlRequest, onEvent?: (e: 
         if ('event' in msg) {
           if (msg.event === 'log') onLog?.(msg.entry);
           else onEvent?.(msg);
-        }
-        else {
+        } else {
           replied = true;
           sock.end();
           resolve(msg);

@@ -3,14 +3,14 @@
 // the user workers run as. Everything read from the environment here is taken out of it,
 // so workers never see baton's own systemd variables.
 import { constants } from 'node:os';
+import { type InheritedSocket, takeInheritedSockets } from '../os/activation.js';
 import { lookupGroup, lookupUser } from '../os/process.js';
 import { startReaper } from '../os/reaper.js';
-import { SystemdNotifier } from './systemd.js';
-import { takeInheritedSockets, type InheritedSocket } from '../os/activation.js';
 import type { Credentials, NotifyOptions } from '../supervisor/notify.js';
-import type { ServiceOptions, Supervisor } from '../supervisor/supervisor.js';
 import type { ServiceGroup } from '../supervisor/services.js';
+import type { ServiceOptions, Supervisor } from '../supervisor/supervisor.js';
 import { reachCheck } from './reach.js';
+import { SystemdNotifier } from './systemd.js';
 
 export interface HostFlags {
   readyAfter?: number;

@@ -2,14 +2,14 @@
 // by the supervisor. Counters follow the supervisor's events; gauges are read from its status
 // at scrape time, so they can never drift from what `baton status` shows.
 import { createServer, type Server } from 'node:http';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { phaseDurations, type HandoffRecord } from '../supervisor/handoff.js';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { MetricsAddress } from '../common/address.js';
+import { CONN_ENDINGS } from '../common/connections.js';
+import type { ConnEndings } from '../common/protocol.js';
+import { log } from '../log/log.js';
+import { type HandoffRecord, phaseDurations } from '../supervisor/handoff.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import type { WorkerState } from '../supervisor/worker.js';
-import { log } from '../log/log.js';
-import type { ConnEndings } from '../common/protocol.js';
-import { CONN_ENDINGS } from '../common/connections.js';
 
 const RESULTS = ['done', 'failed', 'rejected'] as const;
 const WORKER_STATES: readonly WorkerState[] = ['starting', 'ready', 'draining', 'standby'];
@@ -50,9 +50,24 @@ export function createMetrics(sups: readonly Supervisor[]): Registry {
     buckets: PHASE_BUCKETS,
     registers,
   });
-  const restarts = new Counter({ name: 'baton_worker_restarts_total', help: 'Workers restarted after they died while serving', labelNames: names(), registers });
-  const replaced = new Counter({ name: 'baton_worker_memory_replacements_total', help: 'Workers replaced for going over --max-memory (a fresh one first, then the old one drained)', labelNames: names(), registers });
-  const cut = new Counter({ name: 'baton_connections_cut_total', help: 'Connections still open when a draining worker reached its drain deadline', labelNames: names(), registers });
+  const restarts = new Counter({
+    name: 'baton_worker_restarts_total',
+    help: 'Workers restarted after they died while serving',
+    labelNames: names(),
+    registers,
+  });
+  const replaced = new Counter({
+    name: 'baton_worker_memory_replacements_total',
+    help: 'Workers replaced for going over --max-memory (a fresh one first, then the old one drained)',
+    labelNames: names(),
+    registers,
+  });
+  const cut = new Counter({
+    name: 'baton_connections_cut_total',
+    help: 'Connections still open when a draining worker reached its drain deadline',
+    labelNames: names(),
+    registers,
+  });
   const drained = new Counter({
     name: 'baton_drain_connections_total',
     help: 'Connections of draining workers by what they carried (http1, h2, ws, sse, tls-handshake, tcp) and how they ended: finished, polite (GOAWAY, WebSocket close 1012, event stream ended, Connection: close), cut (at the drain deadline)',
@@ -159,7 +174,9 @@ export async function serveMetrics(sups: readonly Supervisor[], addr: MetricsAdd
   });
   const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`cannot serve metrics on ${host}:${addr.port}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message} (${e.code})`)));
+    server.once('error', (e: NodeJS.ErrnoException) =>
+      reject(new Error(`cannot serve metrics on ${host}:${addr.port}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message} (${e.code})`)),
+    );
     server.listen(addr.port, addr.host, () => resolve());
   });
   const port = (server.address() as { port: number }).port;

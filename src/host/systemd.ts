@@ -4,11 +4,12 @@
 // 1 serves; on each reload RELOADING=1 with MONOTONIC_USEC, then READY=1 when it is over
 // (also when it failed: the old generation serves on); STOPPING=1 on stop; and a one-line
 // STATUS= each time. With WatchdogSec= it pings WATCHDOG=1 at half the interval.
-import { sendDatagram } from '../os/sockets.js';
+
 import { log } from '../log/log.js';
+import { sendDatagram } from '../os/sockets.js';
 import type { HandoffRecord } from '../supervisor/handoff.js';
-import type { StatusReport, Supervisor } from '../supervisor/supervisor.js';
 import type { ServiceGroup } from '../supervisor/services.js';
+import type { StatusReport, Supervisor } from '../supervisor/supervisor.js';
 
 export class SystemdNotifier {
   private warned = false;
@@ -38,7 +39,8 @@ export class SystemdNotifier {
     sup.events.on('handoff', (rec) => this.handoff(rec, (then) => setImmediate(() => then(sup.status()))));
     // An automatic rollback is news for `systemctl status`: said with its reason.
     sup.events.on('rollback', (rec, automatic) => {
-      if (automatic) setImmediate(() => this.send(`STATUS=${statusLine(sup.status(), `rolled back to generation ${rec.to}: ${rec.reason ?? rec.error ?? 'probation'}`)}`));
+      if (automatic)
+        setImmediate(() => this.send(`STATUS=${statusLine(sup.status(), `rolled back to generation ${rec.to}: ${rec.reason ?? rec.error ?? 'probation'}`)}`));
     });
     sup.events.on('reload-rejected', (message) => {
       // systemd waits for RELOADING=1 after its reload signal: say it, and that it is over.
@@ -124,6 +126,9 @@ export function statusLine(s: StatusReport, note?: string): string {
   if (s.draining) parts.push(`${s.draining} draining`);
   const last = s.history.at(-1);
   if (note) parts.push(note);
-  else if (last && last.trigger !== 'start') parts.push(`reload #${last.id} ${last.state}${last.totalMs !== null ? ` in ${last.totalMs} ms` : ''}${last.state === 'failed' ? `: ${last.error ?? 'unknown error'}` : ''}`);
+  else if (last && last.trigger !== 'start')
+    parts.push(
+      `reload #${last.id} ${last.state}${last.totalMs !== null ? ` in ${last.totalMs} ms` : ''}${last.state === 'failed' ? `: ${last.error ?? 'unknown error'}` : ''}`,
+    );
   return parts.join('; ').replace(/\n/g, ' ');
 }

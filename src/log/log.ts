@@ -5,11 +5,12 @@
 //  - json (`--log-format json`): one pino JSON object per line on stdout, worker lines with
 //    `gen`, `worker`, `stream` and `msg`, baton's events with their fields.
 // Every line also goes to a bounded ring, which `baton logs` reads over the control socket.
-import { createRequire } from 'node:module';
+
 import { fstatSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
-import { LogRing, formatEntry } from './ring.js';
 import { LOG_RING_LINES, type LogEntry } from '../common/protocol.js';
+import { formatEntry, LogRing } from './ring.js';
 
 export type Fields = Record<string, string | number | boolean | null | undefined>;
 export type LogFormat = 'text' | 'json';

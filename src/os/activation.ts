@@ -2,10 +2,11 @@
 // LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (sd_listen_fds(3)). baton matches them to its
 // `--listen` entries and uses them instead of binding, so the ports outlive even a full
 // restart of baton: systemd keeps its copy, and connections queue in the kernel meanwhile.
+
+import type { ListenSpec } from '../common/address.js';
+import { log } from '../log/log.js';
 import { closeFd, setCloexec } from './fds.js';
 import { isListening, socketAddress } from './sockets.js';
-import { log } from '../log/log.js';
-import type { ListenSpec } from '../common/address.js';
 
 const FIRST_FD = 3;
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -54,7 +55,7 @@ export function takeInheritedSockets(env: NodeJS.ProcessEnv, pid = process.pid):
  * `ListenStream=8080` binds [::]:8080 (dual-stack) where `--listen 8080` says 0.0.0.0.
  * Matched by name, the socket's own address is what counts, not the one the spec gives.
  */
-export function adopt(spec: ListenSpec, inherited: InheritedSocket[]): ListenSpec & { fd: number } | null {
+export function adopt(spec: ListenSpec, inherited: InheritedSocket[]): (ListenSpec & { fd: number }) | null {
   const free = inherited.filter((s) => !s.used && s.address.kind === spec.kind);
   const s = free.find((x) => x.name === spec.name) ?? free.find((x) => sameAddress(spec, x.address));
   if (!s) return null;
@@ -64,7 +65,9 @@ export function adopt(spec: ListenSpec, inherited: InheritedSocket[]): ListenSpe
   s.used = true;
   log.info(`socket activation: listener ${spec.name} uses inherited fd ${s.fd} (${s.name}); not bound again`);
   const a = s.address;
-  return a.kind === 'unix' ? { name: spec.name, kind: 'unix', path: a.path, fd: s.fd } : { name: spec.name, kind: a.kind, host: a.host, port: a.port, fd: s.fd };
+  return a.kind === 'unix'
+    ? { name: spec.name, kind: 'unix', path: a.path, fd: s.fd }
+    : { name: spec.name, kind: a.kind, host: a.host, port: a.port, fd: s.fd };
 }
 
 function sameAddress(spec: ListenSpec, a: InheritedSocket['address']): boolean {

@@ -1,6 +1,20 @@
 // Passing fds to an unrelated process over a unix socket (SCM_RIGHTS): how a takeover
 // hands the listening sockets to a new baton.
-import { AF_UNIX, CMSG_HDR, E, MSG_CMSG_CLOEXEC, MSG_NOSIGNAL, SCM_RIGHTS, SOCK_CLOEXEC, SOCK_STREAM, SOL_SOCKET, c, check, sockaddrUn, sysError } from './libc.js';
+import {
+  AF_UNIX,
+  CMSG_HDR,
+  c,
+  check,
+  E,
+  MSG_CMSG_CLOEXEC,
+  MSG_NOSIGNAL,
+  SCM_RIGHTS,
+  SOCK_CLOEXEC,
+  SOCK_STREAM,
+  SOL_SOCKET,
+  sockaddrUn,
+  sysError,
+} from './libc.js';
 
 /** A blocking, close-on-exec connection to a unix stream socket. */
 export function connectUnix(path: string): number {
@@ -21,11 +35,16 @@ export function sendWithFds(fd: number, data: string, fds: readonly number[]): v
     control.writeBigUInt64LE(BigInt(len), 0);
     control.writeInt32LE(SOL_SOCKET, 8);
     control.writeInt32LE(SCM_RIGHTS, 12);
-    fds.forEach((f, i) => control.writeInt32LE(f, CMSG_HDR + 4 * i));
+    for (const [i, f] of fds.entries()) control.writeInt32LE(f, CMSG_HDR + 4 * i);
   }
   const msg = {
-    msg_name: null, msg_namelen: 0, msg_iov: [{ iov_base: body, iov_len: body.length }], msg_iovlen: 1,
-    msg_control: fds.length ? control : null, msg_controllen: control.length, msg_flags: 0,
+    msg_name: null,
+    msg_namelen: 0,
+    msg_iov: [{ iov_base: body, iov_len: body.length }],
+    msg_iovlen: 1,
+    msg_control: fds.length ? control : null,
+    msg_controllen: control.length,
+    msg_flags: 0,
   };
   const sent = check(Number(c().sendmsg(fd, msg, MSG_NOSIGNAL)), what, 'sendmsg');
   if (sent !== body.length) throw sysError(what, 'sendmsg', E.EAGAIN, `only ${sent} of ${body.length} bytes went out`);
@@ -42,10 +61,15 @@ export function recvLineWithFds(fd: number, maxBytes = 1 << 20, maxFds = 1024): 
   let total = 0;
   for (;;) {
     const buf = Buffer.alloc(64 * 1024);
-    const control = Buffer.alloc(((CMSG_HDR + 4 * maxFds) + 7) & ~7);
+    const control = Buffer.alloc((CMSG_HDR + 4 * maxFds + 7) & ~7);
     const msg = {
-      msg_name: null, msg_namelen: 0, msg_iov: [{ iov_base: buf, iov_len: buf.length }], msg_iovlen: 1,
-      msg_control: control, msg_controllen: control.length, msg_flags: 0,
+      msg_name: null,
+      msg_namelen: 0,
+      msg_iov: [{ iov_base: buf, iov_len: buf.length }],
+      msg_iovlen: 1,
+      msg_control: control,
+      msg_controllen: control.length,
+      msg_flags: 0,
     };
     const n = check(Number(c().recvmsg(fd, msg, MSG_CMSG_CLOEXEC)), what, 'recvmsg');
     for (let off = 0; off + CMSG_HDR <= Number(msg.msg_controllen); ) {

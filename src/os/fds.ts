@@ -1,5 +1,5 @@
 // File descriptors as such: close, dup, close-on-exec, in-memory files.
-import { E, FD_CLOEXEC, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, MFD_CLOEXEC, c, check, lastErrno, sysError } from './libc.js';
+import { c, check, E, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, FD_CLOEXEC, lastErrno, MFD_CLOEXEC, sysError } from './libc.js';
 
 export function closeFd(fd: number): void {
   if (c().close(fd) === 0) return;

@@ -1,16 +1,16 @@
 // Node.js internals: the only module that reads them. Each is checked by a contract test
 // (test/os/internals.test.ts) so that a Node.js upgrade that breaks one fails loudly there.
-import * as net from 'node:net';
+
 import { ChildProcess } from 'node:child_process';
 import type * as dgram from 'node:dgram';
 import type { ServerResponse } from 'node:http';
-import { sysError } from './libc.js';
+import * as net from 'node:net';
 import type { SysError } from './libc.js';
+import { sysError } from './libc.js';
 
 /* ------------------------------------------------------------------ */
 /* Node internals: the only places baton touches them                  */
 /* ------------------------------------------------------------------ */
-
 
 /** The OS fd behind a net.Socket or net.Server (Node internal `_handle.fd`). */
 export function handleFd(obj: net.Socket | net.Server): number {
@@ -48,7 +48,8 @@ export function onRawConnection(server: net.Server, f: (conn: RawConnection) => 
 
 /** The net.Socket for a raw connection received over IPC (Node internal: the `handle` option, as child_process itself uses). */
 export function socketOf(conn: unknown): net.Socket {
-  if (typeof (conn as RawConnection | null)?.close !== 'function') throw new Error(`not a raw connection handle (Node ${process.version} changed how handles arrive over IPC?)`);
+  if (typeof (conn as RawConnection | null)?.close !== 'function')
+    throw new Error(`not a raw connection handle (Node ${process.version} changed how handles arrive over IPC?)`);
   return new net.Socket({ handle: conn, readable: true, writable: true } as net.SocketConstructorOpts);
 }
 
@@ -77,7 +78,8 @@ export function childrenWaitedFor(): Set<number> {
   // Not in @types/node, but public on the class since Node 0.x; the contract test checks it.
   const proto = ChildProcess.prototype as ChildProcess & { spawn?: (...args: unknown[]) => unknown };
   const original = proto.spawn;
-  if (typeof original !== 'function') throw new Error(`Node ${process.version} has no ChildProcess.prototype.spawn: update childrenWaitedFor() in src/os/internals.ts`);
+  if (typeof original !== 'function')
+    throw new Error(`Node ${process.version} has no ChildProcess.prototype.spawn: update childrenWaitedFor() in src/os/internals.ts`);
   proto.spawn = function spawn(this: ChildProcess, ...args: unknown[]): unknown {
     const r = Reflect.apply(original, this, args);
     const pid = this.pid;

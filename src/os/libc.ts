@@ -62,6 +62,7 @@ export const E = os.constants.errno;
 /* ------------------------------------------------------------------ */
 
 type Koffi = typeof KoffiModule;
+// biome-ignore lint/suspicious/noExplicitAny: koffi passes any JS value to the C function
 type Fn = (...args: any[]) => number;
 interface Libc {
   koffi: Koffi;
@@ -75,6 +76,7 @@ interface Libc {
   close: Fn;
   fcntl: Fn;
   inet_pton: Fn;
+  // biome-ignore lint/suspicious/noExplicitAny: as Fn
   inet_ntop: (...args: any[]) => unknown;
   sendto: Fn;
   sendmsg: Fn;
@@ -100,14 +102,24 @@ export function c(): Libc {
   const lib = loadLibc(koffi);
   // Declared in full for their layout; baton reads the ids only.
   koffi.struct('passwd', {
-    pw_name: 'char *', pw_passwd: 'char *', pw_uid: 'uint32_t', pw_gid: 'uint32_t',
-    pw_gecos: 'char *', pw_dir: 'char *', pw_shell: 'char *',
+    pw_name: 'char *',
+    pw_passwd: 'char *',
+    pw_uid: 'uint32_t',
+    pw_gid: 'uint32_t',
+    pw_gecos: 'char *',
+    pw_dir: 'char *',
+    pw_shell: 'char *',
   });
   koffi.struct('group', { gr_name: 'char *', gr_passwd: 'char *', gr_gid: 'uint32_t', gr_mem: 'void *' });
   koffi.struct('iovec', { iov_base: 'void *', iov_len: 'size_t' });
   koffi.struct('msghdr', {
-    msg_name: 'void *', msg_namelen: 'uint32_t', msg_iov: 'iovec *', msg_iovlen: 'size_t',
-    msg_control: 'void *', msg_controllen: 'size_t', msg_flags: 'int',
+    msg_name: 'void *',
+    msg_namelen: 'uint32_t',
+    msg_iov: 'iovec *',
+    msg_iovlen: 'size_t',
+    msg_control: 'void *',
+    msg_controllen: 'size_t',
+    msg_flags: 'int',
   });
   // Buffers are passed as `void *`: koffi hands the C function a pointer into the
   // Buffer's own memory, so output parameters land in the Buffer.
@@ -218,8 +230,7 @@ export function sockaddrUn(path: string, what: string): Buffer {
     throw sysError(what, 'bind', E.EINVAL, 'a unix socket path must be non-empty and contain no NUL byte');
   }
   if (bytes.length >= SUN_PATH_SIZE) {
-    throw sysError(what, 'bind', E.ENAMETOOLONG,
-      `the path is ${bytes.length} bytes long, a unix socket path may have at most ${SUN_PATH_SIZE - 1}`);
+    throw sysError(what, 'bind', E.ENAMETOOLONG, `the path is ${bytes.length} bytes long, a unix socket path may have at most ${SUN_PATH_SIZE - 1}`);
   }
   const addr = Buffer.alloc(2 + bytes.length + 1);
   if (LE) addr.writeUInt16LE(AF_UNIX, 0);
@@ -273,4 +284,3 @@ export function assertBacklog(backlog: number, what: string): void {
     throw sysError(what, 'listen', E.EINVAL, `backlog must be an integer >= 0, got ${String(backlog)}`);
   }
 }
-

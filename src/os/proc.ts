@@ -1,7 +1,7 @@
 // What the kernel knows about a worker that can no longer tell us itself (hung, or not a
 // Node program): how many client connections it holds on baton's listeners. Read from
 // /proc only when a worker is about to be killed, never on a hot path; and its memory, for status.
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import type { Listener } from '../common/address.js';
 
 function socketInodes(pid: number): Set<string> {

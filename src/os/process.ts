@@ -1,8 +1,8 @@
 // Processes: reaping by pid, execve in place (supervisor upgrade), the child subreaper,
 // and user and group lookups through NSS.
 import * as os from 'node:os';
+import { c, check, E, lastErrno, PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER, readU32, sysError, WNOHANG } from './libc.js';
 import { pauseNotifySignals } from './notify.js';
-import { E, PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER, WNOHANG, c, check, lastErrno, readU32, sysError } from './libc.js';
 
 /* ------------------------------------------------------------------ */
 /* Processes                                                           */

@@ -8,9 +8,9 @@
 // would then never fire. Children are listed on SIGCHLD, and on a slow sweep for the
 // signals that arrive while a sweep runs (the kernel merges them).
 import { readdirSync, readFileSync } from 'node:fs';
-import { childrenWaitedFor } from './internals.js';
-import { ProcessExit, reap, setChildSubreaper } from './process.js';
 import { log } from '../log/log.js';
+import { childrenWaitedFor } from './internals.js';
+import { type ProcessExit, reap, setChildSubreaper } from './process.js';
 
 const SWEEP_EVERY_MS = 5_000;
 

@@ -3,7 +3,36 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { handleFd } from './internals.js';
-import { AF_INET, AF_INET6, AF_UNIX, E, LE, MSG_NOSIGNAL, SOCKADDR_MAX, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SO_ACCEPTCONN, SO_PEERCRED, SO_REUSEADDR, SO_TYPE, assertBacklog, c, check, getOpt, lastErrno, readU32, setIntOpt, sockaddrIn, sockaddrUn, sockaddrUnOrAbstract, sysError, u32 } from './libc.js';
+import {
+  AF_INET,
+  AF_INET6,
+  AF_UNIX,
+  assertBacklog,
+  c,
+  check,
+  E,
+  getOpt,
+  LE,
+  lastErrno,
+  MSG_NOSIGNAL,
+  readU32,
+  SO_ACCEPTCONN,
+  SO_PEERCRED,
+  SO_REUSEADDR,
+  SO_TYPE,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+  SOCKADDR_MAX,
+  SOL_SOCKET,
+  setIntOpt,
+  sockaddrIn,
+  sockaddrUn,
+  sockaddrUnOrAbstract,
+  sysError,
+  u32,
+} from './libc.js';
 
 /* ------------------------------------------------------------------ */
 /* Listeners                                                           */
@@ -127,15 +156,12 @@ export function sendDatagram(address: string, data: string): void {
   }
 }
 
-
 /* ------------------------------------------------------------------ */
 /* Inspecting and handling fds                                         */
 /* ------------------------------------------------------------------ */
 
 /** getsockname: what the fd is bound to. */
-export function socketAddress(
-  fd: number,
-): { kind: 'tcp' | 'udp'; host: string; port: number } | { kind: 'unix'; path: string } {
+export function socketAddress(fd: number): { kind: 'tcp' | 'udp'; host: string; port: number } | { kind: 'unix'; path: string } {
   const what = `cannot read the address of fd ${String(fd)}`;
   const addr = Buffer.alloc(SOCKADDR_MAX);
   const len = u32(SOCKADDR_MAX);

@@ -9,7 +9,7 @@
 import dgram from 'node:dgram';
 import { createRequire } from 'node:module';
 import type { ENV_UDP, UdpListenerInfo } from '../common/protocol.js';
-import { RUNTIME_KEY, type BatonRuntime } from '../common/protocol.js';
+import { type BatonRuntime, RUNTIME_KEY } from '../common/protocol.js';
 
 const UDP: typeof ENV_UDP = 'BATON_UDP_LISTENERS'; // checked against protocol.ts by tsc
 

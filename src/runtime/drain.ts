@@ -17,13 +17,14 @@
 // GOAWAY, WebSockets a 1012 close, Server-Sent Events the end of the stream.
 // A drain to standby (--keep-previous) is the same drain, except that at its end the process
 // stays alive, not accepting, until told to accept again (resume) or to drain for good.
-import * as net from 'node:net';
+
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ConnKind, ConnEnding, FromWorker } from '../common/protocol.js';
+import * as net from 'node:net';
+import type { ConnEnding, ConnKind, FromWorker } from '../common/protocol.js';
 import { httpState, tcpOf } from '../os/internals.js';
 import { Http2Sessions, isHttp2 } from './protocols/http2.js';
-import { closeWebSocket, webSocketOf } from './protocols/ws.js';
 import { endEventStream, isEventStream } from './protocols/sse.js';
+import { closeWebSocket, webSocketOf } from './protocols/ws.js';
 
 /** An app's onDrain hook; `standby`: the process stays alive and may serve again (a rollback). */
 export type DrainHook = (info: { standby: boolean }) => unknown;
@@ -92,7 +93,10 @@ export class Drain {
    * moment, instead of all on their next response: their clients reconnect to the new
    * generation a few at a time (docs/benchmarks.md#warm-hand-over).
    */
-  constructor(private readonly io: DrainIO, private readonly spreadMs = 0) {}
+  constructor(
+    private readonly io: DrainIO,
+    private readonly spreadMs = 0,
+  ) {}
 
   track(server: net.Server): void {
     if (this.started) this.stopAccepting(server); // a server the app opens while we drain
@@ -210,7 +214,8 @@ export class Drain {
   resume(): void {
     if (!this.started || !this.standby) return;
     for (const t of this.timers.splice(0)) clearTimeout(t);
-    for (const { server, listener } of this.marked.splice(0)) for (const event of ['request', 'checkContinue', 'checkExpectation']) server.removeListener(event, listener);
+    for (const { server, listener } of this.marked.splice(0))
+      for (const event of ['request', 'checkContinue', 'checkExpectation']) server.removeListener(event, listener);
     clearTimeout(this.progressTimer);
     clearTimeout(this.sweepTimer);
     this.progressTimer = undefined;
@@ -381,4 +386,3 @@ function isIdle(conn: Conn, sock: net.Socket): boolean {
   const { response, upgraded } = httpState(conn.tls ?? sock);
   return !upgraded && (response === null || response.writableFinished);
 }
-

@@ -105,10 +105,13 @@ export function patchListen(
     }
     const { req, cb, signal } = parse(args);
     const slot =
-      req.kind === 'tcp' ? findTcp(slots, req.port, req.host)
-      : req.kind === 'unix' ? slots.find((s) => s.info.kind === 'unix' && samePath(s.info.path, req.path))
-      : req.kind === 'fd' ? slots.find((s) => s.spare === req.fd && !s.server)
-      : undefined;
+      req.kind === 'tcp'
+        ? findTcp(slots, req.port, req.host)
+        : req.kind === 'unix'
+          ? slots.find((s) => s.info.kind === 'unix' && samePath(s.info.path, req.path))
+          : req.kind === 'fd'
+            ? slots.find((s) => s.spare === req.fd && !s.server)
+            : undefined;
 
     // listen({fd}) / listen(handle) pass through untouched; an app doing socket activation
     // itself with LISTEN_FDS still has its listener counted as served.
@@ -129,7 +132,12 @@ export function patchListen(
       // generation's own secondary bind then fails, and IPv6 clients are refused once this
       // worker exits), so it succeeds without binding: the first server serves the traffic.
       const primary = slot.server;
-      return listenVirtually(this, () => primary.address(), cb, () => {});
+      return listenVirtually(
+        this,
+        () => primary.address(),
+        cb,
+        () => {},
+      );
     }
     if (roundRobin) return serveRoundRobin(this, slot, cb);
 
@@ -138,11 +146,16 @@ export function patchListen(
       // No socket of its own yet: the IPC channel keeps the process alive meanwhile.
       deferred.push(entry);
       hold();
-      listenVirtually(this, () => addressOf(slot.info), cb, () => {
-        deferred.splice(deferred.indexOf(entry), 1);
-        hold();
-        if (slot.server === this) slot.server = null;
-      });
+      listenVirtually(
+        this,
+        () => addressOf(slot.info),
+        cb,
+        () => {
+          deferred.splice(deferred.indexOf(entry), 1);
+          hold();
+          if (slot.server === this) slot.server = null;
+        },
+      );
       take(slot, this, -1);
       hooks.server(this);
       return this;
@@ -150,9 +163,7 @@ export function patchListen(
 
     const fd = slot.spare;
     if (fd === null) {
-      process.nextTick(() =>
-        this.emit('error', new Error(`baton: listener ${slot.info.name} was closed in this process and cannot be listened on again`)),
-      );
+      process.nextTick(() => this.emit('error', new Error(`baton: listener ${slot.info.name} was closed in this process and cannot be listened on again`)));
       return this;
     }
     if (slot.info.kind === 'unix') {
@@ -180,11 +191,16 @@ export function patchListen(
   function serveRoundRobin(server: net.Server, slot: Slot, cb: Callback | undefined): net.Server {
     waiting++;
     hold();
-    listenVirtually(server, () => addressOf(slot.info), cb, () => {
-      if (slot.server === server) slot.server = null;
-      waiting--;
-      hold();
-    });
+    listenVirtually(
+      server,
+      () => addressOf(slot.info),
+      cb,
+      () => {
+        if (slot.server === server) slot.server = null;
+        waiting--;
+        hold();
+      },
+    );
     take(slot, server, -1);
     hooks.server(server);
     return server;
@@ -321,12 +337,7 @@ export function patchListen(
  * and close() just ends that (see the close patch). Used for a repeat listen on a listener
  * another server serves, and in round-robin mode, where connections come over IPC.
  */
-function listenVirtually(
-  server: net.Server,
-  address: () => net.AddressInfo | string | null,
-  cb: Callback | undefined,
-  onClose: () => void,
-): net.Server {
+function listenVirtually(server: net.Server, address: () => net.AddressInfo | string | null, cb: Callback | undefined, onClose: () => void): net.Server {
   const v: Virtual = { open: true, onClose };
   virtuals.set(server, v);
   Object.defineProperty(server, 'listening', { configurable: true, get: () => v.open });
@@ -375,11 +386,7 @@ function tcp(port: number | string, host: string | undefined): Request {
 function findTcp(slots: Slot[], port: number, host: string | undefined): Slot | undefined {
   const same = slots.filter((s) => s.info.kind === 'tcp' && s.info.port === port);
   const want = host === undefined ? undefined : normHost(host);
-  return (
-    same.find((s) => want !== undefined && s.info.kind === 'tcp' && normHost(s.info.host) === want) ??
-    same.find((s) => !s.server) ??
-    same[0]
-  );
+  return same.find((s) => want !== undefined && s.info.kind === 'tcp' && normHost(s.info.host) === want) ?? same.find((s) => !s.server) ?? same[0];
 }
 
 function normHost(h: string): string {

@@ -6,8 +6,8 @@
 // Only `import type` from ../protocol.js: that module loads valibot and builds the control
 // schemas, which no worker needs.
 import type { ENV } from '../common/protocol.js';
-import type { THREAD_KEY } from './threads.js';
 import type { LAUNCHED as LAUNCHED_KEY } from './launcher.js';
+import type { THREAD_KEY } from './threads.js';
 
 const LISTENERS: typeof ENV.listeners = 'BATON_LISTENERS'; // checked against protocol.ts by tsc
 const THREAD: typeof THREAD_KEY = 'baton.thread';
@@ -21,10 +21,7 @@ const LAUNCHED: typeof LAUNCHED_KEY = 'BATON_LAUNCHED';
 // spawned (`baton start -- npm start`) hands the listeners down to the app it runs instead
 // (./launcher.js); the app, marked so and holding the very sockets, is then the one served.
 if (process.env[LISTENERS] !== undefined) {
-  if (
-    process.env.LISTEN_PID === String(process.pid) &&
-    (typeof process.send === 'function' || (await isBatonThread()))
-  ) {
+  if (process.env.LISTEN_PID === String(process.pid) && (typeof process.send === 'function' || (await isBatonThread()))) {
     if (process.send && isLauncher(process.argv[1])) (await import('./launcher.js')).handDown(Number(process.env.LISTEN_FDS) || 0);
     else (await import('./runtime.js')).start();
   } else if (process.env[LAUNCHED] !== undefined && process.env.NOTIFY_SOCKET) {
@@ -50,7 +47,9 @@ if (process.env[LISTENERS] !== undefined) {
  */
 function isLauncher(script: string | undefined): boolean {
   const name = '(npm|npx|yarn|yarnpkg|pnpm|pnpx)';
-  return script !== undefined && (new RegExp(`(^|/)${name}$`).test(script) || new RegExp(`/(node_modules|corepack)/.*/${name}(-cli)?\\.(c?js|mjs)$`).test(script));
+  return (
+    script !== undefined && (new RegExp(`(^|/)${name}$`).test(script) || new RegExp(`/(node_modules|corepack)/.*/${name}(-cli)?\\.(c?js|mjs)$`).test(script))
+  );
 }
 
 async function isBatonThread(): Promise<boolean> {

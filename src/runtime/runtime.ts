@@ -5,13 +5,13 @@
 import type * as net from 'node:net';
 import { isMainThread } from 'node:worker_threads';
 import type { ENV, ListenerInfo, ReadyMode, Warmup } from '../common/protocol.js';
-import { RUNTIME_KEY, type BatonRuntime } from '../common/protocol.js';
-import { patchListen } from './listen.js';
+import { type BatonRuntime, RUNTIME_KEY } from '../common/protocol.js';
 import { Drain } from './drain.js';
-import { ipcUplink, type Uplink } from './uplink.js';
+import { patchListen } from './listen.js';
 import { Stats } from './stats.js';
 import { runThreads, threadUplink } from './threads.js';
-import { parseWarmup, warmUp, type WarmupResult } from './warmup.js';
+import { ipcUplink, type Uplink } from './uplink.js';
+import { parseWarmup, type WarmupResult, warmUp } from './warmup.js';
 import './dgram.js'; // UDP listeners: patches dgram's bind() when baton passed any
 
 // Literal copies, type-checked against protocol.ts (importing its values would load valibot and the schemas).
@@ -117,62 +117,69 @@ export function start(uplink?: (drainTimeoutMs: number) => Uplink): void {
   }
   // With a warm-up, listen() is deferred as in an exclusive handoff: the worker accepts only once warm.
   const stats = process.env[E.stats] === '1' ? new Stats(send) : null;
-  const { deliver, release, accept, park, unpark } = patchListen(listeners, { backlog, roundRobin, deferAccept: deferAccept || warmup !== null }, {
-    server: (s) => {
-      drain.track(s);
-      stats?.track(s);
+  const { deliver, release, accept, park, unpark } = patchListen(
+    listeners,
+    { backlog, roundRobin, deferAccept: deferAccept || warmup !== null },
+    {
+      server: (s) => {
+        drain.track(s);
+        stats?.track(s);
+      },
+      served: (l, s) => {
+        warm(s);
+        if (served.has(l.fd)) return;
+        served.add(l.fd);
+        send({ baton: 1, type: 'listening', listener: l.name });
+        if (mode === 'listen' && served.size === listeners.length) sendReady();
+      },
+      warn,
+      holdChannel: (hold) => up.hold(hold),
+      // A standby keeps the listeners to accept again; only a drain for good gives them up.
+      draining: () => drain.started && !drain.standby,
     },
-    served: (l, s) => {
-      warm(s);
-      if (served.has(l.fd)) return;
-      served.add(l.fd);
-      send({ baton: 1, type: 'listening', listener: l.name });
-      if (mode === 'listen' && served.size === listeners.length) sendReady();
-    },
-    warn,
-    holdChannel: (hold) => up.hold(hold),
-    // A standby keeps the listeners to accept again; only a drain for good gives them up.
-    draining: () => drain.started && !drain.standby,
-  });
+  );
   if (mode === 'listen' && listeners.length === 0) setImmediate(sendReady);
 
   // PM2's convention for "ready": process.send('ready'). Passed on unchanged. A thread has
   // no process.send: its copy says ready through the SDK, or by listening.
   const rawSend = process.send;
   if (rawSend) {
-    process.send = function (...args: unknown[]): boolean {
+    process.send = ((...args: unknown[]): boolean => {
       if (args[0] === 'ready') appReady();
       return Reflect.apply(rawSend, process, args) as boolean;
-    } as typeof process.send;
+    }) as typeof process.send;
   }
 
-  up.receive((m: unknown, handle: unknown) => {
-    const msg = m as { baton?: unknown; type?: unknown; timeoutMs?: unknown; listener?: unknown } | null;
-    if (msg?.baton !== 1) return;
-    if (msg.type === 'drain') {
-      const standby = (msg as { standby?: unknown }).standby === true;
-      if (standby && !drain.started) park();
-      drain.start(typeof msg.timeoutMs === 'number' && msg.timeoutMs >= 0 ? msg.timeoutMs : drainTimeoutMs, standby);
-      if (!drain.standby) release();
-    } else if (msg.type === 'resume') {
-      // Rollback: this standby serves again, at once (no bind, no start-up).
-      if (drain.standby) {
-        drain.resume();
-        unpark();
+  up.receive(
+    (m: unknown, handle: unknown) => {
+      const msg = m as { baton?: unknown; type?: unknown; timeoutMs?: unknown; listener?: unknown } | null;
+      if (msg?.baton !== 1) return;
+      if (msg.type === 'drain') {
+        const standby = (msg as { standby?: unknown }).standby === true;
+        if (standby && !drain.started) park();
+        drain.start(typeof msg.timeoutMs === 'number' && msg.timeoutMs >= 0 ? msg.timeoutMs : drainTimeoutMs, standby);
+        if (!drain.standby) release();
+      } else if (msg.type === 'resume') {
+        // Rollback: this standby serves again, at once (no bind, no start-up).
+        if (drain.standby) {
+          drain.resume();
+          unpark();
+        }
+        send({ baton: 1, type: 'accepting' });
+      } else if (msg.type === 'accept') {
+        accept();
+        send({ baton: 1, type: 'accepting' });
+      } else if (msg.type === 'connection' && typeof msg.listener === 'string' && handle) {
+        if (socketOf) deliver(msg.listener, socketOf(handle));
+        else early.push([msg.listener, handle]);
       }
-      send({ baton: 1, type: 'accepting' });
-    } else if (msg.type === 'accept') {
-      accept();
-      send({ baton: 1, type: 'accepting' });
-    } else if (msg.type === 'connection' && typeof msg.listener === 'string' && handle) {
-      if (socketOf) deliver(msg.listener, socketOf(handle));
-      else early.push([msg.listener, handle]);
-    }
-  }, () => {
-    // Nobody left to say drain (baton died): leave on our own.
-    drain.start(drainTimeoutMs);
-    release();
-  });
+    },
+    () => {
+      // Nobody left to say drain (baton died): leave on our own.
+      drain.start(drainTimeoutMs);
+      release();
+    },
+  );
   // baton reads our stdout and stderr: once it is gone, the next write fails with EPIPE, and
   // an 'error' nobody handles would kill the process with the requests it is finishing.
   // (Registered now: a write can fail before 'disconnect' is emitted.)

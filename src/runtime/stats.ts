@@ -1,8 +1,9 @@
 // Probation (--probation): how many HTTP responses this worker answered, and how many of
 // them were 5xx, reported to baton as running totals. Only in a generation under probation
 // or a canary (BATON_STATS=1): one 'finish' listener per response is not free.
-import type * as net from 'node:net';
+
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type * as net from 'node:net';
 import type { FromWorker } from '../common/protocol.js';
 
 /** Totals go out at most this often, and only when they changed. */

@@ -16,9 +16,9 @@
 // replaces it like any crashed worker, with its backoff. Recovering one thread in place
 // would hide a crashing app from status and from that backoff.
 import { createRequire } from 'node:module';
-import { MessageChannel, Worker, workerData, type MessagePort } from 'node:worker_threads';
-import type { ConnEndings, ConnKind, ENV, ENV_UDP, FromWorker, ListenerInfo } from '../common/protocol.js';
+import { MessageChannel, type MessagePort, Worker, workerData } from 'node:worker_threads';
 import { addEndings } from '../common/connections.js';
+import type { ConnEndings, ConnKind, ENV, ENV_UDP, FromWorker, ListenerInfo } from '../common/protocol.js';
 import type { Uplink } from './uplink.js';
 
 /** The workerData key that marks a thread as a copy baton started (checked by ./preload.ts). */
@@ -50,7 +50,18 @@ interface Copy {
  * copies say reaches baton through `up` as if one worker spoke.
  */
 export function runThreads(count: number, listeners: ListenerInfo[], up: Uplink, drainTimeoutMs: number): Uplink {
-  const copy = (name: string, port: MessagePort | null): Copy => ({ name, port, ready: false, stopped: false, accepting: false, connections: 0, cut: 0, endings: {}, byKind: {}, ended: false });
+  const copy = (name: string, port: MessagePort | null): Copy => ({
+    name,
+    port,
+    ready: false,
+    stopped: false,
+    accepting: false,
+    connections: 0,
+    cut: 0,
+    endings: {},
+    byKind: {},
+    ended: false,
+  });
   const self = copy('the main thread', null);
   const copies = [self];
   const announced = new Set<string>();

@@ -2,12 +2,13 @@
 // pids, same pipes, same IPC channel, not restarted. libuv in this image did not spawn them,
 // so nothing here reads their channel or reaps them unless this module does: it reads the
 // inherited fds as plain sockets and collects each exit by its pid.
+
+import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
-import type { ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { childrenWaitedFor, handleFd, ipcFd } from '../os/internals.js';
-import { ProcessExit, reap } from '../os/process.js';
+import { type ProcessExit, reap } from '../os/process.js';
 
 /** What a Worker uses of its process: satisfied by the ChildProcess it spawned and by AdoptedProcess. */
 export interface WorkerProcess {

@@ -1,10 +1,10 @@
 // The workers that run one version (one command line + env), numbered for the life of
 // the service. A generation starts, becomes ready (or fails), serves, drains, exits.
 import { EventEmitter } from 'node:events';
-import { Worker, type WorkerOptions, type WorkerState } from './worker.js';
-import type { WorkerProcess } from './adopt.js';
-import type { ConnEndings } from '../common/protocol.js';
 import { addEndings } from '../common/connections.js';
+import type { ConnEndings } from '../common/protocol.js';
+import type { WorkerProcess } from './adopt.js';
+import { Worker, type WorkerOptions, type WorkerState } from './worker.js';
 
 /** standby: drained, every worker alive and not accepting, kept for a rollback (--keep-previous). */
 export type GenerationState = 'starting' | 'serving' | 'draining' | 'standby' | 'exited';
@@ -74,7 +74,10 @@ export class Generation extends EventEmitter {
 
   /** Start `count` workers at once; resolves when all are ready, rejects on the first that dies or at the timeout. */
   async start(count: number, readyTimeoutMs: number): Promise<void> {
-    await this.startSlots(Array.from({ length: count }, (_, i) => i), readyTimeoutMs);
+    await this.startSlots(
+      Array.from({ length: count }, (_, i) => i),
+      readyTimeoutMs,
+    );
     this.markServing(count);
   }
 
@@ -104,7 +107,9 @@ export class Generation extends EventEmitter {
         fail(
           new StartError(
             `${late.length + indices.length - started.length} of ${indices.length} new worker(s) of generation ${this.number} not ready after ${readyTimeoutMs} ms` +
-              (w && !w.hasRuntime ? " (it said nothing: neither baton's Node.js runtime nor READY=1 on NOTIFY_SOCKET; for a program that says nothing use --ready-after)" : ''),
+              (w && !w.hasRuntime
+                ? " (it said nothing: neither baton's Node.js runtime nor READY=1 on NOTIFY_SOCKET; for a program that says nothing use --ready-after)"
+                : ''),
             w?.output.slice(-20) ?? [],
           ),
         );

@@ -30,11 +30,12 @@
 //
 // The old generation drains in the background after `done` (with --keep-previous, into
 // standby); the supervisor tracks that, so a long-lived connection never blocks the next deploy.
+
+import { formatEndings } from '../common/connections.js';
+import type { ConnEndings } from '../common/protocol.js';
 import type { Generation } from './generation.js';
 import { StartError } from './generation.js';
 import type { Worker } from './worker.js';
-import type { ConnEndings } from '../common/protocol.js';
-import { formatEndings } from '../common/connections.js';
 
 export type HandoffState = 'waiting' | 'starting' | 'canary' | 'rolling-back' | 'transferring' | 'probation' | 'resuming' | 'done' | 'failed';
 
@@ -121,11 +122,35 @@ export interface RollbackPlan {
   onChange(rec: HandoffRecord, message: string): void;
 }
 
-export function newRecord(id: number, trigger: HandoffTrigger, from: number | null, to: number, argv: string[], first: HandoffState = 'starting', requestedAt = Date.now()): HandoffRecord {
+export function newRecord(
+  id: number,
+  trigger: HandoffTrigger,
+  from: number | null,
+  to: number,
+  argv: string[],
+  first: HandoffState = 'starting',
+  requestedAt = Date.now(),
+): HandoffRecord {
   const now = Date.now();
   return {
-    id, trigger, from, to, argv, requestedAt, state: first, phases: [{ state: first, at: now }],
-    readyMs: null, transferMs: null, totalMs: null, drainedMs: null, resumeMs: null, reason: null, cut: 0, ended: {}, error: null, output: [],
+    id,
+    trigger,
+    from,
+    to,
+    argv,
+    requestedAt,
+    state: first,
+    phases: [{ state: first, at: now }],
+    readyMs: null,
+    transferMs: null,
+    totalMs: null,
+    drainedMs: null,
+    resumeMs: null,
+    reason: null,
+    cut: 0,
+    ended: {},
+    error: null,
+    output: [],
   };
 }
 
@@ -146,7 +171,10 @@ export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise
     enter(rec, 'starting', plan, 'a draining generation exited');
   }
   const rolling = old !== null && plan.maxSurge !== null && plan.maxSurge < plan.workers;
-  plan.onChange(rec, `starting generation ${next.number} with ${plan.workers} worker(s)${rolling ? `, ${plan.maxSurge} at a time` : ''}: ${rec.argv.join(' ')}`);
+  plan.onChange(
+    rec,
+    `starting generation ${next.number} with ${plan.workers} worker(s)${rolling ? `, ${plan.maxSurge} at a time` : ''}: ${rec.argv.join(' ')}`,
+  );
   // Any new worker that dies before the handoff is over fails it, even one that was ready
   // already (a pool's first worker while the rest start; a rolling batch while an old one
   // drains): the version is not fit to take over, and the old generation is made whole again.
@@ -173,7 +201,8 @@ export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise
     next.off('worker-start', hints);
   }
   rec.readyMs ??= Date.now() - rec.requestedAt;
-  if (!rolling) enter(rec, 'transferring', plan, `generation ${next.number} ready in ${rec.readyMs} ms` + (old ? `; generation ${old.number} stops accepting` : ''));
+  if (!rolling)
+    enter(rec, 'transferring', plan, `generation ${next.number} ready in ${rec.readyMs} ms` + (old ? `; generation ${old.number} stops accepting` : ''));
   if (old) {
     const t0 = Date.now();
     let timer: NodeJS.Timeout | undefined;
@@ -189,7 +218,10 @@ export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise
       old.kill();
       await old.whenExited();
     } else if (!answered) {
-      plan.onChange(rec, `generation ${old.number} did not confirm it stopped accepting within ${plan.transferTimeoutMs} ms; it is killed at its drain deadline`);
+      plan.onChange(
+        rec,
+        `generation ${old.number} did not confirm it stopped accepting within ${plan.transferTimeoutMs} ms; it is killed at its drain deadline`,
+      );
     }
     void old.whenSettled().then(() => {
       rec.drainedMs = Date.now() - rec.requestedAt;
@@ -197,7 +229,12 @@ export async function runHandoff(rec: HandoffRecord, plan: HandoffPlan): Promise
       rec.ended = old.ended;
       const ended = formatEndings(rec.ended);
       if (old.state === 'standby') rec.oldStandby = true;
-      plan.onChange(rec, `generation ${old.number} ${old.state === 'standby' ? 'finished its work; standby, not accepting' : 'exited'}` + (ended ? ` (connections: ${ended})` : '') + (rec.cut ? `; ${rec.cut} connection(s) cut at the drain deadline` : ''));
+      plan.onChange(
+        rec,
+        `generation ${old.number} ${old.state === 'standby' ? 'finished its work; standby, not accepting' : 'exited'}` +
+          (ended ? ` (connections: ${ended})` : '') +
+          (rec.cut ? `; ${rec.cut} connection(s) cut at the drain deadline` : ''),
+      );
     });
   }
   if (plan.exclusive) await next.startAccepting();
@@ -234,7 +271,8 @@ async function runCanary(rec: HandoffRecord, plan: HandoffPlan, old: Generation,
   enter(rec, 'starting', plan, `canary passed; generation ${next.number} grows to ${plan.workers} worker(s)`);
   next.resize(plan.workers);
   await Promise.race([next.whenSized(plan.readyTimeoutMs), died]);
-  if (next.readyCount < plan.workers) throw new StartError(`generation ${next.number} not ready at ${plan.workers} worker(s) after ${plan.readyTimeoutMs} ms`, []);
+  if (next.readyCount < plan.workers)
+    throw new StartError(`generation ${next.number} not ready at ${plan.workers} worker(s) after ${plan.readyTimeoutMs} ms`, []);
 }
 
 /** Undo the last handoff: the standby accepts again, the current generation drains as after any handoff. */
@@ -259,7 +297,13 @@ export async function runRollback(rec: HandoffRecord, plan: RollbackPlan): Promi
   if (plan.exclusive) await stopCurrent();
   await standby.resumeAccepting();
   rec.resumeMs = rec.readyMs = Date.now() - rec.requestedAt;
-  enter(rec, 'transferring', plan, `generation ${standby.number} accepting again in ${rec.resumeMs} ms` + (current ? `; generation ${current.number} ${plan.exclusive ? 'stopped' : 'stops'} accepting` : ''));
+  enter(
+    rec,
+    'transferring',
+    plan,
+    `generation ${standby.number} accepting again in ${rec.resumeMs} ms` +
+      (current ? `; generation ${current.number} ${plan.exclusive ? 'stopped' : 'stops'} accepting` : ''),
+  );
   if (current) {
     if (!plan.exclusive) await stopCurrent();
     void current.whenExited().then(() => {
@@ -287,7 +331,13 @@ async function rollingStart(rec: HandoffRecord, plan: HandoffPlan, old: Generati
     rec.readyMs ??= Date.now() - rec.requestedAt;
     const last = first + k >= workers;
     // The last batch leaves the old generation's remaining workers to the common transfer below.
-    enter(rec, 'transferring', plan, `worker(s) ${slots.join(', ')} of generation ${next.number} ready` + (last ? `; generation ${old.number} stops accepting` : `; retiring the same of generation ${old.number}`));
+    enter(
+      rec,
+      'transferring',
+      plan,
+      `worker(s) ${slots.join(', ')} of generation ${next.number} ready` +
+        (last ? `; generation ${old.number} stops accepting` : `; retiring the same of generation ${old.number}`),
+    );
     if (last) break;
     const t0 = Date.now();
     await Promise.race([old.retire(slots, plan.drainTimeoutMs), died]);

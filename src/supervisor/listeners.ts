@@ -2,11 +2,11 @@
 // (bound and listening, never accepted on here; UDP: bound, never read here), or taken
 // over from systemd socket activation; handed to every worker, closed on stop.
 import { fstatSync, unlinkSync } from 'node:fs';
-import { checkSpecs, type ListenSpec, type Listener } from '../common/address.js';
+import { checkSpecs, type Listener, type ListenSpec } from '../common/address.js';
+import type { ListenerInfo, UdpListenerInfo } from '../common/protocol.js';
+import { adopt, type InheritedSocket, releaseUnused } from '../os/activation.js';
 import { closeFd } from '../os/fds.js';
 import { openTcpListener, openUdpSocket, openUnixListener, socketAddress } from '../os/sockets.js';
-import type { ListenerInfo, UdpListenerInfo } from '../common/protocol.js';
-import { adopt, releaseUnused, type InheritedSocket } from '../os/activation.js';
 
 /**
  * Open every listener or none: on the first failure the ones already opened are closed.
@@ -24,9 +24,7 @@ export function openListeners(specs: ListenSpec[], backlog: number, inherited: I
         continue;
       }
       const own =
-        s.kind === 'tcp' ? openTcpListener(s.host, s.port, backlog)
-        : s.kind === 'udp' ? openUdpSocket(s.host, s.port)
-        : openUnixListener(s.path, backlog);
+        s.kind === 'tcp' ? openTcpListener(s.host, s.port, backlog) : s.kind === 'udp' ? openUdpSocket(s.host, s.port) : openUnixListener(s.path, backlog);
       opened.push(resolveAddress({ ...s, fd: own }));
     }
     // With several services, the sockets the others will take are not unused: see services.ts.
@@ -80,9 +78,11 @@ export function closeListeners(ls: Listener[]): void {
  */
 export function workerInfo(ls: Listener[]): ListenerInfo[] {
   return ls.flatMap((l, i): ListenerInfo[] =>
-    l.kind === 'tcp' ? [{ fd: 3 + i, name: l.name, kind: 'tcp', host: l.host, port: l.port }]
-    : l.kind === 'unix' ? [{ fd: 3 + i, name: l.name, kind: 'unix', path: l.path }]
-    : [],
+    l.kind === 'tcp'
+      ? [{ fd: 3 + i, name: l.name, kind: 'tcp', host: l.host, port: l.port }]
+      : l.kind === 'unix'
+        ? [{ fd: 3 + i, name: l.name, kind: 'unix', path: l.path }]
+        : [],
   );
 }
 

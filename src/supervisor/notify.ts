@@ -13,10 +13,10 @@
 import { chmodSync, chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { ReadyMode } from '../common/protocol.js';
+import { log } from '../log/log.js';
 import { bindNotifySocket, type NotifyReceiver } from '../os/notify.js';
 import { processGroup } from '../os/proc.js';
-import { log } from '../log/log.js';
-import type { ReadyMode } from '../common/protocol.js';
 
 export interface NotifyOptions {
   /** A worker that has stayed up this long is ready, whatever it said or did not say (null: off). */

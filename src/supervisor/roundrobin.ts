@@ -4,11 +4,11 @@
 // arrives while no worker is ready waits here, unread, like it would in the kernel queue.
 // Connections stay libuv's raw handles from accept to the worker: no net.Socket is made here.
 import * as net from 'node:net';
-import { dup } from '../os/fds.js';
-import { RawConnection, onRawConnection } from '../os/internals.js';
 import type { Listener } from '../common/address.js';
-import type { Worker } from './worker.js';
 import { log } from '../log/log.js';
+import { dup } from '../os/fds.js';
+import { onRawConnection, type RawConnection } from '../os/internals.js';
+import type { Worker } from './worker.js';
 
 export class RoundRobin {
   private readonly servers: net.Server[] = [];
@@ -27,7 +27,11 @@ export class RoundRobin {
       const server = net.createServer();
       server.listen({ fd: dup(l.fd) }, backlog);
       // An accept that fails (EMFILE and the like) is logged, at most once a second.
-      onRawConnection(server, (conn) => this.dispatch(l.name, conn), (e) => this.acceptFailed(e));
+      onRawConnection(
+        server,
+        (conn) => this.dispatch(l.name, conn),
+        (e) => this.acceptFailed(e),
+      );
       this.servers.push(server);
     }
   }

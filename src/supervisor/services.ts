@@ -2,18 +2,19 @@
 // with its own listeners, command, workers, timeouts and generations, so a reload, a scale or
 // a failure of one never touches another. What is process-wide lives here: the one control
 // socket, which routes each request to the service it names; a stop, which stops them all.
-import type { Server, Socket } from 'node:net';
-import { rmSync } from 'node:fs';
+
 import { EventEmitter } from 'node:events';
-import { ControlError, REPLIED, closeControl, prepareControlPath, serveControl } from '../control/control.js';
+import { rmSync } from 'node:fs';
+import type { Server, Socket } from 'node:net';
 import type { ControlRequest } from '../common/protocol.js';
-import type { HandoffRecord, HandoffTrigger } from './handoff.js';
-import { serveLogs, type LogClient } from '../log/ring.js';
-import { log, ring } from '../log/log.js';
-import type { StatusReport, Supervisor } from './supervisor.js';
-import { releaseUnused, type InheritedSocket } from '../os/activation.js';
-import { TakeoverHost } from './takeover.js';
 import { VERSION } from '../common/version.js';
+import { ControlError, closeControl, prepareControlPath, REPLIED, serveControl } from '../control/control.js';
+import { log, ring } from '../log/log.js';
+import { type LogClient, serveLogs } from '../log/ring.js';
+import { type InheritedSocket, releaseUnused } from '../os/activation.js';
+import type { HandoffRecord, HandoffTrigger } from './handoff.js';
+import type { StatusReport, Supervisor } from './supervisor.js';
+import { TakeoverHost } from './takeover.js';
 
 export interface GroupStatus {
   name: string;
@@ -35,7 +36,12 @@ export interface GroupInternals {
 }
 
 /** A supervisor upgrade of every service at once, given by the layer above (upgrade/upgrade.ts); never resolves. */
-export type GroupUpgrader = (group: ServiceGroup, req: Extract<ControlRequest, { cmd: 'upgrade' }>, emit: (state: string, message: string) => void, conn: Socket | null) => Promise<never>;
+export type GroupUpgrader = (
+  group: ServiceGroup,
+  req: Extract<ControlRequest, { cmd: 'upgrade' }>,
+  emit: (state: string, message: string) => void,
+  conn: Socket | null,
+) => Promise<never>;
 
 export interface GroupEvents {
   /** Every service's generation 1 serves. */
@@ -125,7 +131,11 @@ export class ServiceGroup {
    * Reload every service, each on its own (SIGHUP, `baton reload` without a name). Resolves
    * once all are over; one failing leaves the others' results as they are.
    */
-  async reloadAll(trigger: HandoffTrigger, watch?: (service: string, state: string, message: string) => void, env?: Record<string, string>): Promise<GroupReload> {
+  async reloadAll(
+    trigger: HandoffTrigger,
+    watch?: (service: string, state: string, message: string) => void,
+    env?: Record<string, string>,
+  ): Promise<GroupReload> {
     this.events.emit('reloading');
     const results = await Promise.all(
       this.services.map(async (s) => {
@@ -161,7 +171,8 @@ export class ServiceGroup {
         if (req.argv) throw new Error(`a new command line is for one service: name it (${this.names})`);
         const results = await this.reloadAll('reload', (service, state, message) => emit(state, `${service}: ${message}`), req.env);
         const failed = results.filter((r) => r.error !== null);
-        if (failed.length) throw new ControlError(`reload failed for ${failed.map((r) => `${r.service} (${r.error})`).join(', ')}; the others reloaded`, results);
+        if (failed.length)
+          throw new ControlError(`reload failed for ${failed.map((r) => `${r.service} (${r.error})`).join(', ')}; the others reloaded`, results);
         return results;
       }
       case 'scale':

@@ -1,26 +1,27 @@
 // The long-lived baton process: owns the listeners, runs one handoff at a time (coalescing
 // the reload requests that arrive meanwhile), tracks the generations still draining,
 // answers the control socket, and stops gracefully.
-import type { Server, Socket } from 'node:net';
-import { rmSync } from 'node:fs';
+
 import { EventEmitter } from 'node:events';
-import { type ListenSpec, type Listener, describe } from '../common/address.js';
-import { closeListeners, inodeOf, openListeners } from './listeners.js';
-import type { InheritedSocket } from '../os/activation.js';
-import { Generation, type WorkerTemplate } from './generation.js';
-import type { Worker } from './worker.js';
-import { newRecord, runHandoff, runRollback, type HandoffRecord, type HandoffTrigger } from './handoff.js';
-import { watchProbation, type ProbationRules } from './probation.js';
-import { ControlError, REPLIED, closeControl, prepareControlPath, serveControl } from '../control/control.js';
-import { TakeoverHost } from './takeover.js';
-import type { ConnEndings, ConnKind, ControlRequest, Distribution, HandoffMode, ReadyMode, Warmup } from '../common/protocol.js';
-import { RoundRobin } from './roundrobin.js';
-import { log as processLog, ring, serviceLog, type Log } from '../log/log.js';
-import { serveLogs, type LogClient } from '../log/ring.js';
-import { reportDrain } from './inflight.js';
-import { rssBytes } from '../os/proc.js';
-import { VERSION } from '../common/version.js';
+import { rmSync } from 'node:fs';
+import type { Server, Socket } from 'node:net';
+import { describe, type Listener, type ListenSpec } from '../common/address.js';
 import { formatEndings } from '../common/connections.js';
+import type { ConnEndings, ConnKind, ControlRequest, Distribution, HandoffMode, ReadyMode, Warmup } from '../common/protocol.js';
+import { VERSION } from '../common/version.js';
+import { ControlError, closeControl, prepareControlPath, REPLIED, serveControl } from '../control/control.js';
+import { type Log, log as processLog, ring, serviceLog } from '../log/log.js';
+import { type LogClient, serveLogs } from '../log/ring.js';
+import type { InheritedSocket } from '../os/activation.js';
+import { rssBytes } from '../os/proc.js';
+import { Generation, type WorkerTemplate } from './generation.js';
+import { type HandoffRecord, type HandoffTrigger, newRecord, runHandoff, runRollback } from './handoff.js';
+import { reportDrain } from './inflight.js';
+import { closeListeners, inodeOf, openListeners } from './listeners.js';
+import { type ProbationRules, watchProbation } from './probation.js';
+import { RoundRobin } from './roundrobin.js';
+import { TakeoverHost } from './takeover.js';
+import type { Worker } from './worker.js';
 
 export interface ServiceOptions {
   name: string;
@@ -78,7 +79,23 @@ export interface ServiceOptions {
 }
 
 /** What a reload may change: it applies to the new generation, and stays once that one serves. */
-export type Reconfigurable = Pick<ServiceOptions, 'argv' | 'cwd' | 'env' | 'workers' | 'readyMode' | 'readyTimeoutMs' | 'drainTimeoutMs' | 'warmupPaths' | 'warmupRequests' | 'warmupTimeMs' | 'drainSpreadMs' | 'maxSurge' | 'maxDraining' | 'maxMemoryBytes'>;
+export type Reconfigurable = Pick<
+  ServiceOptions,
+  | 'argv'
+  | 'cwd'
+  | 'env'
+  | 'workers'
+  | 'readyMode'
+  | 'readyTimeoutMs'
+  | 'drainTimeoutMs'
+  | 'warmupPaths'
+  | 'warmupRequests'
+  | 'warmupTimeMs'
+  | 'drainSpreadMs'
+  | 'maxSurge'
+  | 'maxDraining'
+  | 'maxMemoryBytes'
+>;
 
 /** What the supervisor tells observers (metrics): each generation made, each handoff step, refused reloads. */
 /** What the supervisor shows a supervisor upgrade (upgrade/upgrade.ts) of itself, in the old image. */
@@ -124,7 +141,12 @@ export interface Resumed {
  * A supervisor upgrade, given by the layer above (upgrade/upgrade.ts): it replaces this
  * process's image, so it never resolves; it throws when the upgrade is refused or fails.
  */
-export type Upgrader = (sup: Supervisor, req: Extract<ControlRequest, { cmd: 'upgrade' }>, emit: (state: string, message: string) => void, conn: Socket | null) => Promise<never>;
+export type Upgrader = (
+  sup: Supervisor,
+  req: Extract<ControlRequest, { cmd: 'upgrade' }>,
+  emit: (state: string, message: string) => void,
+  conn: Socket | null,
+) => Promise<never>;
 
 export interface SupervisorEvents {
   generation: [Generation];
@@ -267,7 +289,10 @@ export class Supervisor {
     const { w, rss } = over;
     const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
     this.replacing = true;
-    this.log.warn(`worker ${g.number}.${w.index} uses ${mib(rss)}, over --max-memory ${mib(max)}: replacing it (a fresh one first, then it drains)`, { pid: w.pid, rss });
+    this.log.warn(`worker ${g.number}.${w.index} uses ${mib(rss)}, over --max-memory ${mib(max)}: replacing it (a fresh one first, then it drains)`, {
+      pid: w.pid,
+      rss,
+    });
     try {
       if (await g.replace(w, this.opts.readyTimeoutMs)) {
         this.log.info(`worker ${g.number}.${w.index} replaced for memory; the old one drains`, { pid: w.pid });
@@ -283,7 +308,7 @@ export class Supervisor {
   private startRoundRobin(): void {
     if (this.opts.distribution !== 'round-robin') return;
     // Adopted workers (supervisor upgrade) cannot be passed connections: see adopt.ts.
-    this.roundRobin = new RoundRobin(() => this.generations.flatMap((g) => g.accepting ? g.workers.filter((w) => w.state === 'ready' && !w.adopted) : []));
+    this.roundRobin = new RoundRobin(() => this.generations.flatMap((g) => (g.accepting ? g.workers.filter((w) => w.state === 'ready' && !w.adopted) : [])));
     this.roundRobin.start(this.listeners, this.opts.backlog);
   }
 
@@ -300,7 +325,13 @@ export class Supervisor {
       nextHandoff: this.nextHandoff,
       startedAt: this.startedAt,
       roundRobin: this.roundRobin,
-      busy: this.stopping ? 'the supervisor is stopping' : this.current || this.pending ? 'a reload is in progress' : this.takeover.inProgress ? 'a takeover is in progress' : this.standbyBusy(),
+      busy: this.stopping
+        ? 'the supervisor is stopping'
+        : this.current || this.pending
+          ? 'a reload is in progress'
+          : this.takeover.inProgress
+            ? 'a takeover is in progress'
+            : this.standbyBusy(),
       stopping: this.stopping !== null,
     };
   }
@@ -347,7 +378,9 @@ export class Supervisor {
     probation?: Partial<ProbationRules> & { canary?: number };
   }): Promise<HandoffRecord> {
     if (req.probation?.canary !== undefined && this.opts.handoff === 'exclusive') {
-      throw new Error('--canary needs --handoff overlap: a canary accepts next to the serving generation, and exclusive mode never lets two versions accept at once');
+      throw new Error(
+        '--canary needs --handoff overlap: a canary accepts next to the serving generation, and exclusive mode never lets two versions accept at once',
+      );
     }
     const refuse = (why: string): never => {
       const message = `reload failed: ${why}`;
@@ -362,7 +395,16 @@ export class Supervisor {
     const argv = req.argv ?? settings.argv;
     const unreachable = argv && this.opts.reach?.(argv, (req.argv ? req.cwd : settings.cwd) ?? this.opts.cwd, settings.env ?? this.opts.env);
     if (unreachable) refuse(unreachable);
-    const ticket: Ticket = this.pending ?? { argv: null, cwd: null, setEnv: {}, settings, trigger: req.trigger, probation: {}, waiters: [], watchers: new Set() };
+    const ticket: Ticket = this.pending ?? {
+      argv: null,
+      cwd: null,
+      setEnv: {},
+      settings,
+      trigger: req.trigger,
+      probation: {},
+      waiters: [],
+      watchers: new Set(),
+    };
     ticket.settings = settings;
     Object.assign(ticket.setEnv, req.env);
     if (req.probation) ticket.probation = req.probation;
@@ -416,14 +458,22 @@ export class Supervisor {
     this.track(next);
     if (old) this.envChanged.set(next, changedNames(old.env, next.env));
     const draining = (): Generation[] => this.generations.filter((g) => g.state === 'draining');
-    const rec = newRecord(this.nextHandoff++, ticket.trigger, old?.number ?? null, next.number, argv, draining().length >= o.maxDraining ? 'waiting' : 'starting');
+    const rec = newRecord(
+      this.nextHandoff++,
+      ticket.trigger,
+      old?.number ?? null,
+      next.number,
+      argv,
+      draining().length >= o.maxDraining ? 'waiting' : 'starting',
+    );
     if (ticket.reason) rec.reason = ticket.reason;
     this.remember(rec);
     // A rollback needs the old generation alive: kept for --keep-previous, and at least through probation.
     // Only a new version is worth undoing: not a restart of the same one (upgrade --restart-workers).
     // Nor a rolling reload: it exists to keep no more than N + K workers alive at once.
     const rolling = o.maxSurge !== null && o.maxSurge < o.workers && canary === null;
-    const keepOld = old !== null && !rolling && (ticket.trigger === 'reload' || ticket.trigger === 'signal') && (o.keepPreviousMs > 0 || probation) && this.canKeep(old);
+    const keepOld =
+      old !== null && !rolling && (ticket.trigger === 'reload' || ticket.trigger === 'signal') && (o.keepPreviousMs > 0 || probation) && this.canKeep(old);
     const said = this.onChange(ticket.watchers);
     const onChange = (r: HandoffRecord, message: string): void => {
       // On probation the new generation is the one that serves (status, /healthz, metrics).
@@ -600,7 +650,12 @@ export class Supervisor {
     }
   }
 
-  private async undo(reason: string, automatic: boolean, watchers: Iterable<(state: string, message: string) => void>, requestedAt: number): Promise<HandoffRecord> {
+  private async undo(
+    reason: string,
+    automatic: boolean,
+    watchers: Iterable<(state: string, message: string) => void>,
+    requestedAt: number,
+  ): Promise<HandoffRecord> {
     const standby = this.standby;
     const current = this.serving;
     if (!standby?.g.resumable) {
@@ -608,7 +663,17 @@ export class Supervisor {
       if (!prev) throw new Error('nothing to roll back to: this service has had one generation only');
       this.log.warn(`rollback (${reason}): no standby, starting the previous command line again`);
       const { argv, cwd, env, setEnv, workers } = prev.opts;
-      const ticket: Ticket = { argv: prev.argv, cwd: prev.cwd, setEnv: {}, settings: { argv, cwd, env, setEnv: setEnv ?? {}, workers }, trigger: 'rollback', probation: { probationMs: 0 }, reason, waiters: [], watchers: new Set(watchers) };
+      const ticket: Ticket = {
+        argv: prev.argv,
+        cwd: prev.cwd,
+        setEnv: {},
+        settings: { argv, cwd, env, setEnv: setEnv ?? {}, workers },
+        trigger: 'rollback',
+        probation: { probationMs: 0 },
+        reason,
+        waiters: [],
+        watchers: new Set(watchers),
+      };
       const rec = await this.handoff(ticket);
       this.events.emit('rollback', rec, automatic);
       return rec;
@@ -619,7 +684,14 @@ export class Supervisor {
     rec.reason = reason;
     this.log.warn(`rollback to generation ${standby.g.number}: ${reason}`);
     this.remember(rec);
-    await runRollback(rec, { standby: standby.g, current, drainTimeoutMs: this.opts.drainTimeoutMs, transferTimeoutMs: TRANSFER_TIMEOUT_MS, exclusive: this.opts.handoff === 'exclusive', onChange: this.onChange(watchers) });
+    await runRollback(rec, {
+      standby: standby.g,
+      current,
+      drainTimeoutMs: this.opts.drainTimeoutMs,
+      transferTimeoutMs: TRANSFER_TIMEOUT_MS,
+      exclusive: this.opts.handoff === 'exclusive',
+      onChange: this.onChange(watchers),
+    });
     if (rec.state === 'done') {
       if (current) this.previous = { argv: current.argv, cwd: current.cwd, opts: { ...this.opts } };
       this.serving = standby.g;
@@ -674,7 +746,8 @@ export class Supervisor {
     });
     g.on('respawn', (w: Worker, delay: number, streak: number) => {
       const fields = { delay_ms: delay, restarts: g.restarts[w.index] };
-      if (streak >= CRASH_LOOP) this.log.warn(`worker ${g.number}.${w.index} is crash-looping (${streak} quick deaths in a row); restarting with backoff`, fields);
+      if (streak >= CRASH_LOOP)
+        this.log.warn(`worker ${g.number}.${w.index} is crash-looping (${streak} quick deaths in a row); restarting with backoff`, fields);
       else this.log.info(`restarting worker ${g.number}.${w.index}`, fields);
     });
     void g.whenExited().then(() => {
@@ -702,10 +775,13 @@ export class Supervisor {
       const stopMs = this.opts.stopTimeoutMs ?? null;
       const drainMs = stopMs === null ? this.opts.drainTimeoutMs : Math.min(this.opts.drainTimeoutMs, stopMs - Math.min(1000, stopMs / 10));
       for (const g of all) void g.drain(drainMs);
-      const hard = stopMs === null ? undefined : setTimeout(() => {
-        this.log.warn(`stop timeout (${stopMs} ms) reached: killing every worker still running`);
-        this.kill();
-      }, stopMs);
+      const hard =
+        stopMs === null
+          ? undefined
+          : setTimeout(() => {
+              this.log.warn(`stop timeout (${stopMs} ms) reached: killing every worker still running`);
+              this.kill();
+            }, stopMs);
       // The service is going away: refuse new connections now rather than queue them for nobody.
       this.roundRobin?.close();
       closeListeners(this.listeners);
@@ -907,14 +983,28 @@ export interface StatusReport {
     /** How the connections its draining workers had ended, by kind. */
     ended: ConnEndings;
     /** `replaced`: how often the worker in this slot was replaced for going over --max-memory. */
-    workers: { index: number; pid: number; state: string; uptimeMs: number; restarts: number; replaced: number; crashLoop: boolean; connections: number | null; connectionsByKind: Partial<Record<ConnKind, number>> | null; rssBytes: number | null; status: string | null }[];
+    workers: {
+      index: number;
+      pid: number;
+      state: string;
+      uptimeMs: number;
+      restarts: number;
+      replaced: number;
+      crashLoop: boolean;
+      connections: number | null;
+      connectionsByKind: Partial<Record<ConnKind, number>> | null;
+      rssBytes: number | null;
+      status: string | null;
+    }[];
   }[];
   history: HandoffRecord[];
 }
 
 /** What the config file, --env and --env-file set: names whose value is not baton's own. */
 function setNames(env: NodeJS.ProcessEnv): string[] {
-  return Object.keys(env).filter((k) => env[k] !== process.env[k]).sort();
+  return Object.keys(env)
+    .filter((k) => env[k] !== process.env[k])
+    .sort();
 }
 
 function changedNames(before: NodeJS.ProcessEnv, after: NodeJS.ProcessEnv): string[] {

@@ -11,16 +11,15 @@
 //   {"cmd":"takeover-commit"}     ---->   drain every generation, close the control socket
 //                                 <----   connection closed: the control path is free
 //   renames its own control socket onto the path
-import { renameSync } from 'node:fs';
-import { closeSync, writeSync } from 'node:fs';
+import { closeSync, renameSync, writeSync } from 'node:fs';
 import * as net from 'node:net';
-import { connectUnix, recvLineWithFds, sendWithFds } from '../os/fdpass.js';
-import { handleFd } from '../os/internals.js';
-import { SysError } from '../os/libc.js';
-import { isListening, socketAddress } from '../os/sockets.js';
-import type { InheritedSocket } from '../os/activation.js';
 import type { Listener } from '../common/address.js';
 import { log } from '../log/log.js';
+import type { InheritedSocket } from '../os/activation.js';
+import { connectUnix, recvLineWithFds, sendWithFds } from '../os/fdpass.js';
+import { handleFd } from '../os/internals.js';
+import type { SysError } from '../os/libc.js';
+import { isListening, socketAddress } from '../os/sockets.js';
 
 export interface TakeoverOffer {
   pid: number;
@@ -60,7 +59,9 @@ export function requestTakeover(path: string): Takeover {
   const reply = JSON.parse(received.line) as { ok: boolean; error?: string; result?: TakeoverOffer };
   if (!reply.ok || !reply.result || received.fds.length !== reply.result.listeners.length) {
     for (const f of [...received.fds, fd]) closeSync(f);
-    throw new Error(`--takeover refused by the supervisor at ${path}: ${reply.error ?? `${received.fds.length} sockets for ${reply.result?.listeners.length} listeners`}`);
+    throw new Error(
+      `--takeover refused by the supervisor at ${path}: ${reply.error ?? `${received.fds.length} sockets for ${reply.result?.listeners.length} listeners`}`,
+    );
   }
   const offer = reply.result;
   const sockets = received.fds.map((f, i): InheritedSocket => {
@@ -91,7 +92,11 @@ export function requestTakeover(path: string): Takeover {
 /** The old side: answer a takeover request with every listener's fd, in order. */
 export function offerSockets(conn: net.Socket, listeners: readonly Listener[]): void {
   const offer: TakeoverOffer = { pid: process.pid, listeners: listeners.map((l) => ({ name: l.name })) };
-  sendWithFds(handleFd(conn), JSON.stringify({ id: 1, ok: true, result: offer }) + '\n', listeners.map((l) => l.fd));
+  sendWithFds(
+    handleFd(conn),
+    JSON.stringify({ id: 1, ok: true, result: offer }) + '\n',
+    listeners.map((l) => l.fd),
+  );
 }
 
 /**

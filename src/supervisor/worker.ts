@@ -3,13 +3,24 @@
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
-import { ENV, ENV_UDP, isFromWorker, type ConnEndings, type ConnKind, type Distribution, type HandoffMode, type ReadyMode, type ToWorker, type Warmup } from '../common/protocol.js';
 import type { Listener } from '../common/address.js';
-import { udpWorkerInfo, workerInfo } from './listeners.js';
-import { heldConnections } from '../os/proc.js';
-import { WorkerNotify, type Credentials, type NotifyOptions } from './notify.js';
-import type { WorkerProcess } from './adopt.js';
+import {
+  type ConnEndings,
+  type ConnKind,
+  type Distribution,
+  ENV,
+  ENV_UDP,
+  type HandoffMode,
+  isFromWorker,
+  type ReadyMode,
+  type ToWorker,
+  type Warmup,
+} from '../common/protocol.js';
 import type { RawConnection } from '../os/internals.js';
+import { heldConnections } from '../os/proc.js';
+import type { WorkerProcess } from './adopt.js';
+import { udpWorkerInfo, workerInfo } from './listeners.js';
+import { type Credentials, type NotifyOptions, WorkerNotify } from './notify.js';
 
 /** standby: drained, alive, not accepting, until a rollback resumes it or it drains for good (--keep-previous). */
 export type WorkerState = 'starting' | 'ready' | 'draining' | 'standby' | 'exited';
@@ -75,8 +86,7 @@ const OUTPUT_LINES = 50;
 // LISTEN_PID must equal the worker's own pid (sd_listen_fds() checks it), which is only
 // known after fork: a shell sets it and exec's the program, keeping that pid. WATCHDOG_PID
 // likewise, for sd_watchdog_enabled(), when there is a watchdog.
-const EXEC_WRAPPER =
-  'LISTEN_PID=$$; export LISTEN_PID; if [ -n "$WATCHDOG_USEC" ]; then WATCHDOG_PID=$$; export WATCHDOG_PID; fi; exec "$@"';
+const EXEC_WRAPPER = 'LISTEN_PID=$$; export LISTEN_PID; if [ -n "$WATCHDOG_USEC" ]; then WATCHDOG_PID=$$; export WATCHDOG_PID; fi; exec "$@"';
 
 export interface WorkerExit {
   code: number | null;
@@ -159,18 +169,21 @@ export class Worker extends EventEmitter {
     const udp = udpWorkerInfo(opts.listeners);
     if (udp.length) env[ENV_UDP] = JSON.stringify(udp);
     // An adopted worker keeps the NOTIFY_SOCKET it was started with: it is not given a new one.
-    const notify = opts.notify && !opts.adopted ? new WorkerNotify(opts.notify, opts.readyMode, `${opts.generation}.${opts.index}`, opts.credentials ?? null) : undefined;
+    const notify =
+      opts.notify && !opts.adopted ? new WorkerNotify(opts.notify, opts.readyMode, `${opts.generation}.${opts.index}`, opts.credentials ?? null) : undefined;
     if (notify) Object.assign(env, notify.env());
 
-    this.child = opts.adopted ?? spawn('/bin/sh', ['-c', EXEC_WRAPPER, 'baton-worker', ...opts.argv], {
-      cwd: opts.cwd,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe', ...fds, 'ipc'],
-      // Own process group: a Ctrl-C in baton's terminal goes to baton, which drains the
-      // workers, instead of killing every worker mid-request.
-      detached: true,
-      ...opts.credentials,
-    });
+    this.child =
+      opts.adopted ??
+      spawn('/bin/sh', ['-c', EXEC_WRAPPER, 'baton-worker', ...opts.argv], {
+        cwd: opts.cwd,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe', ...fds, 'ipc'],
+        // Own process group: a Ctrl-C in baton's terminal goes to baton, which drains the
+        // workers, instead of killing every worker mid-request.
+        detached: true,
+        ...opts.credentials,
+      });
     notify?.attach(this);
     this.lines(this.child.stdout!, 'stdout');
     this.lines(this.child.stderr!, 'stderr');
@@ -192,17 +205,33 @@ export class Worker extends EventEmitter {
   /** What the next baton image needs to adopt this worker (src/upgrade/upgrade.ts); `fds` are filled in there. */
   snapshot(): Omit<WorkerSnapshot, 'retired' | 'fds'> {
     return {
-      index: this.index, pid: this.pid, state: this.state as WorkerSnapshot['state'], startedAt: this.startedAt, readyAt: this.readyAt,
-      drainStartedAt: this.drainStartedAt, acceptingStopped: this.acceptingStopped, hasRuntime: this.hasRuntime,
-      connections: this.connections, cut: this.cut, statusText: this.statusText, output: [...this.output],
+      index: this.index,
+      pid: this.pid,
+      state: this.state as WorkerSnapshot['state'],
+      startedAt: this.startedAt,
+      readyAt: this.readyAt,
+      drainStartedAt: this.drainStartedAt,
+      acceptingStopped: this.acceptingStopped,
+      hasRuntime: this.hasRuntime,
+      connections: this.connections,
+      cut: this.cut,
+      statusText: this.statusText,
+      output: [...this.output],
     };
   }
 
   /** An adopted worker carries on where the previous image left it; a draining one keeps its deadline. */
   resume(was: WorkerSnapshot, drainTimeoutMs: number): void {
     Object.assign(this, {
-      state: was.state, startedAt: was.startedAt, readyAt: was.readyAt, drainStartedAt: was.drainStartedAt, hasRuntime: was.hasRuntime,
-      connections: was.connections, cut: was.cut, statusText: was.statusText, acceptingStopped: was.acceptingStopped,
+      state: was.state,
+      startedAt: was.startedAt,
+      readyAt: was.readyAt,
+      drainStartedAt: was.drainStartedAt,
+      hasRuntime: was.hasRuntime,
+      connections: was.connections,
+      cut: was.cut,
+      statusText: was.statusText,
+      acceptingStopped: was.acceptingStopped,
     });
     this.output.push(...was.output);
     if (was.state !== 'draining' || was.drainStartedAt === null) return;
@@ -433,7 +462,9 @@ export class Worker extends EventEmitter {
     if (this.state !== 'starting') return;
     if (this.opts.threads > 1 && !this.hasRuntime) {
       // Ready by --ready-after, yet no runtime spoke: one copy runs, not the --threads asked for.
-      this.remember(`baton: --threads ${this.opts.threads} needs baton's Node runtime in the worker, and this program did not load it (a non-Node program, or Node started through another process)`);
+      this.remember(
+        `baton: --threads ${this.opts.threads} needs baton's Node runtime in the worker, and this program did not load it (a non-Node program, or Node started through another process)`,
+      );
       return this.kill();
     }
     this.state = 'ready';

@@ -14,11 +14,11 @@
 import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import * as v from 'valibot';
 import type { Listener } from '../common/address.js';
+import type { LogEntry } from '../common/protocol.js';
+import { VERSION } from '../common/version.js';
 import type { HandoffRecord } from '../supervisor/handoff.js';
 import type { ServiceOptions } from '../supervisor/supervisor.js';
 import type { WorkerSnapshot } from '../supervisor/worker.js';
-import type { LogEntry } from '../common/protocol.js';
-import { VERSION } from '../common/version.js';
 
 export const STATE_FORMAT = 2;
 export const OLDEST_FORMAT = 1;
@@ -99,7 +99,15 @@ const supervisor = v.strictObject({
   serving: v.nullable(v.pipe(v.number(), v.integer())),
 });
 /** The handoff records of `baton status`, as they are. */
-const history = v.array(v.looseObject({ id: v.pipe(v.number(), v.integer()), from: v.nullable(v.pipe(v.number(), v.integer())), to: v.pipe(v.number(), v.integer()), state: v.string(), drainedMs: v.nullable(ms) }));
+const history = v.array(
+  v.looseObject({
+    id: v.pipe(v.number(), v.integer()),
+    from: v.nullable(v.pipe(v.number(), v.integer())),
+    to: v.pipe(v.number(), v.integer()),
+    state: v.string(),
+    drainedMs: v.nullable(ms),
+  }),
+);
 /** What `baton logs` shows: the supervisor's ring of recent lines, oldest first. */
 const logs = v.array(v.looseObject({ at: ms, level: v.picklist(['info', 'warn', 'error']), msg: v.string() }));
 
@@ -185,7 +193,9 @@ export function decodeState(text: string): { state: State; format: number } {
     );
   }
   if (format < OLDEST_FORMAT) {
-    throw new StateError(`the running supervisor's state is format ${format}, older than this baton understands (${reads}): upgrade through an intermediate version`);
+    throw new StateError(
+      `the running supervisor's state is format ${format}, older than this baton understands (${reads}): upgrade through an intermediate version`,
+    );
   }
   const r = format === 1 ? v.safeParse(stateV1, raw) : v.safeParse(stateV2, raw);
   if (!r.success) {

@@ -16,17 +16,17 @@ import { existsSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { ControlEvent, ControlReply } from '../common/protocol.js';
+import { log, ring } from '../log/log.js';
 import { closeFd, isCloexec, memfd, setCloexec } from '../os/fds.js';
 import { handleFd } from '../os/internals.js';
 import { execve } from '../os/process.js';
 import { AdoptedProcess, processFds } from '../supervisor/adopt.js';
-import { STATE_FORMAT, VERSION, readState, writeState, type GenerationState, type ServiceState, type State } from './state.js';
 import type { HandoffRecord } from '../supervisor/handoff.js';
-import type { ControlEvent, ControlReply } from '../common/protocol.js';
-import type { ServiceOptions, Supervisor } from '../supervisor/supervisor.js';
-import type { GroupReload, ServiceGroup } from '../supervisor/services.js';
 import { notifyDirectory } from '../supervisor/notify.js';
-import { log, ring } from '../log/log.js';
+import type { GroupReload, ServiceGroup } from '../supervisor/services.js';
+import type { ServiceOptions, Supervisor } from '../supervisor/supervisor.js';
+import { type GenerationState, readState, type ServiceState, STATE_FORMAT, type State, VERSION, writeState } from './state.js';
 
 /** The entry point of this baton: what `baton upgrade` runs when not told otherwise. */
 export const DEFAULT_ENTRY = fileURLToPath(new URL('../cli/main.js', import.meta.url));
@@ -104,11 +104,15 @@ export async function upgrade(sup: Upgradable, req: UpgradeRequest, emit: Emit, 
     // The event must be out before the exec: a line cut in half would garble the reply.
     if (conn) await flushed(conn);
     // Round-robin: a connection accepted here but not yet passed on would close with this image.
-    const dealing = servicesOf(sup).map((s) => s.internals).filter((i) => i.roundRobin !== null);
+    const dealing = servicesOf(sup)
+      .map((s) => s.internals)
+      .filter((i) => i.roundRobin !== null);
     try {
       const handed = await Promise.all(dealing.map((i) => i.roundRobin!.handOver(HANDOVER_TIMEOUT_MS)));
       if (handed.includes(false)) {
-        throw new Error(`upgrade refused: connections accepted in round-robin mode found no ready worker within ${HANDOVER_TIMEOUT_MS} ms; the running supervisor carries on`);
+        throw new Error(
+          `upgrade refused: connections accepted in round-robin mode found no ready worker within ${HANDOVER_TIMEOUT_MS} ms; the running supervisor carries on`,
+        );
       }
       refuse(sup, req); // a reload or a stop may have begun meanwhile
       become(sup, req, conn, requestedAt, entry, mem);
@@ -141,11 +145,15 @@ function refuse(t: Upgradable, req: UpgradeRequest): void {
     if (busy) no(`${label}${busy}`);
     if (req.restartWorkers) continue;
     if (options.distribution === 'round-robin') {
-      no(`${label}with --distribution round-robin the supervisor passes connections to workers over their IPC channel, which a new image can only reach as a plain stream; use baton upgrade --restart-workers`);
+      no(
+        `${label}with --distribution round-robin the supervisor passes connections to workers over their IPC channel, which a new image can only reach as a plain stream; use baton upgrade --restart-workers`,
+      );
     }
     const notify = options.launch?.notify;
     if (options.readyMode === 'notify' || notify?.watchdogMs != null || notify?.readyAfterMs != null) {
-      no(`${label}with --ready notify, --ready-after or --watchdog baton watches each worker through a NOTIFY_SOCKET of its own, which a new image does not take over; use baton upgrade --restart-workers`);
+      no(
+        `${label}with --ready notify, --ready-after or --watchdog baton watches each worker through a NOTIFY_SOCKET of its own, which a new image does not take over; use baton upgrade --restart-workers`,
+      );
     }
   }
 }
@@ -167,7 +175,12 @@ function check(entry: string, mem: number): Promise<void> {
     const lines: string[] = [];
     let stdout = '';
     const keep = (d: Buffer): void => {
-      lines.push(...d.toString('utf8').split('\n').filter((l) => l.trim()));
+      lines.push(
+        ...d
+          .toString('utf8')
+          .split('\n')
+          .filter((l) => l.trim()),
+      );
       lines.splice(0, Math.max(0, lines.length - CHECK_LINES));
     };
     child.stdout!.on('data', (d: Buffer) => {
@@ -341,7 +354,7 @@ export async function resume(t: Upgradable, stateFd: number): Promise<void> {
       generations: s.generations,
       adopt: (g, gs: GenerationState) => {
         Object.assign(g, { state: gs.state, target: gs.target, startedAt: gs.startedAt, readyAt: gs.readyAt, drainStartedAt: gs.drainStartedAt });
-        gs.restarts.forEach((n, k) => (g.restarts[k] = n));
+        for (const [k, n] of gs.restarts.entries()) g.restarts[k] = n;
         // Retired ones first: see Generation.adopt.
         for (const ws of [...gs.workers].sort((x, y) => Number(y.retired) - Number(x.retired))) {
           g.adopt(ws.index, new AdoptedProcess(ws.pid, ws.fds), ws.retired).resume(ws, options.drainTimeoutMs);
@@ -380,7 +393,8 @@ export async function resume(t: Upgradable, stateFd: number): Promise<void> {
       result.reloads = results;
     } else {
       const rec = await t.reload({ trigger: 'upgrade', watch: (s, m) => reply?.event(s, m) }).catch((e: Error) => e);
-      if (rec instanceof Error || rec.state === 'failed') return failed(rec instanceof Error ? rec.message : (rec.error ?? 'unknown error'), rec instanceof Error ? undefined : rec);
+      if (rec instanceof Error || rec.state === 'failed')
+        return failed(rec instanceof Error ? rec.message : (rec.error ?? 'unknown error'), rec instanceof Error ? undefined : rec);
       result.handoff = rec;
     }
   }
@@ -432,11 +446,12 @@ export async function checkState(fd: number, names: readonly string[] | null): P
     isCloexec(fd); // loads koffi: the new image needs it at once
     await import('../runtime/runtime.js'); // what new workers preload
     const listeners = s.services.reduce((n, svc) => n + svc.listeners.length, 0);
-    process.stdout.write(`${CHECK_OK}: baton ${VERSION}, state format ${format}, ${s.services.length} service(s), ${listeners} listener(s), ${workerCount(s)} worker(s)\n`);
+    process.stdout.write(
+      `${CHECK_OK}: baton ${VERSION}, state format ${format}, ${s.services.length} service(s), ${listeners} listener(s), ${workerCount(s)} worker(s)\n`,
+    );
     process.exit(0);
   } catch (e) {
     process.stderr.write(`baton: ${(e as Error).message}\n`);
     process.exit(1);
   }
 }
-

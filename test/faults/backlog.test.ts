@@ -1,6 +1,7 @@
 // The listen backlog overflows while the first generation is slow to start.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
+import { test } from 'node:test';
 import { startLoad } from '../../bench/load.js';
 import { startBaton } from '../helpers/baton.js';
 import { abortOnOverflow } from '../helpers/prereq.js';
@@ -9,7 +10,8 @@ import { cases, faulty, record } from './harness.js';
 const EXPECTED = cases({
   'backlog-overflow': {
     fault: '60 new connections at once while the first generation takes over 1 s to start, with --backlog 8',
-    expected: 'nothing refused, nothing failed: the kernel queues backlog + 1 connections, answered as soon as the worker accepts; for the others it drops the SYN, or the handshake\'s last ACK (tcp_abort_on_overflow = 0), and they complete on a resend (of the SYN: 1 s, 3 s, 7 s after the first; of the request: 200 ms, 400 ms, …): later, never refused',
+    expected:
+      "nothing refused, nothing failed: the kernel queues backlog + 1 connections, answered as soon as the worker accepts; for the others it drops the SYN, or the handshake's last ACK (tcp_abort_on_overflow = 0), and they complete on a resend (of the SYN: 1 s, 3 s, 7 s after the first; of the request: 200 ms, 400 ms, …): later, never refused",
   },
 });
 

@@ -1,28 +1,32 @@
 // Faults on the control plane: requests that race each other, and hostile input.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
+import { test } from 'node:test';
 import { request } from 'undici';
-import { ROOT, startBaton } from '../helpers/baton.js';
+import type { LoadHandle, LoadReport } from '../../bench/load.js';
 import type { ControlReply } from '../../src/common/protocol.js';
 import type { HandoffRecord } from '../../src/supervisor/handoff.js';
-import type { LoadHandle, LoadReport } from '../../bench/load.js';
 import type { Baton } from '../helpers/baton.js';
+import { ROOT, startBaton } from '../helpers/baton.js';
 import { assertLoaded, assertNoneFailed, cases, faulty, flowing, inFlight, load, mergeReports, record, splitLoad, until } from './harness.js';
 
 const EXPECTED = cases({
   'reload-storm': {
     fault: 'reload storm: 100 reload requests within about a second from 5 clients at once, each naming its own command line',
-    expected: 'every request is answered (merged ones with the handoff that served them); handoffs never overlap (history phase times); far fewer handoffs than requests; the end state runs the last requested command line; 0 failed',
+    expected:
+      'every request is answered (merged ones with the handoff that served them); handoffs never overlap (history phase times); far fewer handoffs than requests; the end state runs the last requested command line; 0 failed',
   },
   'stop-during-handoff': {
     fault: '`stop` while a handoff is starting a slow new version',
-    expected: 'the starting generation is stopped and the reload answered "failed"; requests in flight at the stop (the load\'s and a slow one) are answered; baton exits 0 within the drain deadline; what the load starts after the stop is refused, or reset if the kernel had queued its new connection when the listeners closed (a stop ends the service); nothing else fails',
+    expected:
+      'the starting generation is stopped and the reload answered "failed"; requests in flight at the stop (the load\'s and a slow one) are answered; baton exits 0 within the drain deadline; what the load starts after the stop is refused, or reset if the kernel had queued its new connection when the listeners closed (a stop ends the service); nothing else fails',
   },
   'reload-during-stop': {
     fault: '`reload` while a stop drains a slow request',
-    expected: 'the reload is refused ("the supervisor is stopping") and starts nothing; requests in flight at the stop (the load\'s and a slow one) are answered; baton exits 0; what the load starts after the stop is refused (ECONNREFUSED), a new connection queued in the instant the listener closed reset (one per client at most); nothing else fails',
+    expected:
+      'the reload is refused ("the supervisor is stopping") and starts nothing; requests in flight at the stop (the load\'s and a slow one) are answered; baton exits 0; what the load starts after the stop is refused (ECONNREFUSED), a new connection queued in the instant the listener closed reset (one per client at most); nothing else fails',
   },
   'scale-during-handoff': {
     fault: '`scale 3` while a handoff is starting (1 worker, slow new version)',
@@ -30,7 +34,8 @@ const EXPECTED = cases({
   },
   'hostile-control': {
     fault: 'hostile control input: malformed JSON, 500k-deep nesting, a 10 MB line, a client that says nothing, 1,000 clients at once, unknown commands',
-    expected: 'each gets an error reply (the 10 MB line: "request too long", then the connection is closed) or is simply served; the supervisor keeps serving, answers the next well-formed request, holds no extra descriptor afterwards; 0 failed',
+    expected:
+      'each gets an error reply (the 10 MB line: "request too long", then the connection is closed) or is simply served; the supervisor keeps serving, answers the next well-formed request, holds no extra descriptor afterwards; 0 failed',
   },
 });
 
@@ -53,10 +58,12 @@ test(EXPECTED['reload-storm'].fault, async (t) => {
     const req = { tag, at: Date.now(), heard: Infinity };
     sent.push(req);
     received.push(new Promise<void>((r) => (heard = r)));
-    replies.push(b.request({ cmd: 'reload', argv: faulty(`--tag=${tag}`), cwd: ROOT }, () => {
-      req.heard = Math.min(req.heard, Date.now());
-      heard();
-    }));
+    replies.push(
+      b.request({ cmd: 'reload', argv: faulty(`--tag=${tag}`), cwd: ROOT }, () => {
+        req.heard = Math.min(req.heard, Date.now());
+        heard();
+      }),
+    );
   };
   // 5 clients, 99 requests spread over about a second; the 100th once all of them are in.
   await Promise.all(
@@ -93,17 +100,31 @@ test(EXPECTED['reload-storm'].fault, async (t) => {
     assert.ok(r.ok);
     const rec = r.result as HandoffRecord;
     assert.equal(rec.state, 'done', `${req.tag}: ${JSON.stringify(rec)}`);
-    assert.ok(rec.requestedAt >= req.at, `${req.tag} (sent at ${req.at}) answered with handoff ${rec.id}, which began at ${rec.requestedAt}, before it was sent`);
+    assert.ok(
+      rec.requestedAt >= req.at,
+      `${req.tag} (sent at ${req.at}) answered with handoff ${rec.id}, which began at ${rec.requestedAt}, before it was sent`,
+    );
     const skipped = storm.find((h) => h.requestedAt > req.heard && h.requestedAt < rec.requestedAt);
-    assert.equal(skipped, undefined, `${req.tag} was in at ${req.heard}, so handoff ${skipped?.id} (began ${skipped?.requestedAt}) served it, not handoff ${rec.id} (began ${rec.requestedAt})`);
+    assert.equal(
+      skipped,
+      undefined,
+      `${req.tag} was in at ${req.heard}, so handoff ${skipped?.id} (began ${skipped?.requestedAt}) served it, not handoff ${rec.id} (began ${rec.requestedAt})`,
+    );
     served.set(rec.id, [...(served.get(rec.id) ?? []), req.tag]);
-    assert.ok(storm.some((h) => h.id === rec.id && tagOf(h.argv) === tagOf(rec.argv)), `handoff ${rec.id} is not in the history as answered`);
+    assert.ok(
+      storm.some((h) => h.id === rec.id && tagOf(h.argv) === tagOf(rec.argv)),
+      `handoff ${rec.id} is not in the history as answered`,
+    );
   });
   for (const [id, tags] of served) {
     const ran = tagOf(storm.find((h) => h.id === id)!.argv);
     assert.ok(tags.includes(ran), `handoff ${id} ran ${ran}, a command line none of the requests it answered (${tags.join(', ')}) asked for`);
   }
-  assert.deepEqual([...served.keys()].sort((a, b) => a - b), storm.map((h) => h.id), 'every handoff answered some request');
+  assert.deepEqual(
+    [...served.keys()].sort((a, b) => a - b),
+    storm.map((h) => h.id),
+    'every handoff answered some request',
+  );
   const last = all.at(-1)!;
   assert.ok(last.ok);
   assert.equal(tagOf((last.result as HandoffRecord).argv), 'storm-last');
@@ -111,7 +132,11 @@ test(EXPECTED['reload-storm'].fault, async (t) => {
   const rep = await l.stop();
   assertNoneFailed(rep, b);
   assertLoaded(rep);
-  record(spec, { observed: `100 requests sent in ${sentMs} ms, all answered ok; ${storm.length} handoffs, none overlapping; serving ${serving.argv.slice(2).join(' ')}` }, rep);
+  record(
+    spec,
+    { observed: `100 requests sent in ${sentMs} ms, all answered ok; ${storm.length} handoffs, none overlapping; serving ${serving.argv.slice(2).join(' ')}` },
+    rep,
+  );
 });
 
 /**
@@ -119,7 +144,11 @@ test(EXPECTED['reload-storm'].fault, async (t) => {
  * drain finishes them, with Connection: close), and what comes after it is refused. Keep-alive
  * and new-connection clients run as two loads, so each kind's errors can be told apart.
  */
-async function intoStop(b: Baton, l: { keepAlive: LoadHandle; fresh: LoadHandle }, during: () => Promise<void>): Promise<{ keepAlive: LoadReport; fresh: LoadReport; inFlight: number; answeredAfter: number }> {
+async function intoStop(
+  b: Baton,
+  l: { keepAlive: LoadHandle; fresh: LoadHandle },
+  during: () => Promise<void>,
+): Promise<{ keepAlive: LoadReport; fresh: LoadReport; inFlight: number; answeredAfter: number }> {
   const before = l.keepAlive.snapshot();
   const busy = inFlight(l.keepAlive);
   const stopped = b.request({ cmd: 'stop' });
@@ -140,7 +169,10 @@ test(EXPECTED['stop-during-handoff'].fault, async (t) => {
   await Promise.all([flowing(l.keepAlive), flowing(l.fresh)]);
   const reloading = b.reload(faulty('--tag=v2', '--start-delay=3000'));
   await b.waitFor(/worker 2\.0 started/);
-  const inFlightSlow = request(`http://127.0.0.1:${port}/slow?ms=1000`).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }), (e: Error & { code?: string }) => ({ status: 0, body: e.code ?? e.message }));
+  const inFlightSlow = request(`http://127.0.0.1:${port}/slow?ms=1000`).then(
+    async (r) => ({ status: r.statusCode, body: await r.body.text() }),
+    (e: Error & { code?: string }) => ({ status: 0, body: e.code ?? e.message }),
+  );
   await b.waitFor(/\[1\.0\] slow-start/);
   const t0 = Date.now();
   let reply!: ControlReply;
@@ -162,7 +194,13 @@ test(EXPECTED['stop-during-handoff'].fault, async (t) => {
   assert.equal(slow.status, 200, slow.body);
   const rep = mergeReports(r.keepAlive, r.fresh);
   assertLoaded(rep);
-  record(spec, { observed: `reload answered "${reply.error}"; stop done in ${stopMs} ms, exit 0; in-flight slow request answered 200; the ${r.inFlight} keep-alive requests in flight at the stop answered; after it: ${JSON.stringify(rep.errors)} (refused, or reset in the closing listener's queue)` }, rep);
+  record(
+    spec,
+    {
+      observed: `reload answered "${reply.error}"; stop done in ${stopMs} ms, exit 0; in-flight slow request answered 200; the ${r.inFlight} keep-alive requests in flight at the stop answered; after it: ${JSON.stringify(rep.errors)} (refused, or reset in the closing listener's queue)`,
+    },
+    rep,
+  );
 });
 
 test(EXPECTED['reload-during-stop'].fault, async (t) => {
@@ -172,7 +210,10 @@ test(EXPECTED['reload-during-stop'].fault, async (t) => {
   const port = await b.port();
   const l = splitLoad(t, port);
   await Promise.all([flowing(l.keepAlive), flowing(l.fresh)]);
-  const slow = request(`http://127.0.0.1:${port}/slow?ms=1500`).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }), (e: Error & { code?: string }) => ({ status: 0, body: e.code ?? e.message }));
+  const slow = request(`http://127.0.0.1:${port}/slow?ms=1500`).then(
+    async (r) => ({ status: r.statusCode, body: await r.body.text() }),
+    (e: Error & { code?: string }) => ({ status: 0, body: e.code ?? e.message }),
+  );
   await b.waitFor(/\[1\.0\] slow-start/);
   let reply!: ControlReply;
   const r = await intoStop(b, l, async () => {
@@ -193,7 +234,13 @@ test(EXPECTED['reload-during-stop'].fault, async (t) => {
   assert.equal(answered.status, 200, answered.body);
   const rep = mergeReports(r.keepAlive, r.fresh);
   assertLoaded(rep);
-  record(spec, { observed: `reload answered "${reply.error}", no generation 2 started; slow request answered 200; exit 0; the ${r.inFlight} keep-alive requests in flight at the stop answered; after it: ${JSON.stringify(rep.errors)}` }, rep);
+  record(
+    spec,
+    {
+      observed: `reload answered "${reply.error}", no generation 2 started; slow request answered 200; exit 0; the ${r.inFlight} keep-alive requests in flight at the stop answered; after it: ${JSON.stringify(rep.errors)}`,
+    },
+    rep,
+  );
 });
 
 test(EXPECTED['scale-during-handoff'].fault, async (t) => {
@@ -290,5 +337,11 @@ test(EXPECTED['hostile-control'].fault, async (t) => {
   assert.ok(after <= before, `supervisor fds: ${before} before, ${after} after`);
   assertNoneFailed(rep, b);
   assertLoaded(rep);
-  record(spec, { observed: `all errors answered, 10 MB line cut at 1 MiB and closed; 1000/1000 concurrent status answered; next status and a reload answered; supervisor fds ${before} -> ${after}` }, rep);
+  record(
+    spec,
+    {
+      observed: `all errors answered, 10 MB line cut at 1 MiB and closed; 1000/1000 concurrent status answered; next status and a reload answered; supervisor fds ${before} -> ${after}`,
+    },
+    rep,
+  );
 });

@@ -1,15 +1,17 @@
 // Faults of the old version while it is replaced: it ignores the drain, or dies draining.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
+import { test } from 'node:test';
 import { request } from 'undici';
-import { startBaton } from '../helpers/baton.js';
 import type { HandoffRecord } from '../../src/supervisor/handoff.js';
+import { startBaton } from '../helpers/baton.js';
 import { assertHeldFailed, assertLoaded, cases, describeHeld, faulty, flowing, freezeAndCount, load, record } from './harness.js';
 
 const EXPECTED = cases({
   'ignore-drain': {
     fault: 'old version ignores the drain (event loop blocked; --drain-timeout 1s)',
-    expected: 'reload done; the old worker is killed at the deadline; the connections it held are counted as cut and reported; failed = cut (nothing else fails)',
+    expected:
+      'reload done; the old worker is killed at the deadline; the connections it held are counted as cut and reported; failed = cut (nothing else fails)',
   },
   'crash-draining': {
     fault: 'old version crashes (SIGABRT) while draining',
@@ -51,7 +53,14 @@ test(EXPECTED['ignore-drain'].fault, async (t) => {
   assert.ok(rep.failed + 1 <= rec.cut, `failed ${rep.failed} + the /block request, but cut ${rec.cut}`);
   assertHeldFailed(rep.failed + 1, c, 1, JSON.stringify(rep.errors));
   assertLoaded(rep);
-  record(spec, { observed: `reload done; old worker killed at the deadline, gone ${rec.drainedMs} ms after the request (reply ${took} ms); cut ${rec.cut} reported in history and log; ${describeHeld(rep.failed + 1, c)} (+ the /block request)`, ...c }, { ...rep, requests: rep.requests + 1, failed: rep.failed + 1 });
+  record(
+    spec,
+    {
+      observed: `reload done; old worker killed at the deadline, gone ${rec.drainedMs} ms after the request (reply ${took} ms); cut ${rec.cut} reported in history and log; ${describeHeld(rep.failed + 1, c)} (+ the /block request)`,
+      ...c,
+    },
+    { ...rep, requests: rep.requests + 1, failed: rep.failed + 1 },
+  );
 });
 
 test(EXPECTED['crash-draining'].fault, async (t) => {
@@ -85,5 +94,12 @@ test(EXPECTED['crash-draining'].fault, async (t) => {
   assert.equal(s.generations[0]!.workers[0]!.restarts, 0);
   assertHeldFailed(rep.failed + 1, c, 1, JSON.stringify(rep.errors));
   assertLoaded(rep);
-  record(spec, { observed: `reload done; old worker died of SIGABRT while draining; generation 2 untouched; ${describeHeld(rep.failed + 1, c)} (the slow request included)`, ...c }, { ...rep, requests: rep.requests + 1, failed: rep.failed + 1 });
+  record(
+    spec,
+    {
+      observed: `reload done; old worker died of SIGABRT while draining; generation 2 untouched; ${describeHeld(rep.failed + 1, c)} (the slow request included)`,
+      ...c,
+    },
+    { ...rep, requests: rep.requests + 1, failed: rep.failed + 1 },
+  );
 });

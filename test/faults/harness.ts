@@ -7,9 +7,9 @@
 // (bench/reliability-report.ts) renders the matrix from the suite's own output. With
 // BATON_RELIABILITY_OUT=<dir> set, each case appends one JSON line to <dir>/faults.jsonl.
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { mixedClients, startLoad, type LoadHandle, type LoadReport } from '../../bench/load.js';
+import { type LoadHandle, type LoadReport, mixedClients, startLoad } from '../../bench/load.js';
 import type { Baton } from '../helpers/baton.js';
 import { FIXTURES } from '../helpers/baton.js';
 
@@ -198,7 +198,10 @@ export async function freezeAndCount(pid: number, port: number, settle?: () => P
  * unread ones) failed.
  */
 export function assertHeldFailed(failed: number, c: Held, known = 0, why = ''): void {
-  assert.ok(failed <= c.held && failed >= Math.max(c.unread, known), `failed ${failed}, but held ${c.held} of which ${c.unread} unread (${known} known in flight) ${why}`);
+  assert.ok(
+    failed <= c.held && failed >= Math.max(c.unread, known),
+    `failed ${failed}, but held ${c.held} of which ${c.unread} unread (${known} known in flight) ${why}`,
+  );
 }
 
 export function describeHeld(failed: number, c: Held): string {
@@ -246,7 +249,11 @@ export function listenState(port: number): { listening: number; queued: number }
 }
 
 /** Leave the case's result for the report (only with BATON_RELIABILITY_OUT). */
-export function record(spec: CaseSpec & { id: string }, r: Omit<CaseResult, 'id' | 'fault' | 'expected' | 'requests' | 'failed' | 'errors'>, rep: LoadReport | { requests: number; failed: number; errors?: Record<string, number> }): void {
+export function record(
+  spec: CaseSpec & { id: string },
+  r: Omit<CaseResult, 'id' | 'fault' | 'expected' | 'requests' | 'failed' | 'errors'>,
+  rep: LoadReport | { requests: number; failed: number; errors?: Record<string, number> },
+): void {
   const dir = process.env.BATON_RELIABILITY_OUT;
   if (!dir) return;
   mkdirSync(dir, { recursive: true });

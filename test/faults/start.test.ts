@@ -1,11 +1,25 @@
 // Faults of the new version: it cannot start, hangs, or dies soon after it said ready.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { request } from 'undici';
-import { FIXTURES, startBaton, tempDir } from '../helpers/baton.js';
 import type { HandoffRecord } from '../../src/supervisor/handoff.js';
-import { alive, assertHeldFailed, assertLoaded, assertNoneFailed, cases, describeHeld, faulty, flowing, freezeAndCount, load, record, until } from './harness.js';
+import { FIXTURES, startBaton, tempDir } from '../helpers/baton.js';
+import {
+  alive,
+  assertHeldFailed,
+  assertLoaded,
+  assertNoneFailed,
+  cases,
+  describeHeld,
+  faulty,
+  flowing,
+  freezeAndCount,
+  load,
+  record,
+  until,
+} from './harness.js';
 
 const EXPECTED = cases({
   'start-exit': {
@@ -39,7 +53,10 @@ test(EXPECTED['start-exit'].fault, async (t) => {
   const reply = await b.reload(faulty('--tag=v2', '--exit-at-start'));
   assert.ok(!reply.ok);
   assert.match(reply.error, /worker 0 of generation 2 exited with code 3 before it was ready/);
-  assert.ok((reply.detail as HandoffRecord).output.some((x) => x.includes('v2: cannot start')), JSON.stringify(reply.detail));
+  assert.ok(
+    (reply.detail as HandoffRecord).output.some((x) => x.includes('v2: cannot start')),
+    JSON.stringify(reply.detail),
+  );
   await flowing(l);
   const s = await b.status();
   assert.equal(s.serving, 1);
@@ -137,9 +154,20 @@ test(EXPECTED['crash-mid-handoff'].fault, async (t) => {
   assert.equal(s.serving, 1);
   const g1 = s.generations.find((x) => x.number === 1)!;
   assert.equal(g1.ready, 2, JSON.stringify(g1));
-  assert.equal(s.generations.some((x) => x.number === 2), false, 'generation 2 is gone');
+  assert.equal(
+    s.generations.some((x) => x.number === 2),
+    false,
+    'generation 2 is gone',
+  );
   for (const r of await Promise.all(slow)) assert.equal(r.status, 200);
   assertHeldFailed(rep.failed, c, 0, JSON.stringify(rep.errors));
   assertLoaded(rep);
-  record(spec, { observed: `reload failed and rolled back (${reply.error.replace(/^reload failed: /, '')}); gen 1 whole again, 2 ready; ${slow.length} slow request(s) on old workers answered 200; ${describeHeld(rep.failed, c)}`, ...c }, rep);
+  record(
+    spec,
+    {
+      observed: `reload failed and rolled back (${reply.error.replace(/^reload failed: /, '')}); gen 1 whole again, 2 ready; ${slow.length} slow request(s) on old workers answered 200; ${describeHeld(rep.failed, c)}`,
+      ...c,
+    },
+    rep,
+  );
 });

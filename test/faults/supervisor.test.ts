@@ -1,6 +1,7 @@
 // The supervisor itself is SIGKILLed: its workers must not serve on, orphaned, forever.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
+import { test } from 'node:test';
 import { request } from 'undici';
 import { startBaton } from '../helpers/baton.js';
 import { alive, cases, faulty, flowing, freezeAndCount, listenState, load, record, until } from './harness.js';
@@ -8,15 +9,20 @@ import { alive, cases, faulty, flowing, freezeAndCount, listenState, load, recor
 const EXPECTED = cases({
   'supervisor-kill': {
     fault: 'the supervisor is SIGKILLed under load (shared distribution; a second listener the app does not serve)',
-    expected: 'workers see the IPC channel close and drain: they stop accepting at once and close every listener descriptor they inherited (the ports are free while they still finish), answer what they hold (slow requests included) and exit; a restarted baton binds the same ports; failed only = connections the kernel had queued and nobody accepted',
+    expected:
+      'workers see the IPC channel close and drain: they stop accepting at once and close every listener descriptor they inherited (the ports are free while they still finish), answer what they hold (slow requests included) and exit; a restarted baton binds the same ports; failed only = connections the kernel had queued and nobody accepted',
   },
   'supervisor-kill-rr': {
     fault: 'the supervisor is SIGKILLed under load (round-robin: workers hold the listeners but never accept)',
-    expected: 'as above: workers close every listener descriptor they hold on drain, so the port is free at once; failed only = connections queued in the kernel or accepted by the dead supervisor',
+    expected:
+      'as above: workers close every listener descriptor they hold on drain, so the port is free at once; failed only = connections queued in the kernel or accepted by the dead supervisor',
   },
 });
 
-for (const [id, mode] of [['supervisor-kill', 'shared'], ['supervisor-kill-rr', 'round-robin']] as const) {
+for (const [id, mode] of [
+  ['supervisor-kill', 'shared'],
+  ['supervisor-kill-rr', 'round-robin'],
+] as const) {
   test(EXPECTED[id].fault, async (t) => {
     const spec = EXPECTED[id];
     // Shared: a second listener the app never listens on (ready by --ready-after): the worker
@@ -56,7 +62,10 @@ for (const [id, mode] of [['supervisor-kill', 'shared'], ['supervisor-kill-rr', 
     const goneMs = await until('the old worker has exited', () => !alive(worker), 15_000);
     const rep = await pending;
     const lost = supervisor.held + queued;
-    assert.ok(rep.failed <= lost, `failed ${rep.failed} (${JSON.stringify(rep.errors)}), but only ${queued} were queued and ${supervisor.held} held by the supervisor`);
+    assert.ok(
+      rep.failed <= lost,
+      `failed ${rep.failed} (${JSON.stringify(rep.errors)}), but only ${queued} were queued and ${supervisor.held} held by the supervisor`,
+    );
     for (const e of Object.keys(rep.errors)) assert.match(e, /^(ECONNRESET|UND_ERR_SOCKET|ECONNREFUSED)$/, JSON.stringify(rep.errors));
     await b2.stop();
     record(

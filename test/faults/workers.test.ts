@@ -1,12 +1,13 @@
 // A serving worker dies or hangs: SIGKILL, SIGSTOP, out of memory.
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
+import { test } from 'node:test';
 import { request } from 'undici';
-import { startBaton } from '../helpers/baton.js';
 import { mixedClients } from '../../bench/load.js';
-import type { StatusReport } from '../../src/supervisor/supervisor.js';
 import type { HandoffRecord } from '../../src/supervisor/handoff.js';
-import { FAULTY, alive, assertHeldFailed, assertLoaded, cases, describeHeld, faulty, flowing, freezeAndCount, load, record, settled } from './harness.js';
+import type { StatusReport } from '../../src/supervisor/supervisor.js';
+import { startBaton } from '../helpers/baton.js';
+import { alive, assertHeldFailed, assertLoaded, cases, describeHeld, FAULTY, faulty, flowing, freezeAndCount, load, record, settled } from './harness.js';
 
 const EXPECTED = cases({
   sigkill: {
@@ -15,7 +16,8 @@ const EXPECTED = cases({
   },
   sigstop: {
     fault: 'a serving worker (of 2) is SIGSTOPped (hung, not dead), then a reload and a stop (--drain-timeout 2s)',
-    expected: 'not killed while it serves (baton cannot tell hung from busy without --watchdog); the other one takes every new connection; a reload, and a stop, each completes within the drain deadline + 0.5 s because the hung worker is killed there; failed = what the hung workers held = cut',
+    expected:
+      'not killed while it serves (baton cannot tell hung from busy without --watchdog); the other one takes every new connection; a reload, and a stop, each completes within the drain deadline + 0.5 s because the hung worker is killed there; failed = what the hung workers held = cut',
   },
   oom: {
     fault: 'a serving worker (of 2) exhausts its memory (--max-old-space-size=32, allocation loop)',
@@ -101,7 +103,14 @@ test(EXPECTED.sigstop.fault, async (t) => {
   const c = { held: c1.held + c2.held, unread: c1.unread + c2.unread };
   assertHeldFailed(rep.failed, c, 0, JSON.stringify(rep.errors));
   assertLoaded(rep);
-  record(spec, { observed: `hung worker left alone while serving, the other took the load; reload done in ${reloadMs} ms (transfer ${rec.transferMs} ms: hung one killed at the deadline, cut ${rec.cut}); stop with another hung worker took ${stopMs} ms (cut ${cut2}); ${describeHeld(rep.failed, c)}`, ...c }, rep);
+  record(
+    spec,
+    {
+      observed: `hung worker left alone while serving, the other took the load; reload done in ${reloadMs} ms (transfer ${rec.transferMs} ms: hung one killed at the deadline, cut ${rec.cut}); stop with another hung worker took ${stopMs} ms (cut ${cut2}); ${describeHeld(rep.failed, c)}`,
+      ...c,
+    },
+    rep,
+  );
 });
 
 test(EXPECTED.oom.fault, async (t) => {
@@ -129,5 +138,9 @@ test(EXPECTED.oom.fault, async (t) => {
   assert.equal(serving(await b.status()).ready, 2);
   assertHeldFailed(rep.failed + 1, c, 1, JSON.stringify(rep.errors));
   assertLoaded(rep);
-  record(spec, { observed: `"JavaScript heap out of memory", SIGABRT; restarted, 2 ready; ${describeHeld(rep.failed + 1, c)} (the /oom request included)`, ...c }, { ...rep, requests: rep.requests + 1, failed: rep.failed + 1 });
+  record(
+    spec,
+    { observed: `"JavaScript heap out of memory", SIGABRT; restarted, 2 ready; ${describeHeld(rep.failed + 1, c)} (the /oom request included)`, ...c },
+    { ...rep, requests: rep.requests + 1, failed: rep.failed + 1 },
+  );
 });

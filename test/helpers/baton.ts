@@ -1,11 +1,11 @@
 // Runs a real `baton start` in a child process for a test, and talks to it the way users do.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { controlRequest } from '../../src/control/control.js';
 import type { ControlReply, ControlRequest } from '../../src/common/protocol.js';
+import { controlRequest } from '../../src/control/control.js';
 import type { StatusReport } from '../../src/supervisor/supervisor.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -108,7 +108,18 @@ export class Baton {
     this.dir = tempDir();
     this.control = join(this.dir, 'ctl.sock');
     const listen = (opts.listen ?? ['127.0.0.1:0']).flatMap((l) => ['--listen', l]);
-    const [cmd, ...args] = [...(opts.launcher ?? []), process.execPath, opts.cli ?? CLI, 'start', '--control', this.control, ...listen, ...(opts.args ?? []), '--', ...opts.argv];
+    const [cmd, ...args] = [
+      ...(opts.launcher ?? []),
+      process.execPath,
+      opts.cli ?? CLI,
+      'start',
+      '--control',
+      this.control,
+      ...listen,
+      ...(opts.args ?? []),
+      '--',
+      ...opts.argv,
+    ];
     this.proc = spawn(cmd!, args, {
       cwd: opts.cwd ?? ROOT,
       env: { ...process.env, ...opts.env },

@@ -100,9 +100,11 @@ export function nodeH2Load(o: H2LoadOptions): { stop(): Promise<H2Report> } {
   for (let i = 0; i < o.sessions; i++) {
     const get = slot();
     for (let j = 0; j < o.streams; j++) {
-      loops.push((async () => {
-        while (!stopping && r.started < o.maxStreams && Date.now() < until) await one(get);
-      })());
+      loops.push(
+        (async () => {
+          while (!stopping && r.started < o.maxStreams && Date.now() < until) await one(get);
+        })(),
+      );
     }
   }
   return {

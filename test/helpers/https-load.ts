@@ -36,11 +36,20 @@ export function httpsLoad(o: { port: number; ca: string; perKind: number; maxReq
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => (body += d));
-        res.on('end', () => (record(kind, res.statusCode ?? 0, body), resolve()));
-        res.on('error', (err: NodeJS.ErrnoException) => (fail(err.code ?? err.message), resolve()));
+        res.on('end', () => {
+          record(kind, res.statusCode ?? 0, body);
+          resolve();
+        });
+        res.on('error', (err: NodeJS.ErrnoException) => {
+          fail(err.code ?? err.message);
+          resolve();
+        });
       });
       req.on('timeout', () => req.destroy(new Error('timeout')));
-      req.on('error', (err: NodeJS.ErrnoException) => (fail(err.code ?? err.message), resolve()));
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        fail(err.code ?? err.message);
+        resolve();
+      });
     });
   const viaUndici = async (): Promise<void> => {
     try {

@@ -1,6 +1,6 @@
 // Process helpers for the operator tests: a command whose output a test waits on, a command
 // run under a pseudo-terminal (util-linux `script`), and a config file in a fresh directory.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, ROOT, tempDir } from './baton.js';
@@ -57,7 +57,12 @@ export class Proc {
 /** `baton <args>` with its own process group, so a test can end it and whatever it started; stdout to a pipe, or to the fd given. */
 export function cli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; stdout?: number } = {}): Proc {
   return new Proc(
-    spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'], detached: true }),
+    spawn(process.execPath, [CLI, ...args], {
+      cwd: opts.cwd ?? ROOT,
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'],
+      detached: true,
+    }),
   );
 }
 

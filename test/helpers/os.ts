@@ -1,13 +1,14 @@
 // Shared by the os contract tests (test/os/*.test.ts): listeners, clients, children and
 // the /proc readings they check against.
-import type { TestContext } from 'node:test';
+
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { TestContext } from 'node:test';
 import { closeFd } from '../../src/os/fds.js';
 import type { SysError } from '../../src/os/libc.js';
 import { openTcpListener, socketAddress } from '../../src/os/sockets.js';
@@ -21,7 +22,6 @@ export function importOs(...names: string[]): string {
   return `const { ${names.join(', ')} } = Object.assign({}, ...(await Promise.all(${JSON.stringify(urls)}.map((u) => import(u)))));`;
 }
 export const SERVE_HI = `require('net').createServer((s) => s.end('hi')).listen({ fd: 3 })`;
-
 
 export function tcpListener(t: TestContext, host = '127.0.0.1', backlog = 511): { fd: number; port: number } {
   const fd = openTcpListener(host, 0, backlog);
@@ -154,14 +154,6 @@ export function assertSysError(fn: () => unknown, code: string, message: RegExp)
   });
 }
 
-
-
-
-
-
-
-
-
 /** Runs an ES module script in a fresh node; resolves with its exit code and stdout. */
 export async function runScript(script: string): Promise<{ code: number | null; out: string }> {
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -170,8 +162,6 @@ export async function runScript(script: string): Promise<{ code: number | null; 
   const [code] = await once(child, 'exit');
   return { code: code as number | null, out };
 }
-
-
 
 export async function unixServer(t: TestContext): Promise<{ server: net.Server; file: string; accepted: Promise<net.Socket> }> {
   const file = path.join(tempDir(t), 'peer.sock');

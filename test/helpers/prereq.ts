@@ -17,7 +17,9 @@ function sysctl(name: string): string | null {
 }
 
 export function noIPv6Loopback(): string | false {
-  const has = Object.values(networkInterfaces()).flat().some((a) => a?.address === '::1');
+  const has = Object.values(networkInterfaces())
+    .flat()
+    .some((a) => a?.address === '::1');
   return !has && '::1 is not configured on any interface (IPv6 loopback missing)';
 }
 
@@ -49,7 +51,8 @@ export function notRoot(): string | false {
 export function checkoutClosedToOthers(): string | false {
   for (let dir = ROOT; ; dir = dirname(dir)) {
     const mode = statSync(dir).mode;
-    if ((mode & 0o001) === 0) return `${dir} is mode 0${(mode & 0o777).toString(8)}: other users cannot reach the checkout (${ROOT}), so a worker run with --user cannot load the app`;
+    if ((mode & 0o001) === 0)
+      return `${dir} is mode 0${(mode & 0o777).toString(8)}: other users cannot reach the checkout (${ROOT}), so a worker run with --user cannot load the app`;
     if (dirname(dir) === dir) break;
   }
   for (const file of [join(ROOT, 'examples/hello/v1.js'), join(ROOT, 'dist/src/runtime/preload.js')]) {

@@ -2,9 +2,10 @@
 // (spec on a terminal, and from Node 23 everywhere; tap otherwise), followed by the list of
 // the tests that were skipped and why, so a skip for a missing prerequisite is never silent.
 // With BATON_NO_SKIPS=1 (CI) a skipped test fails the run.
-import { Readable } from 'node:stream';
-import { spec, tap, type TestEvent } from 'node:test/reporters';
+
 import { relative } from 'node:path';
+import { Readable } from 'node:stream';
+import { spec, type TestEvent, tap } from 'node:test/reporters';
 
 const SPEC_BY_DEFAULT = Number(process.versions.node.split('.')[0]) >= 23;
 

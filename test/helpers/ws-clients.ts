@@ -2,8 +2,9 @@
 // message every `everyMs`, reconnecting when the server closes, and sending again what
 // was not answered when a connection closed (a message crossing the server's close frame
 // cannot be answered on that connection: RFC 6455 §5.5.1). Bounded in messages and time.
-import WebSocket from 'ws';
+
 import { io as ioClient, type Socket } from 'socket.io-client';
+import WebSocket from 'ws';
 
 export interface WsReport {
   sent: number;
@@ -57,7 +58,10 @@ export function wsLoad(kind: 'ws' | 'socket.io', o: { port: number; clients: num
         r.connections++;
         ws = new WebSocket(`ws://127.0.0.1:${o.port}/`);
         ws.on('open', () => {
-          for (const [id] of c.pending) (r.resent++, ws.send(String(id)));
+          for (const [id] of c.pending) {
+            r.resent++;
+            ws.send(String(id));
+          }
         });
         ws.on('message', (d) => answer(c, d.toString()));
         ws.on('error', () => {});
@@ -90,7 +94,10 @@ export function wsLoad(kind: 'ws' | 'socket.io', o: { port: number; clients: num
       });
       s.io.on('reconnect', () => {
         r.connections++;
-        for (const [id] of c.pending) (r.resent++, emit(id));
+        for (const [id] of c.pending) {
+          r.resent++;
+          emit(id);
+        }
       });
       const emit = (id: number): void => {
         s.emit('msg', String(id), (text: string) => answer(c, text));

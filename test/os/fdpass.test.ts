@@ -1,11 +1,12 @@
 // Contract tests for src/os/fdpass.ts: fds passed over a unix socket with SCM_RIGHTS, as a
 // takeover hands the listening sockets to a new baton.
-import { describe, test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { describe, test } from 'node:test';
 import { connectUnix, recvLineWithFds, sendWithFds } from '../../src/os/fdpass.js';
 import { isCloexec } from '../../src/os/fds.js';
 import { handleFd } from '../../src/os/internals.js';
@@ -31,9 +32,18 @@ describe('sendWithFds / recvLineWithFds / connectUnix', () => {
 
     assert.equal(got.line, 'offer 2');
     assert.equal(got.fds.length, 2);
-    assert.ok(got.fds.every((fd) => fd !== a.fd && fd !== b.fd), 'the kernel installs new fds');
-    assert.deepEqual(got.fds.map((fd) => fs.fstatSync(fd).ino), [a.fd, b.fd].map((fd) => fs.fstatSync(fd).ino));
-    assert.deepEqual(got.fds.map((fd) => isCloexec(fd)), [true, true]);
+    assert.ok(
+      got.fds.every((fd) => fd !== a.fd && fd !== b.fd),
+      'the kernel installs new fds',
+    );
+    assert.deepEqual(
+      got.fds.map((fd) => fs.fstatSync(fd).ino),
+      [a.fd, b.fd].map((fd) => fs.fstatSync(fd).ino),
+    );
+    assert.deepEqual(
+      got.fds.map((fd) => isCloexec(fd)),
+      [true, true],
+    );
   });
 
   test('the other side closing before a newline: ECONNRESET in one line; nobody listening: ENOENT', async (t) => {

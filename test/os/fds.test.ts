@@ -1,10 +1,11 @@
 // Contract tests for src/os/fds.ts: dup, close-on-exec, close, in-memory files.
-import { describe, test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { isListening } from '../../src/os/sockets.js';
+import { describe, test } from 'node:test';
 import { closeFd, dup, isCloexec, memfd, setCloexec } from '../../src/os/fds.js';
+import { isListening } from '../../src/os/sockets.js';
 import { assertSysError, closeQuietly, hasCloexecFlag, tcpListener } from '../helpers/os.js';
 
 describe('dup / setCloexec / closeFd', () => {
@@ -28,8 +29,7 @@ describe('dup / setCloexec / closeFd', () => {
     const { fd } = tcpListener(t);
     const ino = fs.fstatSync(fd).ino;
     // `$$` is the shell itself: what it inherited through exec.
-    const inherited = () =>
-      spawnSync('/bin/sh', ['-c', `readlink /proc/$$/fd/${fd} || true`], { encoding: 'utf8' }).stdout.trim();
+    const inherited = () => spawnSync('/bin/sh', ['-c', `readlink /proc/$$/fd/${fd} || true`], { encoding: 'utf8' }).stdout.trim();
 
     setCloexec(fd, false);
     assert.equal(hasCloexecFlag(fd), false);

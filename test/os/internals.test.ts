@@ -1,16 +1,17 @@
 // Contract tests for src/os/internals.ts: the Node.js internals baton reads. Each failure
 // names the Node version and what changed, so an upgrade that breaks one fails loudly here.
-import { describe, test } from 'node:test';
+
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, execFile } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import * as dgram from 'node:dgram';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as dgram from 'node:dgram';
-import { isListening, openUdpSocket, socketAddress } from '../../src/os/sockets.js';
+import { describe, test } from 'node:test';
 import { dup } from '../../src/os/fds.js';
-import { type RawConnection, childrenWaitedFor, handleFd, ipcFd, onRawConnection, socketOf, stopReceiving } from '../../src/os/internals.js';
-import { TIMEOUT, closeQuietly, connectClient, importOs, killChild, unixServer } from '../helpers/os.js';
+import { childrenWaitedFor, handleFd, ipcFd, onRawConnection, type RawConnection, socketOf, stopReceiving } from '../../src/os/internals.js';
+import { isListening, openUdpSocket, socketAddress } from '../../src/os/sockets.js';
+import { closeQuietly, connectClient, importOs, killChild, TIMEOUT, unixServer } from '../helpers/os.js';
 
 describe('Node internals', () => {
   test('Node internals contract: _handle.fd on net.Socket and net.Server', TIMEOUT, async (t) => {
@@ -38,12 +39,20 @@ describe('Node internals', () => {
     assert.throws(() => handleFd(net.createServer()), /no OS file descriptor behind this server/);
   });
 
-  test('onRawConnection hands over libuv\'s raw handles; one sent over IPC becomes a socket with socketOf', TIMEOUT, async (t) => {
+  test("onRawConnection hands over libuv's raw handles; one sent over IPC becomes a socket with socketOf", TIMEOUT, async (t) => {
     const why = `Node ${process.version} changed _handle.onconnection or how raw handles cross IPC: update onRawConnection()/socketOf() in src/os/internals.ts`;
     // The child makes a socket of what arrives and answers on it, as a round-robin worker does.
-    const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    const child = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `
       ${importOs('socketOf')}
-      process.on('message', (m, handle) => socketOf(handle).end('from the child ' + m));`], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      process.on('message', (m, handle) => socketOf(handle).end('from the child ' + m));`,
+      ],
+      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+    );
     t.after(() => killChild(child));
     const server = net.createServer(() => assert.fail('no net.Socket may be made for a raw connection')).listen(0, '127.0.0.1');
     t.after(() => server.close());
@@ -56,16 +65,27 @@ describe('Node internals', () => {
     assert.equal(typeof raw.close, 'function', why);
     const body = new Promise<string>((resolve) => {
       let text = '';
-      client.setEncoding('utf8').on('data', (d: string) => (text += d)).on('end', () => resolve(text));
+      client
+        .setEncoding('utf8')
+        .on('data', (d: string) => (text += d))
+        .on('end', () => resolve(text));
     });
     await new Promise<void>((resolve, reject) => child.send('hello', raw as unknown as net.Socket, { keepOpen: true }, (e) => (e ? reject(e) : resolve())));
     raw.close();
     assert.equal(await body, 'from the child hello', why);
     assert.throws(() => socketOf({}), /not a raw connection handle/);
-    assert.throws(() => onRawConnection(net.createServer(), () => undefined, () => undefined), /no listening handle/);
+    assert.throws(
+      () =>
+        onRawConnection(
+          net.createServer(),
+          () => undefined,
+          () => undefined,
+        ),
+      /no listening handle/,
+    );
   });
 
-  test('ipcFd: the parent end of a child\'s IPC channel (Node internal channel.fd), null once closed', TIMEOUT, async (t) => {
+  test("ipcFd: the parent end of a child's IPC channel (Node internal channel.fd), null once closed", TIMEOUT, async (t) => {
     const child = spawn(process.execPath, ['-e', `process.on('message', () => process.disconnect())`], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     t.after(() => killChild(child));
     const fd = ipcFd(child);

@@ -1,14 +1,15 @@
 // Contract tests for src/os/libc.ts: koffi reports errno, and koffi loads only on the
 // first syscall (workers import the os modules without making one).
-import { describe, test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
-import { isListening, socketAddress } from '../../src/os/sockets.js';
+import { describe, test } from 'node:test';
 import { closeFd, dup, setCloexec } from '../../src/os/fds.js';
-import { TIMEOUT, assertSysError, importOs } from '../helpers/os.js';
+import { isListening, socketAddress } from '../../src/os/sockets.js';
+import { assertSysError, importOs, TIMEOUT } from '../helpers/os.js';
 
 describe('libc through koffi', () => {
   test('koffi errno contract: a failing call reports its errno', (t) => {
@@ -42,7 +43,30 @@ describe('libc through koffi', () => {
     const lib = koffi.load(null);
     const getpid = lib.func('int getpid()');
     assert.equal(getpid(), process.pid);
-    for (const name of ['socket', 'setsockopt', 'getsockopt', 'bind', 'listen', 'connect', 'getsockname', 'close', 'fcntl', 'sendto', 'sendmsg', 'recvmsg', 'recv', 'prctl', 'waitpid', 'memfd_create', 'execve', 'getpwnam', 'getpwuid', 'getgrnam', 'inet_pton', 'inet_ntop']) {
+    for (const name of [
+      'socket',
+      'setsockopt',
+      'getsockopt',
+      'bind',
+      'listen',
+      'connect',
+      'getsockname',
+      'close',
+      'fcntl',
+      'sendto',
+      'sendmsg',
+      'recvmsg',
+      'recv',
+      'prctl',
+      'waitpid',
+      'memfd_create',
+      'execve',
+      'getpwnam',
+      'getpwuid',
+      'getgrnam',
+      'inet_pton',
+      'inet_ntop',
+    ]) {
       assert.doesNotThrow(() => lib.func(`int ${name}()`), `${name} is not found through dlopen(NULL)`);
     }
   });

@@ -1,12 +1,13 @@
 // Contract tests for src/os/process.ts: execve in place, reaping by pid, the child
 // subreaper, user and group lookups.
-import { describe, test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import * as path from 'node:path';
+import { describe, test } from 'node:test';
 import { execve, lookupGroup, lookupUser, reap } from '../../src/os/process.js';
-import { TIMEOUT, assertSysError, importOs, runScript, tempDir } from '../helpers/os.js';
+import { assertSysError, importOs, runScript, TIMEOUT, tempDir } from '../helpers/os.js';
 
 describe('execve / reap', () => {
   test('execve replaces the image in place: same pid, stdout and un-flagged fds survive, children are reaped by pid', TIMEOUT, async () => {

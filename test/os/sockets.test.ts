@@ -1,16 +1,34 @@
 // Contract tests for src/os/sockets.ts: listening and datagram sockets made with libc, what
 // can be read back from them (address, state, peer credentials).
-import { describe, test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import * as dgram from 'node:dgram';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import * as dgram from 'node:dgram';
-import { isListening, openTcpListener, openUdpSocket, openUnixListener, peerCredentials, sendDatagram, socketAddress } from '../../src/os/sockets.js';
+import { describe, test } from 'node:test';
 import { closeFd } from '../../src/os/fds.js';
-import { PYTHON, TIMEOUT, acceptQueue, allServed, assertSysError, closeQuietly, connectClient, connectMany, hasCloexecFlag, killChild, openFdCount, serveChild, tcpListener, tempDir, unixServer, waitFor } from '../helpers/os.js';
+import { isListening, openTcpListener, openUdpSocket, openUnixListener, peerCredentials, sendDatagram, socketAddress } from '../../src/os/sockets.js';
+import {
+  acceptQueue,
+  allServed,
+  assertSysError,
+  closeQuietly,
+  connectClient,
+  connectMany,
+  hasCloexecFlag,
+  killChild,
+  openFdCount,
+  PYTHON,
+  serveChild,
+  TIMEOUT,
+  tcpListener,
+  tempDir,
+  unixServer,
+  waitFor,
+} from '../helpers/os.js';
 import { noIPv6Loopback, nonlocalBind, v6only } from '../helpers/prereq.js';
 
 describe('openTcpListener', () => {
@@ -70,8 +88,11 @@ describe('openTcpListener', () => {
 
   test('bad input is refused before any syscall, with a clear message', () => {
     const before = openFdCount();
-    assertSysError(() => openTcpListener('nonsense', 80, 511), 'EINVAL',
-      /^cannot listen on nonsense:80: 'nonsense' is not an IPv4 or IPv6 address literal \(EINVAL\)$/);
+    assertSysError(
+      () => openTcpListener('nonsense', 80, 511),
+      'EINVAL',
+      /^cannot listen on nonsense:80: 'nonsense' is not an IPv4 or IPv6 address literal \(EINVAL\)$/,
+    );
     assertSysError(() => openTcpListener('localhost', 80, 511), 'EINVAL', /not an IPv4 or IPv6 address literal/);
     assertSysError(() => openTcpListener('', 80, 511), 'EINVAL', /not an IPv4 or IPv6 address literal/);
     assertSysError(() => openTcpListener('fe80::1%lo', 80, 511), 'EINVAL', /zone ids \('%lo'\) are not supported/);
@@ -82,10 +103,9 @@ describe('openTcpListener', () => {
     assert.equal(openFdCount(), before);
   });
 
-  test('an address no interface has: the kernel\'s refusal is passed on, readably', { skip: nonlocalBind() }, () => {
+  test("an address no interface has: the kernel's refusal is passed on, readably", { skip: nonlocalBind() }, () => {
     const before = openFdCount();
-    assertSysError(() => openTcpListener('192.0.2.1', 0, 511), 'EADDRNOTAVAIL',
-      /^cannot listen on 192\.0\.2\.1:0: address not available \(EADDRNOTAVAIL\)$/);
+    assertSysError(() => openTcpListener('192.0.2.1', 0, 511), 'EADDRNOTAVAIL', /^cannot listen on 192\.0\.2\.1:0: address not available \(EADDRNOTAVAIL\)$/);
     assert.equal(openFdCount(), before);
   });
 
@@ -93,8 +113,11 @@ describe('openTcpListener', () => {
     const { fd, port } = tcpListener(t, '::1');
     assert.deepEqual(socketAddress(fd), { kind: 'tcp', host: '::1', port });
     assert.equal(isListening(fd), true);
-    assertSysError(() => openTcpListener('::1', port, 511), 'EADDRINUSE',
-      new RegExp(`^cannot listen on \\[::1\\]:${port}: address already in use \\(EADDRINUSE\\)$`));
+    assertSysError(
+      () => openTcpListener('::1', port, 511),
+      'EADDRINUSE',
+      new RegExp(`^cannot listen on \\[::1\\]:${port}: address already in use \\(EADDRINUSE\\)$`),
+    );
     const clients = await connectMany(t, 3, { host: '::1', port });
     serveChild(t, fd);
     await allServed(clients);
@@ -119,7 +142,10 @@ describe('openUnixListener', () => {
     assert.equal(hasCloexecFlag(fd), true);
 
     const clients = await connectMany(t, 10, { path: file });
-    assert.deepEqual(clients.map((c) => c.data), clients.map(() => ''));
+    assert.deepEqual(
+      clients.map((c) => c.data),
+      clients.map(() => ''),
+    );
     serveChild(t, fd);
     await allServed(clients);
   });
@@ -144,8 +170,7 @@ describe('openUnixListener', () => {
     t.after(() => closeQuietly(fd));
     const ino = fs.lstatSync(file).ino;
 
-    assertSysError(() => openUnixListener(file, 8), 'EADDRINUSE',
-      new RegExp(`^cannot listen on ${file}: a running server answers on it \\(EADDRINUSE\\)$`));
+    assertSysError(() => openUnixListener(file, 8), 'EADDRINUSE', new RegExp(`^cannot listen on ${file}: a running server answers on it \\(EADDRINUSE\\)$`));
     assert.equal(fs.lstatSync(file).ino, ino, 'the live socket file must not be replaced');
     assert.equal(isListening(fd), true);
   });
@@ -163,8 +188,7 @@ describe('openUnixListener', () => {
     const dir = tempDir(t);
     const file = path.join(dir, 'regular');
     fs.writeFileSync(file, 'keep me');
-    assertSysError(() => openUnixListener(file, 8), 'EEXIST',
-      new RegExp(`^cannot listen on ${file}: the path exists and is not a socket \\(EEXIST\\)$`));
+    assertSysError(() => openUnixListener(file, 8), 'EEXIST', new RegExp(`^cannot listen on ${file}: the path exists and is not a socket \\(EEXIST\\)$`));
     assert.equal(fs.readFileSync(file, 'utf8'), 'keep me');
     assertSysError(() => openUnixListener(dir, 8), 'EEXIST', /is not a socket/);
   });
@@ -180,13 +204,15 @@ describe('openUnixListener', () => {
     assert.deepEqual(socketAddress(fd), { kind: 'unix', path: longest });
 
     const tooLong = named(108);
-    assertSysError(() => openUnixListener(tooLong, 8), 'ENAMETOOLONG',
-      /: the path is 108 bytes long, a unix socket path may have at most 107 \(ENAMETOOLONG\)$/);
+    assertSysError(
+      () => openUnixListener(tooLong, 8),
+      'ENAMETOOLONG',
+      /: the path is 108 bytes long, a unix socket path may have at most 107 \(ENAMETOOLONG\)$/,
+    );
     assert.equal(fs.existsSync(tooLong), false);
 
     const missing = path.join(dir, 'no', 'such.sock');
-    assertSysError(() => openUnixListener(missing, 8), 'ENOENT',
-      new RegExp(`^cannot listen on ${missing}: no such file or directory \\(ENOENT\\)$`));
+    assertSysError(() => openUnixListener(missing, 8), 'ENOENT', new RegExp(`^cannot listen on ${missing}: no such file or directory \\(ENOENT\\)$`));
   });
 });
 
@@ -216,7 +242,10 @@ describe('openUdpSocket', () => {
   });
 
   test('bad input: one clear line', () => {
-    assert.throws(() => openUdpSocket('nonsense', 1), { code: 'EINVAL', message: /^cannot bind udp:nonsense:1: 'nonsense' is not an IPv4 or IPv6 address literal \(EINVAL\)$/ });
+    assert.throws(() => openUdpSocket('nonsense', 1), {
+      code: 'EINVAL',
+      message: /^cannot bind udp:nonsense:1: 'nonsense' is not an IPv4 or IPv6 address literal \(EINVAL\)$/,
+    });
     assert.throws(() => openUdpSocket('127.0.0.1', 70000), /port must be an integer from 0 to 65535/);
   });
 
@@ -250,7 +279,10 @@ describe('sendDatagram', () => {
 
   test('nobody listening: ECONNREFUSED or ENOENT, in one line, and no fd left open', (t) => {
     const before = fs.readdirSync('/proc/self/fd').length;
-    assert.throws(() => sendDatagram(path.join(tempDir(t), 'none.sock'), 'READY=1'), { code: 'ENOENT', message: /^cannot send to .*none\.sock: no such file or directory \(ENOENT\)$/ });
+    assert.throws(() => sendDatagram(path.join(tempDir(t), 'none.sock'), 'READY=1'), {
+      code: 'ENOENT',
+      message: /^cannot send to .*none\.sock: no such file or directory \(ENOENT\)$/,
+    });
     assert.throws(() => sendDatagram(`@baton-nobody-${process.pid}`, 'READY=1'), { code: 'ECONNREFUSED' });
     assert.equal(fs.readdirSync('/proc/self/fd').length, before);
   });
