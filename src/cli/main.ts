@@ -268,13 +268,7 @@ addTarget(
   if (command.length === 0) usage('missing command: baton start --listen 8080 -- node app.js');
   const unreachable = host.service.reach?.(command, file?.cwd ?? process.cwd(), { ...(file?.env ?? process.env), ...setEnv });
   if (unreachable) fail(unreachable);
-  // Before anything else binds: the running supervisor's sockets, if we take over.
-  const takeover = o.takeover
-    ? await Promise.resolve()
-        .then(() => requestTakeover(controlPath(o)))
-        .catch((e: Error) => fail(e.message))
-    : null;
-  if (takeover) host.inherited.push(...takeover.sockets);
+  const takeover = await takeOver(o, host);
   if (!o.listen?.length && !host.inherited.length) usage('missing --listen: baton start --listen 8080 -- node app.js');
   const conflict = conflictOf(o);
   if (conflict) usage(conflict);
@@ -320,6 +314,19 @@ function conflictOf(o: Record<string, unknown>): string | null {
 }
 
 /** The per-service options of `baton start` (or of one of a config file's services); commander types them loosely. */
+/**
+ * With --takeover, before anything binds: the running baton's sockets (it may run one
+ * service or several) become this one's inherited sockets.
+ */
+async function takeOver(o: Target & { takeover?: boolean }, host: Host): Promise<Takeover | null> {
+  if (!o.takeover) return null;
+  const takeover = await Promise.resolve()
+    .then(() => requestTakeover(controlPath(o)))
+    .catch((e: Error) => fail(e.message));
+  host.inherited.push(...takeover.sockets);
+  return takeover;
+}
+
 // biome-ignore lint/suspicious/noExplicitAny: commander's parsed options are untyped
 function serviceOptions(o: Record<string, any>, host: Host): Omit<ServiceOptions, 'name' | 'controlPath' | 'listen' | 'argv' | 'cwd' | 'env'> {
   return {
@@ -389,13 +396,7 @@ async function startServices(o: Record<string, any>, services: ServiceConfig[], 
     const unreachable = host.service.reach?.(svc.command, svc.cwd, svc.env);
     if (unreachable) fail(`service ${svc.name}: ${unreachable}`);
   }
-  // Before anything binds: the running baton's sockets, if we take over (it may run one service or several).
-  const takeover = o.takeover
-    ? await Promise.resolve()
-        .then(() => requestTakeover(controlPath(o)))
-        .catch((e: Error) => fail(e.message))
-    : null;
-  if (takeover) host.inherited.push(...takeover.sockets);
+  const takeover = await takeOver(o, host);
   const group = new ServiceGroup(
     o.name ?? 'baton',
     takeover?.controlPath ?? controlPath(o),
