@@ -32,7 +32,8 @@ test('baton --version and -V print the package version; status shows it, in JSON
 });
 
 test("--json: every command that reports a result prints the protocol's record as one document, errors too", async (t) => {
-  const b = await startBaton({ argv: ops() });
+  // No standby: an upgrade refuses while one is kept (docs/rollback.md), and this runs one.
+  const b = await startBaton({ argv: ops(), args: ['--keep-previous', '0'] });
   t.after(() => b.dispose());
   const ctl = ['--control', b.control];
 
