@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { request } from 'undici';
 import { type LoadHandle, type LoadReport, mixedClients, startLoad } from '../../bench/load.js';
 import type { Baton } from '../helpers/baton.js';
 import { FIXTURES } from '../helpers/baton.js';
@@ -80,6 +81,20 @@ export function assertLoaded(r: LoadReport): void {
 
 export function assertNoneFailed(r: LoadReport, b?: Baton): void {
   assert.equal(r.failed, 0, `failed requests: ${JSON.stringify(r.errors)}${b ? `\n${b.out.slice(-4000)}` : ''}`);
+}
+
+/**
+ * `n` requests, one after another, each on a new connection: proof that a new client is
+ * served now. While a worker is frozen, the load's own clients may all be waiting on
+ * connections that worker accepted just before (its accept loop takes every pending
+ * connection at once), so the load is no sign then; a new connection reaches a worker that runs.
+ */
+export async function served(port: number, n = 20): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const r = await request(`http://127.0.0.1:${port}/`, { reset: true, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    assert.equal(r.statusCode, 200, `request ${i + 1} of ${n} on a new connection`);
+    await r.body.text();
+  }
 }
 
 /** Until the load has answered `n` more requests: proof that traffic flows at this point. */

@@ -3,11 +3,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { request } from 'undici';
-import { mixedClients } from '../../bench/load.js';
 import type { HandoffRecord } from '../../src/supervisor/handoff.js';
 import type { StatusReport } from '../../src/supervisor/supervisor.js';
 import { startBaton } from '../helpers/baton.js';
-import { alive, assertHeldFailed, assertLoaded, cases, describeHeld, FAULTY, faulty, flowing, freezeAndCount, load, record, settled } from './harness.js';
+import { alive, assertHeldFailed, assertLoaded, cases, describeHeld, FAULTY, faulty, flowing, freezeAndCount, load, record, served, settled } from './harness.js';
 
 const EXPECTED = cases({
   sigkill: {
@@ -25,14 +24,6 @@ const EXPECTED = cases({
   },
 });
 
-/**
- * While a worker is frozen, every keep-alive loop soon waits on a connection it holds, and a
- * new-connection loop waits too if its request was in flight there: with few of them, the
- * whole load can stall (seen with 2). New connections always reach the other worker, so six
- * new-connection loops keep the load moving.
- */
-const FROZEN_MIX = mixedClients(3, 3, 6);
-
 function serving(s: StatusReport): StatusReport['generations'][number] {
   const g = s.generations.find((x) => x.number === s.serving);
   assert.ok(g);
@@ -44,10 +35,10 @@ test(EXPECTED.sigkill.fault, async (t) => {
   const b = await startBaton({ argv: faulty('--tag=v1'), args: ['--workers', '2'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(t, port, '/', FROZEN_MIX);
+  const l = load(t, port);
   await flowing(l, 200);
   const victim = serving(await b.status()).workers[0]!.pid;
-  const c = await freezeAndCount(victim, port, () => flowing(l, 100));
+  const c = await freezeAndCount(victim, port, () => served(port));
   process.kill(victim, 'SIGKILL');
   await b.waitFor(/worker 1\.0 killed by SIGKILL while serving/);
   await b.waitFor(/worker 1\.0 ready[\s\S]*worker 1\.0 ready/);
@@ -66,12 +57,12 @@ test(EXPECTED.sigstop.fault, async (t) => {
   const b = await startBaton({ argv: faulty('--tag=v1'), args: ['--workers', '2', '--drain-timeout', '2s'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const l = load(t, port, '/', FROZEN_MIX);
+  const l = load(t, port);
   await flowing(l, 200);
   const hung = serving(await b.status()).workers[0]!.pid;
-  const c1 = await freezeAndCount(hung, port, () => flowing(l, 100));
+  const c1 = await freezeAndCount(hung, port, () => served(port));
   // Service goes on through the other worker: new connections are all its own.
-  await flowing(l, 200);
+  await served(port, 50);
   assert.ok(alive(hung), 'a hung worker is left alone while it serves');
   const t0 = Date.now();
   const reply = await b.reload(faulty('--tag=v2'));
@@ -84,8 +75,8 @@ test(EXPECTED.sigstop.fault, async (t) => {
   await flowing(l, 200);
   // The same during a stop: it ends within the drain deadline.
   const hung2 = serving(await b.status()).workers[1]!.pid;
-  const c2 = await freezeAndCount(hung2, port, () => flowing(l, 100));
-  await flowing(l, 100);
+  const c2 = await freezeAndCount(hung2, port, () => served(port));
+  await served(port, 50);
   // Stop starting requests, and let those not stuck on the hung worker finish first: a stop
   // refuses what comes after it (see the stop cases).
   const pending = l.stop();
