@@ -99,9 +99,11 @@ test('--probation 10s: a version that dies 2 s after ready is rolled back by its
   assert.notEqual(r.code, 0, r.stdout);
   assert.match(r.stderr, /rolled back: worker 2\.\d killed by SIGABRT/);
   assert.ok(took < 10_000, `rolled back after ${took} ms`);
-  // A worker aborted with what it had in flight: at most one request per client connection it held.
+  // Each of the 2 new workers aborts with what it had in flight: at most one request per
+  // client loop each (a loop whose request died on the first may land on the second before
+  // the rollback takes it out of service).
   const clients = MIXED.reduce((n, c) => n + c.concurrency, 0);
-  assert.ok(report.failed <= clients, `${report.failed} failed: ${JSON.stringify(report.errors)}`);
+  assert.ok(report.failed <= 2 * clients, `${report.failed} failed: ${JSON.stringify(report.errors)}`);
   const s = await b.status();
   assert.equal(s.serving, 1);
   assert.deepEqual(

@@ -6,7 +6,21 @@ import { request } from 'undici';
 import type { HandoffRecord } from '../../src/supervisor/handoff.js';
 import type { StatusReport } from '../../src/supervisor/supervisor.js';
 import { startBaton } from '../helpers/baton.js';
-import { alive, assertHeldFailed, assertLoaded, cases, describeHeld, FAULTY, faulty, flowing, freezeAndCount, load, record, served, settled } from './harness.js';
+import {
+  alive,
+  assertHeldFailed,
+  assertLoaded,
+  cases,
+  describeHeld,
+  FAULTY,
+  faulty,
+  flowing,
+  freezeAndCount,
+  load,
+  record,
+  served,
+  settled,
+} from './harness.js';
 
 const EXPECTED = cases({
   sigkill: {
