@@ -6,23 +6,29 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { describe, test } from 'node:test';
+import { describe, type TestContext, test } from 'node:test';
 import { connectUnix, recvLineWithFds, sendWithFds } from '../../src/os/fdpass.js';
 import { isCloexec } from '../../src/os/fds.js';
 import { handleFd } from '../../src/os/internals.js';
 import { assertSysError, closeQuietly, tcpListener, tempDir } from '../helpers/os.js';
 
+/** A unix connection: a blocking libc fd at one end (connectUnix), Node's accepted socket at the other. */
+async function connection(t: TestContext, dir: string): Promise<{ client: number; conn: net.Socket }> {
+  const file = path.join(dir, 'pass.sock');
+  const server = net.createServer().listen(file);
+  t.after(() => server.close());
+  await once(server, 'listening');
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const client = connectUnix(file);
+  t.after(() => closeQuietly(client));
+  const [conn] = await accepted;
+  t.after(() => conn.destroy());
+  return { client, conn };
+}
+
 describe('sendWithFds / recvLineWithFds / connectUnix', () => {
   test('a line and two listening sockets cross a unix connection; the received fds are new, close-on-exec, the same sockets', async (t) => {
-    const file = path.join(tempDir(t), 'pass.sock');
-    const server = net.createServer().listen(file);
-    t.after(() => server.close());
-    await once(server, 'listening');
-    const accepted = once(server, 'connection') as Promise<[net.Socket]>;
-    const client = connectUnix(file);
-    t.after(() => closeQuietly(client));
-    const [conn] = await accepted;
-    t.after(() => conn.destroy());
+    const { client, conn } = await connection(t, tempDir(t));
     const a = tcpListener(t);
     const b = tcpListener(t);
 
@@ -48,14 +54,7 @@ describe('sendWithFds / recvLineWithFds / connectUnix', () => {
 
   test('the other side closing before a newline: ECONNRESET in one line; nobody listening: ENOENT', async (t) => {
     const dir = tempDir(t);
-    const file = path.join(dir, 'close.sock');
-    const server = net.createServer().listen(file);
-    t.after(() => server.close());
-    await once(server, 'listening');
-    const accepted = once(server, 'connection') as Promise<[net.Socket]>;
-    const client = connectUnix(file);
-    t.after(() => closeQuietly(client));
-    const [conn] = await accepted;
+    const { client, conn } = await connection(t, dir);
     // destroy() closes the fd at once (libuv defers only the callback): the read that follows
     // blocks the event loop, so the close must not wait for it.
     conn.destroy();
