@@ -2,9 +2,12 @@
 // one; the old generation's in-flight count while it drains; "done in"; the exit code.
 
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
+import type { Generation } from '../src/supervisor/generation.js';
+import { reportDrain } from '../src/supervisor/inflight.js';
 import { EXAMPLES, FIXTURES, runCli, startBaton } from './helpers/baton.js';
 import { cliInPty, plain } from './helpers/ops.js';
 
@@ -38,6 +41,26 @@ test('reload progress: each phase, the old generation draining with its requests
   assert.equal(bad.code, 1, 'a failed reload exits 1');
   assert.match(bad.stdout, /^\[rolling-back\] generation 3 failed: /m);
   assert.match(bad.stdout, /^\[failed\] generation 2 keeps serving, untouched$/m);
+});
+
+test('the first count waits for no timer: a worker that reaches standby with nothing in flight counts at once', async (t) => {
+  // The 250 ms bound on the first count is a timer the clock below never moves: only the
+  // workers' own messages can end the wait, as they must for a reload to answer at once.
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const worker = Object.assign(new EventEmitter(), { hasRuntime: true, connections: null as number | null, state: 'draining' });
+  const g = { number: 1, state: 'draining', live: [worker], whenExited: () => new Promise(() => {}) } as unknown as Generation;
+  const said: string[] = [];
+  let answered = false;
+  const report = reportDrain(g, (_state, m) => said.push(m), false).then(() => (answered = true));
+  await new Promise(setImmediate);
+  assert.equal(answered, false, 'no count yet: it waits');
+  // As src/supervisor/worker.ts handles the runtime's 'standby': count 0, then the event.
+  worker.connections = 0;
+  worker.state = 'standby';
+  worker.emit('standby');
+  await Promise.race([report, new Promise(setImmediate)]);
+  assert.equal(answered, true, 'the standby ended the wait');
+  assert.deepEqual(said, ['generation 1 draining, 0 in flight']);
 });
 
 test('on a terminal, reload draws a spinner line and marks each finished step', async (t) => {

@@ -17,7 +17,7 @@ function message(g: Generation): string {
   return `generation ${g.number} draining` + (n === null ? '' : `, ${n} in flight`);
 }
 
-/** Resolves once every worker that has a runtime has sent a count (or it exited, or the bound passed). */
+/** Resolves once every worker that has a runtime has sent a count (or reached standby, or exited, or the bound passed). */
 function firstCounts(workers: Worker[]): Promise<void> {
   const waiting = workers.filter((w) => w.hasRuntime && w.connections === null && w.state !== 'exited');
   if (waiting.length === 0) return Promise.resolve();
@@ -25,13 +25,14 @@ function firstCounts(workers: Worker[]): Promise<void> {
     const timer = setTimeout(done, FIRST_COUNT_MS);
     function done(): void {
       clearTimeout(timer);
-      for (const w of waiting) w.off('progress', check).off('exit', check);
+      for (const w of waiting) w.off('progress', check).off('standby', check).off('exit', check);
       resolve();
     }
     function check(): void {
       if (waiting.every((w) => w.connections !== null || w.state === 'exited')) done();
     }
-    for (const w of waiting) w.on('progress', check).on('exit', check);
+    // A worker with nothing in flight reaches standby without a count in between (the 'standby' message sets it to 0).
+    for (const w of waiting) w.on('progress', check).on('standby', check).on('exit', check);
   });
 }
 
