@@ -85,7 +85,9 @@ export class Drain {
   private progressTimer: NodeJS.Timeout | undefined;
 
   /** When each keep-alive connection gets its `Connection: close` (spread drain); start + [0, spreadMs). */
-  private readonly closeAt = new WeakMap<net.Socket, number>();
+  private closeAt = new WeakMap<net.Socket, number>();
+  /** Answers in flight waiting for their connection's moment (spread drain); cleared by a resume. */
+  private readonly due = new Set<NodeJS.Timeout>();
   private startedAt = 0;
 
   /**
@@ -156,9 +158,7 @@ export class Drain {
     const closeAfter = (req: IncomingMessage, res: ServerResponse): void => {
       // HTTP/2 compatibility responses refuse connection headers: GOAWAY does that job.
       if (req.httpVersionMajor !== 1) return;
-      if (spread > 0 && !this.closeNow(req.socket, spread)) return;
-      res.setHeader('Connection', 'close');
-      this.markPolite(res.socket);
+      this.closeAfter(res, req.socket, spread);
     };
     for (const s of this.servers) {
       if (isHttp(s)) {
@@ -183,10 +183,7 @@ export class Drain {
     for (const [sock, conn] of this.conns) {
       if (isH2(conn)) conn.polite = true; // every session open now gets GOAWAY just below
       const res = httpState(conn.tls ?? sock).response;
-      if (isHttp1(conn) && res && !res.headersSent && !(spread > 0 && !this.closeNow(conn.tls ?? sock, spread))) {
-        res.setHeader('Connection', 'close');
-        conn.polite = true;
-      }
+      if (isHttp1(conn) && res && !res.headersSent) this.closeAfter(res, conn.tls ?? sock, spread);
     }
     this.h2.drain();
     this.sweep();
@@ -197,14 +194,38 @@ export class Drain {
     this.progress();
   }
 
-  /** Spread drain: whether this connection's moment to close has come (drawn on first sight). */
-  private closeNow(sock: net.Socket, spread: number): boolean {
+  /**
+   * This answer carries `Connection: close` if its connection's moment has come (at once
+   * without a spread), or comes before its headers go out: a slow answer in flight when the
+   * drain starts still closes its connection within the spread, not at the idle close.
+   */
+  private closeAfter(res: ServerResponse, sock: net.Socket, spread: number): void {
+    const close = (): void => {
+      if (res.headersSent) return;
+      res.setHeader('Connection', 'close');
+      this.markPolite(sock);
+    };
+    const wait = spread > 0 ? this.momentOf(sock, spread) - Date.now() : 0;
+    if (wait <= 0) return close();
+    const timer = setTimeout(() => {
+      this.due.delete(timer);
+      close();
+    }, wait).unref();
+    this.due.add(timer);
+    res.once('close', () => {
+      clearTimeout(timer);
+      this.due.delete(timer);
+    });
+  }
+
+  /** Spread drain: when this connection is told to close, drawn on first sight in [start, start + spread). */
+  private momentOf(sock: net.Socket, spread: number): number {
     let at = this.closeAt.get(sock);
     if (at === undefined) {
       at = this.startedAt + Math.random() * spread;
       this.closeAt.set(sock, at);
     }
-    return Date.now() >= at;
+    return at;
   }
 
   /**
@@ -214,6 +235,9 @@ export class Drain {
   resume(): void {
     if (!this.started || !this.standby) return;
     for (const t of this.timers.splice(0)) clearTimeout(t);
+    for (const t of this.due) clearTimeout(t);
+    this.due.clear();
+    this.closeAt = new WeakMap(); // a later drain draws new moments from its own start
     for (const { server, listener } of this.marked.splice(0))
       for (const event of ['request', 'checkContinue', 'checkExpectation']) server.removeListener(event, listener);
     clearTimeout(this.progressTimer);
