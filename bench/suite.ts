@@ -55,11 +55,11 @@ async function main(): Promise<void> {
     scale({ workers: q ? [1, 2, 4] : [1, 2, 4, 8, 16], listeners: [1, 10, 100], handoffs: q ? 1 : 2, svgPath: values.write ? 'docs/scale.svg' : null }),
   );
   await run('warm hand-over', () =>
-    warm({ rounds: q ? 1 : 4, leadMs: 2500, keepAlive: 64, fresh: 8, candidates: ['cold', 'warmup', 'spread', 'warmup+spread'] }),
+    warm({ rounds: q ? 1 : 6, leadMs: 2500, keepAlive: 64, fresh: 8, candidates: ['cold', 'warmup', 'spread', 'warmup+spread'] }),
   );
   // Its own page (docs/comparison.md); its bars are in the summary too.
   const compared = new Date();
-  await run('compare', () => compare({ rounds: q ? 1 : 4, leadMs: 2500, keepAlive: 64, fresh: 8 }));
+  await run('compare', () => compare({ rounds: q ? 1 : 6, leadMs: 2500, keepAlive: 64, fresh: 8 }));
   const load = watch.stop();
   const minutes = (Date.now() - started.getTime()) / 60_000;
   const comparison = sections.at(-1)!;
