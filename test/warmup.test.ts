@@ -100,10 +100,13 @@ test('--warmup: every answer of a new generation comes after its warm-up, under 
   assert.match(b.out, /worker 4\.\d ready .*warmupRequests=16 warmupFailed=0 warmupMs=\d+/);
 });
 
-test('--drain-spread: keep-alive clients are told to close over the spread, not all at once', async (t) => {
+test('--drain-spread: keep-alive clients are told to close over the spread (1 s by default), not all at once', async (t) => {
   // Per connection: when its answer with `Connection: close` came, relative to the reload.
-  const closes = async (spread: string): Promise<number[]> => {
-    const b = await startBaton({ argv: ['node', join(FIXTURES, 'warmup.mjs')], args: ['--warmup', 'off', '--drain-spread', spread] });
+  // null: baton's defaults, no flag at all.
+  let defaultsOut = '';
+  const closes = async (spread: string | null): Promise<number[]> => {
+    const args = spread === null ? [] : ['--warmup', 'off', '--drain-spread', spread];
+    const b = await startBaton({ argv: ['node', join(FIXTURES, 'warmup.mjs')], args });
     t.after(() => b.dispose());
     const port = await b.port();
     const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
@@ -132,14 +135,20 @@ test('--drain-spread: keep-alive clients are told to close over the spread, not 
     stop = true;
     await Promise.all(loops);
     agent.destroy(); // idle keep-alive connections would hold the drain of the stop
+    if (spread === null) defaultsOut = b.out;
     return at.sort((a, b) => a - b);
   };
   const spread = await closes('800ms');
   const atOnce = await closes('0');
-  assert.ok(spread.length >= 12 && atOnce.length >= 12, `closes seen: ${spread.length}, ${atOnce.length}`);
+  const byDefault = await closes(null);
+  assert.ok(spread.length >= 12 && atOnce.length >= 12 && byDefault.length >= 12, `closes seen: ${spread.length}, ${atOnce.length}, ${byDefault.length}`);
   // At once: every connection on its next answer (within a few of the 10 ms pauses); spread: over ~800 ms.
   assert.ok(atOnce.at(-1)! - atOnce[0]! < 300, `at once: ${atOnce.map(Math.round).join(', ')}`);
   assert.ok(spread.at(-1)! - spread[0]! > 400, `spread: ${spread.map(Math.round).join(', ')}`);
+  assert.ok(byDefault.at(-1)! - byDefault[0]! > 500, `by default: ${byDefault.map(Math.round).join(', ')}`);
+  // And by default no warm-up: the new workers say ready with no warm-up counts.
+  assert.match(defaultsOut, /worker 2\.\d ready/);
+  assert.doesNotMatch(defaultsOut, /warmupRequests=/);
 });
 
 test('--warmup and --drain-spread refuse bad values with a clear error', async () => {
