@@ -32,7 +32,7 @@ import {
   spawnBare,
   table,
 } from './harness.js';
-import { AFTER_MS, KINDS, p99, reloadWindows, type TargetResult } from './reloadwindows.js';
+import { AFTER_MS, KINDS, p99, reloadWindows, type TargetResult, WINDOW_ARGS, windowArgs } from './reloadwindows.js';
 import { APP, batonTarget, clusterTarget, plainTarget, pm2Target, type Target } from './targets.js';
 
 const DOC = join(ROOT, 'docs/comparison.md');
@@ -186,18 +186,10 @@ export function runHeader(started: Date, load: { before: number; mean: number; m
 }
 
 if (isMain(import.meta.url)) {
-  const { values: v } = parseArgs({
-    options: {
-      rounds: { type: 'string', default: '6' },
-      lead: { type: 'string', default: '2500' },
-      'keep-alive': { type: 'string', default: '64' },
-      fresh: { type: 'string', default: '8' },
-      write: { type: 'boolean', default: false },
-    },
-  });
+  const { values: v } = parseArgs({ options: { ...WINDOW_ARGS, write: { type: 'boolean', default: false } } });
   const started = new Date();
   runMain(async () => {
-    const s = await compare({ rounds: Number(v.rounds), leadMs: Number(v.lead), keepAlive: Number(v['keep-alive']), fresh: Number(v.fresh) });
+    const s = await compare(windowArgs(v));
     if (v.write) writeComparison(s, runHeader(started, s.load));
     return s;
   });

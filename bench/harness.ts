@@ -9,6 +9,7 @@ import { createServer } from 'node:net';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 import type { ControlReply, ControlRequest } from '../src/common/protocol.js';
 import { controlRequest } from '../src/control/control.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
@@ -366,6 +367,18 @@ export function runMain(main: () => Promise<Section>): void {
       process.exit(1);
     },
   );
+}
+
+/** The command line of a benchmark run per app and pool size: --rounds, --apps, --workers. */
+export function appMatrixArgs(rounds: number): { rounds: number; apps: AppName[]; workers: number[] } {
+  const { values: v } = parseArgs({
+    options: {
+      rounds: { type: 'string', default: String(rounds) },
+      apps: { type: 'string', default: 'hello,express' },
+      workers: { type: 'string', default: '1,4' },
+    },
+  });
+  return { rounds: Number(v.rounds), apps: v.apps.split(',') as AppName[], workers: v.workers.split(',').map(Number) };
 }
 
 export function isMain(url: string): boolean {

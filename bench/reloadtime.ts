@@ -15,9 +15,24 @@
 // workers did (--warmup, read from the supervisor's log); with 4 workers, start-up in
 // parallel: 4 serial start-ups would take 4× one; on 2 cores, 2× one is the floor.
 import { execFile } from 'node:child_process';
-import { parseArgs } from 'node:util';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
-import { APPS, type AppName, Baton, CLI, firstOk, freePorts, isMain, LoadWatch, median, round, runMain, type Section, spawnBare, table } from './harness.js';
+import {
+  APPS,
+  type AppName,
+  appMatrixArgs,
+  Baton,
+  CLI,
+  firstOk,
+  freePorts,
+  isMain,
+  LoadWatch,
+  median,
+  round,
+  runMain,
+  type Section,
+  spawnBare,
+  table,
+} from './harness.js';
 
 /** What the bar allows on top of the app's start-up. */
 const SLACK_MS = 100;
@@ -173,9 +188,4 @@ export async function reloadTime(o: ReloadTimeOptions): Promise<Section> {
   };
 }
 
-if (isMain(import.meta.url)) {
-  const { values: v } = parseArgs({
-    options: { rounds: { type: 'string', default: '5' }, apps: { type: 'string', default: 'hello,express' }, workers: { type: 'string', default: '1,4' } },
-  });
-  runMain(() => reloadTime({ rounds: Number(v.rounds), apps: v.apps!.split(',') as AppName[], workers: v.workers!.split(',').map(Number) }));
-}
+if (isMain(import.meta.url)) runMain(() => reloadTime(appMatrixArgs(5)));

@@ -14,6 +14,24 @@ import { type ClientKind, percentile, type Sample, startLoad } from './load.js';
 import type { Target } from './targets.js';
 
 export const AFTER_MS = 1000;
+
+/** The command line of a run in reload windows (bench/warm.ts, bench/compare.ts), for parseArgs. */
+export const WINDOW_ARGS = {
+  rounds: { type: 'string', default: '6' },
+  lead: { type: 'string', default: '2500' },
+  'keep-alive': { type: 'string', default: '64' },
+  fresh: { type: 'string', default: '8' },
+} as const;
+
+/** What parseArgs read of WINDOW_ARGS. */
+export function windowArgs(v: {
+  rounds?: string;
+  lead?: string;
+  'keep-alive'?: string;
+  fresh?: string;
+}): Pick<WindowsOptions, 'rounds' | 'leadMs' | 'keepAlive' | 'fresh'> {
+  return { rounds: Number(v.rounds), leadMs: Number(v.lead), keepAlive: Number(v['keep-alive']), fresh: Number(v.fresh) };
+}
 const SETTLE_MS = 700;
 const TAIL_MS = 1000;
 

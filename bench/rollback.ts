@@ -11,10 +11,9 @@
 //     generation again;
 //   standby memory: the RSS of the standby generation's workers, next to the serving one's.
 // Bar (issue 16): rollback, request -> standby accepting, p50 < 20 ms.
-import { parseArgs } from 'node:util';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
-import { APPS, type AppName, Baton, firstOk, isMain, LoadWatch, median, round, runMain, type Section, table } from './harness.js';
+import { APPS, type AppName, appMatrixArgs, Baton, firstOk, isMain, LoadWatch, median, round, runMain, type Section, table } from './harness.js';
 
 const BAR_MS = 20;
 
@@ -142,9 +141,4 @@ export async function rollbackTime(o: RollbackOptions): Promise<Section> {
   };
 }
 
-if (isMain(import.meta.url)) {
-  const { values: v } = parseArgs({
-    options: { rounds: { type: 'string', default: '10' }, apps: { type: 'string', default: 'hello,express' }, workers: { type: 'string', default: '1,4' } },
-  });
-  runMain(() => rollbackTime({ rounds: Number(v.rounds), apps: v.apps!.split(',') as AppName[], workers: v.workers!.split(',').map(Number) }));
-}
+if (isMain(import.meta.url)) runMain(() => rollbackTime(appMatrixArgs(10)));

@@ -14,7 +14,7 @@
 // both client kinds, and nothing failed.
 import { parseArgs } from 'node:util';
 import { isMain, LoadWatch, median, round, runMain, type Section, table } from './harness.js';
-import { AFTER_MS, KINDS, p99, reloadWindows, type TargetResult } from './reloadwindows.js';
+import { AFTER_MS, KINDS, p99, reloadWindows, type TargetResult, WINDOW_ARGS, windowArgs } from './reloadwindows.js';
 import { batonTarget, type Target } from './targets.js';
 
 export const CANDIDATES: Record<string, string[]> = {
@@ -129,22 +129,6 @@ function section(o: WarmOptions, results: TargetResult[], load: { before: number
 }
 
 if (isMain(import.meta.url)) {
-  const { values: v } = parseArgs({
-    options: {
-      rounds: { type: 'string', default: '6' },
-      lead: { type: 'string', default: '2500' },
-      'keep-alive': { type: 'string', default: '64' },
-      fresh: { type: 'string', default: '8' },
-      candidates: { type: 'string', default: Object.keys(CANDIDATES).join(',') },
-    },
-  });
-  runMain(() =>
-    warm({
-      rounds: Number(v.rounds),
-      leadMs: Number(v.lead),
-      keepAlive: Number(v['keep-alive']),
-      fresh: Number(v.fresh),
-      candidates: v.candidates!.split(','),
-    }),
-  );
+  const { values: v } = parseArgs({ options: { ...WINDOW_ARGS, candidates: { type: 'string', default: Object.keys(CANDIDATES).join(',') } } });
+  runMain(() => warm({ ...windowArgs(v), candidates: v.candidates.split(',') }));
 }

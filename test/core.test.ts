@@ -6,18 +6,14 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
-import { type LoadReport, mixedClients, startLoad } from '../bench/load.js';
+import { mixedClients, startLoad } from '../bench/load.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import { EXAMPLES, FIXTURES, runCli, startBaton, tempDir } from './helpers/baton.js';
+import { assertNothingLost, assertReloadsCrossed } from './helpers/reloads.js';
 
 const v1 = ['node', join(EXAMPLES, 'hello/v1.js')];
 const v2 = ['node', join(EXAMPLES, 'hello/v2.js')];
 const broken = ['node', join(EXAMPLES, 'hello/broken.js')];
-
-function assertNothingLost(r: LoadReport): void {
-  assert.equal(r.failed, 0, `failed requests: ${JSON.stringify(r.errors)}`);
-  for (const kind of ['undici', 'agent', 'fresh'] as const) assert.ok(r.byKind[kind].ok > 0, `no ${kind} request succeeded`);
-}
 
 const MIXED = mixedClients(6, 6, 4);
 
@@ -32,16 +28,7 @@ test('20 reloads under keep-alive and new-connection load lose nothing', async (
     assert.ok(reply.ok, `reload ${i + 1} failed: ${JSON.stringify(reply)}`);
     records.push(reply.result as HandoffRecord);
   }
-  const report = await load.stop();
-  assertNothingLost(report);
-  assert.ok(report.ok > 1000, `too little load to prove anything: ${report.ok}`);
-  // Every generation served: the load really crossed each handoff.
-  const gens = Object.keys(report.bodies).filter((k) => k.startsWith('gen='));
-  assert.ok(gens.length >= 15, `only ${gens.length} generations answered: ${gens.join(' ')}`);
-  assert.deepEqual(
-    records.map((r) => r.state),
-    Array(20).fill('done'),
-  );
+  assertReloadsCrossed(await load.stop(), records, 1000);
   const s = await b.status();
   assert.equal(s.serving, 21);
   assert.equal(await b.stop(), 0);

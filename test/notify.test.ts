@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { type LoadReport, mixedClients, startLoad } from '../bench/load.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import { type Baton, EXAMPLES, FIXTURES, startBaton } from './helpers/baton.js';
+import { assertNothingLost, assertReloadsCrossed } from './helpers/reloads.js';
 
 // The system interpreter, when there is one: a version manager's shim costs ~200 ms per start.
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
@@ -20,11 +21,6 @@ const GUNICORN = spawnSync('gunicorn', ['--version']).status === 0;
 const gunicorn = ['gunicorn', '--chdir', FIXTURES, '--workers', '2', 'wsgi:app'];
 
 const MIXED = mixedClients(6, 6, 4);
-
-function assertNothingLost(r: LoadReport): void {
-  assert.equal(r.failed, 0, `failed requests: ${JSON.stringify(r.errors)}`);
-  for (const kind of ['undici', 'agent', 'fresh'] as const) assert.ok(r.byKind[kind].ok > 0, `no ${kind} request succeeded`);
-}
 
 /** 20 reloads of a Python server under mixed keep-alive and new-connection load. */
 async function reloadUnderLoad(b: Baton): Promise<{ report: LoadReport; records: HandoffRecord[] }> {
@@ -68,14 +64,7 @@ test('Python example, no readiness flag (READY=1 counts by default): 20 reloads 
   const b = await startBaton({ argv: server });
   t.after(() => b.dispose());
   const { report, records } = await reloadUnderLoad(b);
-  assertNothingLost(report);
-  assert.ok(report.ok > 500, `too little load to prove anything: ${report.ok}`);
-  const gens = Object.keys(report.bodies).filter((k) => k.startsWith('gen='));
-  assert.ok(gens.length >= 15, `only ${gens.length} generations answered: ${gens.join(' ')}`);
-  assert.deepEqual(
-    records.map((r) => r.state),
-    Array(20).fill('done'),
-  );
+  assertReloadsCrossed(report, records, 500);
   const s = await b.status();
   assert.equal(s.serving, 21);
   // What it said with STATUS= is shown; it is a Python program: no runtime spoke for it.
@@ -93,14 +82,7 @@ test('gunicorn (Debian), no readiness flag: 20 reloads under load lose nothing',
   // It took the inherited listener (socket activation), not a port of its own (its default is 8000).
   await b.waitFor(new RegExp(`Listening at: http://127\\.0\\.0\\.1:${await b.port()} \\(\\d+\\)`));
   const { report, records } = await reloadUnderLoad(b);
-  assertNothingLost(report);
-  assert.ok(report.ok > 500, `too little load to prove anything: ${report.ok}`);
-  const gens = Object.keys(report.bodies).filter((k) => k.startsWith('gen='));
-  assert.ok(gens.length >= 15, `only ${gens.length} generations answered: ${gens.join(' ')}`);
-  assert.deepEqual(
-    records.map((r) => r.state),
-    Array(20).fill('done'),
-  );
+  assertReloadsCrossed(report, records, 500);
   assert.equal((await b.status()).serving, 21);
   assert.doesNotMatch(b.out, /has said nothing/);
   t.diagnostic(`${report.ok} requests, ${report.rps.toFixed(0)}/s; reload ready in ${records.map((r) => r.readyMs).join(' ')} ms`);

@@ -19,6 +19,13 @@ function gen(s: StatusReport, n: number): StatusReport['generations'][number] {
   return g;
 }
 
+/** The pids of generation n's workers, sorted: the same processes, or not. */
+function pidsOf(s: StatusReport, n: number): number[] {
+  return gen(s, n)
+    .workers.map((w) => w.pid)
+    .sort();
+}
+
 /** Polls status (bounded) until `ok` holds. */
 async function until(b: Baton, ok: (s: StatusReport) => boolean, what: string, timeoutMs = 15_000): Promise<StatusReport> {
   const deadline = Date.now() + timeoutMs;
@@ -37,9 +44,7 @@ test('rollback under keep-alive and new-connection load: 0 failed, the standby a
   const b = await startBaton({ argv: version('v1'), args: ['--workers', '2', '--keep-previous', '1m'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const v1pids = gen(await b.status(), 1)
-    .workers.map((w) => w.pid)
-    .sort();
+  const v1pids = pidsOf(await b.status(), 1);
   assert.ok((await b.reload(version('v2'))).ok);
   const kept = await until(b, (s) => s.standby?.state === 'standby', 'generation 1 in standby');
   assert.equal(kept.standby!.generation, 1);
@@ -64,12 +69,7 @@ test('rollback under keep-alive and new-connection load: 0 failed, the standby a
   const s = await b.status();
   assert.equal(s.serving, 1);
   // The same processes serve again: no start-up.
-  assert.deepEqual(
-    gen(s, 1)
-      .workers.map((w) => w.pid)
-      .sort(),
-    v1pids,
-  );
+  assert.deepEqual(pidsOf(s, 1), v1pids);
   assert.equal(s.standby, null);
   const rec = s.history.at(-1)!;
   assert.equal(rec.trigger, 'rollback');
@@ -86,9 +86,7 @@ test('--probation 10s: a version that dies 2 s after ready is rolled back by its
   const b = await startBaton({ argv: version('v1'), args: ['--workers', '2', '--probation', '10s'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const v1pids = gen(await b.status(), 1)
-    .workers.map((w) => w.pid)
-    .sort();
+  const v1pids = pidsOf(await b.status(), 1);
   const load = startLoad({ target: { host: '127.0.0.1', port }, clients: MIXED, maxRequests: 300_000, maxDurationMs: 60_000 });
   const t0 = Date.now();
   // --wait: the answer comes after probation, here a rollback.
@@ -106,12 +104,7 @@ test('--probation 10s: a version that dies 2 s after ready is rolled back by its
   assert.ok(report.failed <= 2 * clients, `${report.failed} failed: ${JSON.stringify(report.errors)}`);
   const s = await b.status();
   assert.equal(s.serving, 1);
-  assert.deepEqual(
-    gen(s, 1)
-      .workers.map((w) => w.pid)
-      .sort(),
-    v1pids,
-  );
+  assert.deepEqual(pidsOf(s, 1), v1pids);
   const [failed, rollback] = s.history.slice(-2) as [HandoffRecord, HandoffRecord];
   assert.equal(failed.state, 'failed');
   assert.ok(
@@ -203,9 +196,7 @@ test('--canary 1 on 4 workers, round-robin: a fifth of 10,000 connections; `bato
   const b = await startBaton({ argv: version('v1'), args: ['--workers', '4', '--distribution', 'round-robin'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const v1pids = gen(await b.status(), 1)
-    .workers.map((w) => w.pid)
-    .sort();
+  const v1pids = pidsOf(await b.status(), 1);
   const r = await runCli(['reload', '--canary', '1', '--probation', '1m', '--control', b.control, '--', ...version('v2')]);
   assert.equal(r.code, 0, r.stderr);
   const s = await b.status();
@@ -225,13 +216,7 @@ test('--canary 1 on 4 workers, round-robin: a fifth of 10,000 connections; `bato
   assert.equal(during.failed, 0, JSON.stringify(during.errors));
   const after = await b.status();
   assert.equal(after.serving, 1);
-  assert.deepEqual(
-    gen(after, 1)
-      .workers.map((w) => w.pid)
-      .sort(),
-    v1pids,
-    'the old generation never stopped',
-  );
+  assert.deepEqual(pidsOf(after, 1), v1pids, 'the old generation never stopped');
   const rec = after.history.at(-1)!;
   assert.equal(rec.to, 2);
   assert.equal(rec.state, 'failed');
@@ -242,9 +227,7 @@ test('a canary answering 500 is dropped by itself, the old generation serving th
   const b = await startBaton({ argv: version('v1'), args: ['--workers', '2', '--distribution', 'round-robin', '--keep-previous', '1m'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const v1pids = gen(await b.status(), 1)
-    .workers.map((w) => w.pid)
-    .sort();
+  const v1pids = pidsOf(await b.status(), 1);
   const load = startLoad({
     target: { host: '127.0.0.1', port },
     clients: MIXED,
@@ -272,12 +255,7 @@ test('a canary answering 500 is dropped by itself, the old generation serving th
   assert.equal(report.failed, 0, JSON.stringify(report.errors));
   let s = await b.status();
   assert.equal(s.serving, 1);
-  assert.deepEqual(
-    gen(s, 1)
-      .workers.map((w) => w.pid)
-      .sort(),
-    v1pids,
-  );
+  assert.deepEqual(pidsOf(s, 1), v1pids);
   assert.equal(gen(s, 1).state, 'serving');
 
   const good = await runCli(['reload', '--canary', '1', '--probation', '1s', '--wait', '--control', b.control, '--', ...version('v3')]);
