@@ -35,6 +35,36 @@ const TCP_ESTABLISHED = '01';
 const TCP_CLOSE_WAIT = '08';
 
 /**
+ * The kernel prints /proc/net/tcp a page at a time and finds its place again by counting
+ * entries in a hash bucket: while other connections open and close, a row can be skipped
+ * or printed twice within one read. Two reads, merged by socket inode (the later read's
+ * state wins), see every socket the process holds, each once.
+ */
+const TABLE_READS = 2;
+
+/**
+ * Of several reads of /proc/net/tcp and tcp6 (their lines), the connections of the sockets
+ * in `mine` accepted on one of `ports` that hold work: established, or closed by the client
+ * with a request unread. Each socket counts once, in the state of the last read that shows it.
+ */
+export function heldTcp(reads: readonly (readonly string[])[], mine: ReadonlySet<string>, ports: ReadonlySet<number>): number {
+  const byInode = new Map<string, string[]>();
+  for (const lines of reads) {
+    for (const line of lines) {
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+      const f = line.trim().split(/\s+/);
+      if (f.length >= 10 && mine.has(f[9]!)) byInode.set(f[9]!, f);
+    }
+  }
+  let n = 0;
+  for (const f of byInode.values()) {
+    const unread = parseInt(f[4]!.split(':')[1]!, 16) > 0;
+    if ((f[3] === TCP_ESTABLISHED || (f[3] === TCP_CLOSE_WAIT && unread)) && ports.has(parseInt(f[1]!.split(':')[1]!, 16))) n++;
+  }
+  return n;
+}
+
+/**
  * Connections accepted from baton's listeners that `pid` still holds with work in them:
  * TCP sockets whose local port is a listener's port (accepted sockets share it) that are
  * established, or that the client closed with a request still unread (CLOSE_WAIT with
@@ -49,24 +79,18 @@ export function heldConnections(pid: number, listeners: readonly Listener[]): nu
   if (mine.size === 0) return 0;
   const ports = new Set(listeners.flatMap((l) => (l.kind === 'tcp' ? [l.port] : [])));
   const paths = new Set(listeners.flatMap((l) => (l.kind === 'unix' ? [l.path] : [])));
-  let n = 0;
-  if (ports.size) {
-    for (const line of [...read('/proc/net/tcp'), ...read('/proc/net/tcp6')]) {
-      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10 || !mine.has(f[9]!)) continue;
-      const unread = parseInt(f[4]!.split(':')[1]!, 16) > 0;
-      if (!(f[3] === TCP_ESTABLISHED || (f[3] === TCP_CLOSE_WAIT && unread))) continue;
-      const port = parseInt(f[1]!.split(':')[1]!, 16);
-      if (ports.has(port)) n++;
-    }
-  }
+  const reads = Array.from({ length: ports.size ? TABLE_READS : 0 }, () => [...read('/proc/net/tcp'), ...read('/proc/net/tcp6')]);
+  let n = heldTcp(reads, mine, ports);
   if (paths.size) {
-    for (const line of read('/proc/net/unix')) {
-      // Num RefCount Protocol Flags Type St Inode Path ; St 03 = connected
-      const f = line.trim().split(/\s+/);
-      if (f.length >= 8 && f[5] === '03' && mine.has(f[6]!) && paths.has(f[7]!)) n++;
+    const connected = new Set<string>();
+    for (let i = 0; i < TABLE_READS; i++) {
+      for (const line of read('/proc/net/unix')) {
+        // Num RefCount Protocol Flags Type St Inode Path ; St 03 = connected
+        const f = line.trim().split(/\s+/);
+        if (f.length >= 8 && f[5] === '03' && mine.has(f[6]!) && paths.has(f[7]!)) connected.add(f[6]!);
+      }
     }
+    n += connected.size;
   }
   return n;
 }
