@@ -35,26 +35,18 @@ const TCP_ESTABLISHED = '01';
 const TCP_CLOSE_WAIT = '08';
 
 /**
- * The kernel prints /proc/net/tcp a page at a time and finds its place again by counting
- * entries in a hash bucket: while other connections open and close, a row can be skipped
- * or printed twice within one read. Two reads, merged by socket inode (the later read's
- * state wins), see every socket the process holds, each once.
+ * Of the lines of /proc/net/tcp and tcp6, the connections of the sockets in `mine` accepted
+ * on one of `ports` that hold work: established, or closed by the client with a request
+ * unread. Each socket counts once: the kernel prints the table a page at a time and finds
+ * its place again by position in a hash bucket, so a row can come twice in one read while
+ * other connections come and go (the later one counts).
  */
-const TABLE_READS = 2;
-
-/**
- * Of several reads of /proc/net/tcp and tcp6 (their lines), the connections of the sockets
- * in `mine` accepted on one of `ports` that hold work: established, or closed by the client
- * with a request unread. Each socket counts once, in the state of the last read that shows it.
- */
-export function heldTcp(reads: readonly (readonly string[])[], mine: ReadonlySet<string>, ports: ReadonlySet<number>): number {
+export function heldTcp(lines: readonly string[], mine: ReadonlySet<string>, ports: ReadonlySet<number>): number {
   const byInode = new Map<string, string[]>();
-  for (const lines of reads) {
-    for (const line of lines) {
-      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-      const f = line.trim().split(/\s+/);
-      if (f.length >= 10 && mine.has(f[9]!)) byInode.set(f[9]!, f);
-    }
+  for (const line of lines) {
+    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+    const f = line.trim().split(/\s+/);
+    if (f.length >= 10 && mine.has(f[9]!)) byInode.set(f[9]!, f);
   }
   let n = 0;
   for (const f of byInode.values()) {
@@ -79,16 +71,13 @@ export function heldConnections(pid: number, listeners: readonly Listener[]): nu
   if (mine.size === 0) return 0;
   const ports = new Set(listeners.flatMap((l) => (l.kind === 'tcp' ? [l.port] : [])));
   const paths = new Set(listeners.flatMap((l) => (l.kind === 'unix' ? [l.path] : [])));
-  const reads = Array.from({ length: ports.size ? TABLE_READS : 0 }, () => [...read('/proc/net/tcp'), ...read('/proc/net/tcp6')]);
-  let n = heldTcp(reads, mine, ports);
+  let n = ports.size ? heldTcp([...read('/proc/net/tcp'), ...read('/proc/net/tcp6')], mine, ports) : 0;
   if (paths.size) {
     const connected = new Set<string>();
-    for (let i = 0; i < TABLE_READS; i++) {
-      for (const line of read('/proc/net/unix')) {
-        // Num RefCount Protocol Flags Type St Inode Path ; St 03 = connected
-        const f = line.trim().split(/\s+/);
-        if (f.length >= 8 && f[5] === '03' && mine.has(f[6]!) && paths.has(f[7]!)) connected.add(f[6]!);
-      }
+    for (const line of read('/proc/net/unix')) {
+      // Num RefCount Protocol Flags Type St Inode Path ; St 03 = connected
+      const f = line.trim().split(/\s+/);
+      if (f.length >= 8 && f[5] === '03' && mine.has(f[6]!) && paths.has(f[7]!)) connected.add(f[6]!);
     }
     n += connected.size;
   }

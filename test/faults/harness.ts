@@ -175,14 +175,14 @@ const LISTEN = '0A';
  */
 export function countHeld(pid: number, port: number): Held {
   const mine = socketInodesOf(pid);
-  // One read of the table can miss a row or show one twice while other connections come
-  // and go (it is printed a page at a time): three reads, merged by address pair.
-  const byPair = new Map<string, TcpRow>();
-  for (let i = 0; i < 3; i++) for (const r of tcpRows(pid)) byPair.set(`${r.local} ${r.remote}`, r);
+  const rows = tcpRows(pid);
+  const byPair = new Map(rows.map((r) => [`${r.local} ${r.remote}`, r]));
+  // A row can come twice in one read while other connections come and go: each socket once.
+  const server = new Map(rows.filter((r) => mine.has(r.inode)).map((r) => [r.inode, r]));
   let held = 0;
   let unread = 0;
-  for (const r of byPair.values()) {
-    if (!mine.has(r.inode) || r.state === LISTEN || parseInt(r.local.split(':').at(-1)!, 16) !== port) continue;
+  for (const r of server.values()) {
+    if (r.state === LISTEN || parseInt(r.local.split(':').at(-1)!, 16) !== port) continue;
     const client = byPair.get(`${r.remote} ${r.local}`);
     if (!(client?.state === ESTABLISHED || (client?.state === FIN_WAIT2 && r.rx > 0))) continue;
     held++;
