@@ -160,7 +160,7 @@ export async function reloadTime(o: ReloadTimeOptions): Promise<Section> {
   }
   const markdown = [
     `Median of ${o.rounds} rounds, no client load. Bare start-up: spawn to the first 200 (polled every 5 ms), as many processes as workers, all spawned at once. ` +
-      `Reload to serving: from sending the reload request until its answer (every new worker ready, the old generation stopped accepting) and then a 200 from the new generation have come. Warm-up: the longest of the new workers' warm-up before they said ready (\`--warmup\`, on by default; the supervisor's log), part of ready. Ready / done / old exited: from the handoff record (the supervisor's clock, from the request's arrival). ` +
+      `Reload to serving: from sending the reload request until its answer (every new worker ready, the old generation stopped accepting) and then a 200 from the new generation have come. Warm-up: the longest of the new workers' warm-up before they said ready (\`--warmup\`, off by default, so 0 here; the supervisor's log), part of ready. Ready / done / old exited: from the handoff record (the supervisor's clock, from the request's arrival). ` +
       `\`baton reload\`: wall time of \`baton reload --wait-drained\`, CLI start-up included.`,
     '',
     table(
