@@ -153,8 +153,9 @@ export class Drain {
     this.started = true;
     this.standby = standby;
     this.startedAt = Date.now();
-    // Capped below the idle close of step 3: a connection still open then is closed as idle anyway.
-    const spread = Math.min(this.spreadMs, ...[...this.servers].filter(isHttp).map((s) => Math.max(0, s.keepAliveTimeout)));
+    // Capped below the idle close of step 3 (a connection still open then is closed as idle
+    // anyway), and at half the drain deadline: the last clients told must have time to go.
+    const spread = Math.min(this.spreadMs, timeoutMs / 2, ...[...this.servers].filter(isHttp).map((s) => Math.max(0, s.keepAliveTimeout)));
     const closeAfter = (req: IncomingMessage, res: ServerResponse): void => {
       // HTTP/2 compatibility responses refuse connection headers: GOAWAY does that job.
       if (req.httpVersionMajor !== 1) return;
