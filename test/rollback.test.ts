@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import { mixedClients, startLoad } from '../bench/load.js';
 import type { HandoffRecord } from '../src/supervisor/handoff.js';
 import type { StatusReport } from '../src/supervisor/supervisor.js';
+import { alive } from './faults/harness.js';
 import { type Baton, CLI, FIXTURES, ROOT, runCli, startBaton } from './helpers/baton.js';
 
 const version = (tag: string, ...faults: string[]): string[] => ['node', join(FIXTURES, 'faulty.mjs'), `--tag=${tag}`, ...faults];
@@ -278,15 +279,6 @@ test('--canary with --handoff exclusive is refused with the reason', async (t) =
   assert.match(r.stderr, /--canary needs --handoff overlap/);
   assert.equal((await b.status()).history.length, 1);
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 test('a newer reload replaces the standby; supervisor upgrade refuses while one is kept, --drop-standby ends it first; a takeover ends it, never orphaned', async (t) => {
   const b = await startBaton({ argv: version('v1'), args: ['--keep-previous', '1m'] });
