@@ -27,6 +27,17 @@ function pidsOf(s: StatusReport, n: number): number[] {
     .sort();
 }
 
+/** Mixed load that counts a 500 as an answer: the versions under probation here answer 500 on purpose. */
+function loadTaking500s(port: number): ReturnType<typeof startLoad> {
+  return startLoad({
+    target: { host: '127.0.0.1', port },
+    clients: MIXED,
+    maxRequests: 300_000,
+    maxDurationMs: 60_000,
+    expect: (status) => status === 200 || status === 500,
+  });
+}
+
 /** Polls status (bounded) until `ok` holds. */
 async function until(b: Baton, ok: (s: StatusReport) => boolean, what: string, timeoutMs = 15_000): Promise<StatusReport> {
   const deadline = Date.now() + timeoutMs;
@@ -122,13 +133,7 @@ test('--probation 10s --max-error-rate 5%: a version answering 500 is rolled bac
   const b = await startBaton({ argv: version('v1'), args: ['--workers', '2', '--probation', '10s', '--max-error-rate', '5%'] });
   t.after(() => b.dispose());
   const port = await b.port();
-  const load = startLoad({
-    target: { host: '127.0.0.1', port },
-    clients: MIXED,
-    maxRequests: 300_000,
-    maxDurationMs: 60_000,
-    expect: (status) => status === 200 || status === 500,
-  });
+  const load = loadTaking500s(port);
   const t0 = Date.now();
   const r = await runCli(['reload', '--wait', '--control', b.control, '--', ...version('v2', '--status=500')]);
   const took = Date.now() - t0;
@@ -229,13 +234,7 @@ test('a canary answering 500 is dropped by itself, the old generation serving th
   t.after(() => b.dispose());
   const port = await b.port();
   const v1pids = pidsOf(await b.status(), 1);
-  const load = startLoad({
-    target: { host: '127.0.0.1', port },
-    clients: MIXED,
-    maxRequests: 300_000,
-    maxDurationMs: 60_000,
-    expect: (status) => status === 200 || status === 500,
-  });
+  const load = loadTaking500s(port);
   const bad = await runCli([
     'reload',
     '--canary',

@@ -156,7 +156,7 @@ export class Drain {
     // Capped below the idle close of step 3 (a connection still open then is closed as idle
     // anyway), and at half the drain deadline: the last clients told must have time to go.
     const spread = Math.min(this.spreadMs, timeoutMs / 2, ...[...this.servers].filter(isHttp).map((s) => Math.max(0, s.keepAliveTimeout)));
-    const closeAfter = (req: IncomingMessage, res: ServerResponse): void => {
+    const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
       // HTTP/2 compatibility responses refuse connection headers: GOAWAY does that job.
       if (req.httpVersionMajor !== 1) return;
       this.closeAfter(res, req.socket, spread);
@@ -166,15 +166,15 @@ export class Drain {
         // 'checkContinue'/'checkExpectation' replace 'request' when the app listens to them
         // (Node emits them only then, so they get ours only then).
         for (const event of ['request', 'checkContinue', 'checkExpectation']) {
-          if (event === 'request' || s.listenerCount(event) > 0) s.prependListener(event, closeAfter);
+          if (event === 'request' || s.listenerCount(event) > 0) s.prependListener(event, onRequest);
         }
-        this.marked.push({ server: s, listener: closeAfter });
+        this.marked.push({ server: s, listener: onRequest });
         this.timers.push(setTimeout(() => this.closeIdle(s), Math.max(0, s.keepAliveTimeout) + NODE_IDLE_SLACK_MS).unref());
       } else if (isHttp2(s)) {
         // Only where the app listens to 'request': adding the first 'request' listener to
         // an HTTP/2 server would switch on Node's compatibility layer for a 'stream' app.
-        if (s.listenerCount('request') > 0) s.prependListener('request', closeAfter);
-        this.marked.push({ server: s, listener: closeAfter });
+        if (s.listenerCount('request') > 0) s.prependListener('request', onRequest);
+        this.marked.push({ server: s, listener: onRequest });
         this.timers.push(setTimeout(() => this.closeIdle(s), HTTP1_KEEP_ALIVE_MS + NODE_IDLE_SLACK_MS).unref());
       }
       this.stopAccepting(s);
